@@ -1,0 +1,132 @@
+package fsm
+
+import (
+	eventsv1 "github.com/raftkms/raftkms/proto/events/v1"
+)
+
+func init() {
+	register("enable_key_rotation", applyEnableKeyRotation)
+	register("disable_key_rotation", applyDisableKeyRotation)
+	register("rotate_key", applyRotateKey)
+}
+
+// rotationRefused says why a user may not change a key's rotation: imported
+// keys rotate only by importing new material, managed keys only by the cluster.
+func rotationRefused(k *Key) *Rejection {
+	switch k.Origin {
+	case originExternal:
+		return reject(CodeUnsupported, "key %s has imported material and cannot be rotated automatically or on demand", k.ID)
+	case originService:
+		return reject(CodeUnsupported, "key %s is a managed key; its rotation is controlled by the cluster", k.ID)
+	}
+	return nil
+}
+
+// usableForRotation checks the key's state for a rotation change.
+func usableForRotation(k *Key) *Rejection {
+	switch k.State {
+	case stEnabled:
+		return nil
+	case stDisabled:
+		return reject(CodeDisabled, "key %s is disabled", k.ID)
+	}
+	return invalidState(k)
+}
+
+func applyEnableKeyRotation(f *FSM, c *applyCtx) *Result {
+	e := c.env.GetEnableKeyRotation()
+	k, r := f.editKey(e.KeyId)
+	if r != nil {
+		return failed(e.KeyId, r)
+	}
+	if r := rotationRefused(k); r != nil {
+		return failed(e.KeyId, r)
+	}
+	if r := usableForRotation(k); r != nil {
+		return failed(e.KeyId, r)
+	}
+	if e.RotationPeriodSeconds <= 0 || e.RotationPeriodSeconds > maxPeriodSec {
+		return failed(e.KeyId, reject(CodeValidation, "rotation period of %d seconds is out of range", e.RotationPeriodSeconds))
+	}
+	if !k.Rotation.Enabled {
+		// The schedule starts when rotation is switched on.
+		k.Rotation.LastRotation = c.t
+	}
+	k.Rotation.Enabled = true
+	k.Rotation.PeriodSec = e.RotationPeriodSeconds
+	k.Rotation.NextRotation = k.Rotation.LastRotation + e.RotationPeriodSeconds*nsPerSec
+	return f.commit(c, k)
+}
+
+func applyDisableKeyRotation(f *FSM, c *applyCtx) *Result {
+	id := c.env.GetDisableKeyRotation().KeyId
+	k, r := f.editKey(id)
+	if r != nil {
+		return failed(id, r)
+	}
+	if r := rotationRefused(k); r != nil {
+		return failed(id, r)
+	}
+	if r := usableForRotation(k); r != nil {
+		return failed(id, r)
+	}
+	k.Rotation.Enabled = false
+	k.Rotation.NextRotation = 0
+	return f.commit(c, k)
+}
+
+// applyRotateKey adds a version. The expected-version guard makes a rotation
+// proposed twice apply once; an automatic rotation is also refused before it
+// is due or when rotation was switched off meanwhile.
+func applyRotateKey(f *FSM, c *applyCtx) *Result {
+	e := c.env.GetRotateKey()
+	k, r := f.editKey(e.KeyId)
+	if r != nil {
+		return failed(e.KeyId, r)
+	}
+	if len(e.SealedMaterial) == 0 {
+		return failed(e.KeyId, reject(CodeValidation, "new key material is required"))
+	}
+	switch e.RotationType {
+	case eventsv1.RotationType_ROTATION_TYPE_AUTOMATIC:
+		if k.Origin == originExternal {
+			return failed(e.KeyId, rotationRefused(k))
+		}
+	case eventsv1.RotationType_ROTATION_TYPE_ON_DEMAND:
+		if r := rotationRefused(k); r != nil {
+			return failed(e.KeyId, r)
+		}
+	default:
+		return failed(e.KeyId, reject(CodeValidation, "rotation type %v cannot be proposed", e.RotationType))
+	}
+	if r := usableForRotation(k); r != nil {
+		return failed(e.KeyId, r)
+	}
+	if e.ExpectedCurrentVersion != k.CurrentVersion() {
+		return failed(e.KeyId, reject(CodeConflict, "key %s is at version %d, not %d",
+			e.KeyId, k.CurrentVersion(), e.ExpectedCurrentVersion))
+	}
+	if e.RotationType == eventsv1.RotationType_ROTATION_TYPE_AUTOMATIC {
+		if !k.Rotation.Enabled {
+			return failed(e.KeyId, reject(CodeConflict, "automatic rotation of key %s is off", e.KeyId))
+		}
+		if c.t < k.Rotation.NextRotation {
+			return failed(e.KeyId, reject(CodeConflict, "key %s is not due for rotation", e.KeyId))
+		}
+		k.Rotation.LastRotation = c.t
+		k.Rotation.NextRotation = c.t + k.Rotation.PeriodSec*nsPerSec
+	} else {
+		if e.OnDemandLimit > 0 && k.OnDemand >= e.OnDemandLimit {
+			return failed(e.KeyId, reject(CodeLimitExceeded, "key %s has reached its limit of %d on-demand rotations",
+				e.KeyId, e.OnDemandLimit))
+		}
+		k.OnDemand++
+	}
+	k.Versions = append(k.Versions, Version{
+		Number:    k.CurrentVersion() + 1,
+		Type:      e.RotationType,
+		CreatedAt: c.t,
+		Sealed:    e.SealedMaterial,
+	})
+	return f.commit(c, k)
+}

@@ -1,0 +1,57 @@
+package fsm
+
+import (
+	"fmt"
+
+	eventsv1 "github.com/raftkms/raftkms/proto/events/v1"
+	"google.golang.org/protobuf/proto"
+)
+
+// SchemaVersion is the newest envelope schema this build understands.
+const SchemaVersion = 1
+
+// entryFormatV1 is the first byte of every raftkms log entry: a protobuf
+// Envelope follows. A different first byte is corruption or a newer format.
+const entryFormatV1 byte = 0x01
+
+// maxEntrySize bounds one log entry; larger entries are refused before
+// proposing and treated as corruption when decoding.
+const maxEntrySize = 1 << 20
+
+var marshalOpts = proto.MarshalOptions{Deterministic: true}
+
+// EncodeEntry turns an envelope into log entry bytes.
+func EncodeEntry(env *eventsv1.Envelope) ([]byte, error) {
+	if env.GetSchemaVersion() == 0 {
+		env.SchemaVersion = SchemaVersion
+	}
+	size := marshalOpts.Size(env)
+	if size+1 > maxEntrySize {
+		return nil, fmt.Errorf("%w: entry of %d bytes exceeds %d", ErrValidation, size+1, maxEntrySize)
+	}
+	buf := make([]byte, 1, size+1)
+	buf[0] = entryFormatV1
+	return marshalOpts.MarshalAppend(buf, env)
+}
+
+// DecodeEntry parses log entry bytes. It never panics: anything it cannot
+// read is ErrCorruptEntry.
+func DecodeEntry(data []byte) (*eventsv1.Envelope, error) {
+	if len(data) == 0 {
+		return nil, fmt.Errorf("%w: empty", ErrCorruptEntry)
+	}
+	if len(data) > maxEntrySize {
+		return nil, fmt.Errorf("%w: %d bytes is too large", ErrCorruptEntry, len(data))
+	}
+	if data[0] != entryFormatV1 {
+		return nil, fmt.Errorf("%w: unknown format byte 0x%02x", ErrCorruptEntry, data[0])
+	}
+	env := &eventsv1.Envelope{}
+	if err := proto.Unmarshal(data[1:], env); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCorruptEntry, err)
+	}
+	if env.SchemaVersion == 0 {
+		return nil, fmt.Errorf("%w: missing schema version", ErrCorruptEntry)
+	}
+	return env, nil
+}

@@ -1,0 +1,292 @@
+// Package fsm is raftkms's replicated state machine: it applies log entries
+// (events) to the state of every key, answers read-only queries, and writes
+// and reads snapshots.
+//
+// It is pure: no clock, no randomness, no network, no disk, no goroutines.
+// Everything random or time-dependent was decided by the proposer and is
+// carried in the event; the only time is the envelope's, clamped so that the
+// state's clock never goes backwards. Key material stays sealed (opaque
+// bytes): this package never sees the root key.
+package fsm
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"sync"
+	"time"
+
+	eventsv1 "github.com/raftkms/raftkms/proto/events/v1"
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
+
+// DefaultIdempotencyWindow is how long (in entry time) a request ID is
+// remembered.
+const DefaultIdempotencyWindow = 24 * time.Hour
+
+// Config configures a state machine.
+type Config struct {
+	// IdempotencyWindow is how long, measured in event time, an applied
+	// request ID is remembered. Zero means DefaultIdempotencyWindow. Every
+	// node of a cluster must use the same value.
+	IdempotencyWindow time.Duration
+
+	// OnChange, if set, is called after each applied event that changed a
+	// key, with that key's ID, and with "" after a Restore (everything may
+	// have changed). It runs on the apply path: it must not block.
+	OnChange func(keyID string)
+}
+
+// Result is what applying one entry produced. Err is nil or a *Rejection.
+type Result struct {
+	Index        uint64 // Raft index of the entry
+	KeyID        string // the key the event was about
+	Version      uint32 // the key's current version after the event
+	DeletionTime int64  // for ScheduleKeyDeletion: when the key will be deleted
+	Err          error  // deterministic rejection, or nil
+	Duplicate    bool   // the request ID was seen before: this is the first result
+	Skipped      bool   // an unknown event marked skippable was ignored
+}
+
+// FSM is the state machine. Apply runs on one goroutine; queries may run
+// concurrently with it.
+type FSM struct {
+	cfg Config
+
+	mu       sync.RWMutex
+	clock    int64           // max event time applied
+	applied  uint64          // Raft index of the last applied entry
+	gen      uint64          // bumped on every change, to cache the digest
+	keys     map[string]*Key // by key ID
+	order    []*Key          // creation order; order[k.seq] == keys[k.ID]
+	aliases  map[string]*Alias
+	nodes    map[string]Node
+	requests map[string]*requestEntry
+	reqQueue []*requestEntry // apply order (so time order), for pruning
+	reqHead  int
+
+	digestMu  sync.Mutex
+	digestGen uint64
+	digest    [32]byte
+}
+
+type requestEntry struct {
+	id     string
+	time   int64
+	result storedResult
+}
+
+type storedResult struct {
+	code         Code
+	msg          string
+	keyID        string
+	version      uint32
+	deletionTime int64
+}
+
+// New makes an empty state machine.
+func New(cfg Config) (*FSM, error) {
+	if cfg.IdempotencyWindow < 0 {
+		return nil, fmt.Errorf("fsm: negative idempotency window")
+	}
+	if cfg.IdempotencyWindow == 0 {
+		cfg.IdempotencyWindow = DefaultIdempotencyWindow
+	}
+	f := &FSM{cfg: cfg}
+	f.reset()
+	return f, nil
+}
+
+func (f *FSM) reset() {
+	f.clock, f.applied = 0, 0
+	f.keys = map[string]*Key{}
+	f.order = nil
+	f.aliases = map[string]*Alias{}
+	f.nodes = map[string]Node{}
+	f.requests = map[string]*requestEntry{}
+	f.reqQueue, f.reqHead = nil, 0
+	f.gen++
+}
+
+// applyCtx is what a handler sees of the entry being applied.
+type applyCtx struct {
+	env     *eventsv1.Envelope
+	name    string // event name, for history
+	t       int64  // clamped event time
+	data    []byte // raw entry bytes, for the history hash chain
+	changed string // key ID the handler changed, for OnChange
+}
+
+type handler func(f *FSM, c *applyCtx) *Result
+
+type registration struct {
+	name string
+	fn   handler
+}
+
+var (
+	eventOneof = (&eventsv1.Envelope{}).ProtoReflect().Descriptor().Oneofs().ByName("event")
+	handlers   = map[protoreflect.FieldNumber]registration{}
+)
+
+// register adds the handler for one event of the envelope's oneof. A duplicate
+// or unknown registration is a programming error caught at start-up.
+func register(field protoreflect.Name, fn handler) {
+	fd := eventOneof.Fields().ByName(field)
+	if fd == nil {
+		panic(fmt.Sprintf("fsm: no event field %q in the envelope", field))
+	}
+	if _, dup := handlers[fd.Number()]; dup {
+		panic(fmt.Sprintf("fsm: duplicate handler for %q", field))
+	}
+	handlers[fd.Number()] = registration{name: string(fd.Message().Name()), fn: fn}
+}
+
+// ApplyEntry applies one log entry at the given Raft index.
+//
+// An entry that cannot be decoded, or whose event this build does not know
+// and which is not marked skippable, panics: the node stops loudly rather than
+// diverge from its peers.
+func (f *FSM) ApplyEntry(index uint64, data []byte) *Result {
+	env, err := DecodeEntry(data)
+	if err != nil {
+		panic(fmt.Sprintf("fsm: log entry %d: %v", index, err))
+	}
+	res, changed := f.apply(index, env, data)
+	res.Index = index
+	if changed != "" && f.cfg.OnChange != nil {
+		f.cfg.OnChange(changed)
+	}
+	return res
+}
+
+func (f *FSM) apply(index uint64, env *eventsv1.Envelope, data []byte) (*Result, string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.applied = index
+
+	var reg registration
+	known := false
+	if fd := env.ProtoReflect().WhichOneof(eventOneof); fd != nil {
+		reg, known = handlers[fd.Number()]
+	}
+	if !known || env.SchemaVersion > SchemaVersion {
+		if env.Skippable {
+			return &Result{Skipped: true}, ""
+		}
+		panic(fmt.Sprintf("fsm: log entry %d holds an event this build does not know (schema %d); upgrade this node",
+			index, env.SchemaVersion))
+	}
+
+	t := env.TimeUnixNano
+	if t < f.clock {
+		t = f.clock
+	}
+	// A repeated request returns its first result and changes nothing, not
+	// even the clock.
+	if id := env.RequestId; id != "" {
+		if e, ok := f.requests[id]; ok && e.time >= t-int64(f.cfg.IdempotencyWindow) {
+			return e.result.toResult(true), ""
+		}
+	}
+	f.clock = t
+	f.pruneRequests(t)
+
+	f.gen++
+	c := &applyCtx{env: env, name: reg.name, t: t, data: data}
+	res := reg.fn(f, c)
+	if env.RequestId != "" {
+		e := &requestEntry{id: env.RequestId, time: t, result: storeResult(res)}
+		f.requests[e.id] = e
+		f.reqQueue = append(f.reqQueue, e)
+	}
+	return res, c.changed
+}
+
+// pruneRequests forgets request IDs older than the window. Entry times are
+// clamped, so the queue is in time order.
+func (f *FSM) pruneRequests(now int64) {
+	cutoff := now - int64(f.cfg.IdempotencyWindow)
+	for f.reqHead < len(f.reqQueue) && f.reqQueue[f.reqHead].time < cutoff {
+		if e := f.reqQueue[f.reqHead]; f.requests[e.id] == e {
+			delete(f.requests, e.id)
+		}
+		f.reqQueue[f.reqHead] = nil
+		f.reqHead++
+	}
+	// Compact once the dead prefix dominates, so memory stays bounded.
+	if f.reqHead > 1024 && f.reqHead*2 > len(f.reqQueue) {
+		f.reqQueue = append([]*requestEntry(nil), f.reqQueue[f.reqHead:]...)
+		f.reqHead = 0
+	}
+}
+
+func storeResult(r *Result) storedResult {
+	s := storedResult{keyID: r.KeyID, version: r.Version, deletionTime: r.DeletionTime}
+	if r.Err != nil {
+		if rej, ok := r.Err.(*Rejection); ok {
+			s.code, s.msg = rej.Code, rej.Msg
+		} else {
+			s.code, s.msg = CodeValidation, r.Err.Error()
+		}
+	}
+	return s
+}
+
+func (s storedResult) toResult(dup bool) *Result {
+	r := &Result{KeyID: s.keyID, Version: s.version, DeletionTime: s.deletionTime, Duplicate: dup}
+	if s.code != CodeOK {
+		r.Err = &Rejection{Code: s.code, Msg: s.msg}
+	}
+	return r
+}
+
+// failed is the result of a rejected event.
+func failed(keyID string, err *Rejection) *Result {
+	return &Result{KeyID: keyID, Err: err}
+}
+
+// editKey returns a private copy of a key to change, or a rejection when the
+// key does not exist or is deleted (deleted keys only keep their record).
+func (f *FSM) editKey(id string) (*Key, *Rejection) {
+	if id == "" {
+		return nil, reject(CodeValidation, "key ID is required")
+	}
+	k, ok := f.keys[id]
+	if !ok {
+		return nil, reject(CodeNotFound, "key %s is not found", id)
+	}
+	if k.State == eventsv1.KeyState_KEY_STATE_DELETED {
+		return nil, reject(CodeInvalidState, "key %s is deleted", id)
+	}
+	cp := *k
+	return &cp, nil
+}
+
+// commit stores a changed key and appends the event to its history chain.
+func (f *FSM) commit(c *applyCtx, k *Key) *Result {
+	prev := k.HistoryHead()
+	h := sha256.New()
+	h.Write(prev[:])
+	h.Write(c.data)
+	var sum [32]byte
+	h.Sum(sum[:0])
+	k.History = append(k.History, HistoryEntry{
+		Type:      c.name,
+		Time:      c.t,
+		Principal: c.env.Principal,
+		RequestID: c.env.RequestId,
+		State:     k.State,
+		Version:   k.CurrentVersion(),
+		Hash:      sum,
+	})
+	if old, ok := f.keys[k.ID]; ok {
+		k.seq = old.seq
+		f.order[k.seq] = k
+	} else {
+		k.seq = len(f.order)
+		f.order = append(f.order, k)
+	}
+	f.keys[k.ID] = k
+	c.changed = k.ID
+	return &Result{KeyID: k.ID, Version: k.CurrentVersion(), DeletionTime: k.DeletionAt}
+}

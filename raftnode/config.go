@@ -1,0 +1,175 @@
+package raftnode
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/raftkms/raftkms/fsm"
+)
+
+// Production defaults. A follower notices a dead leader after one to two
+// heartbeat timeouts and an election takes a round trip more, so failover on
+// a LAN takes roughly 0.3–0.7 s.
+const (
+	DefaultHeartbeatTimeout   = 300 * time.Millisecond
+	DefaultElectionTimeout    = 300 * time.Millisecond
+	DefaultLeaderLeaseTimeout = 200 * time.Millisecond
+	DefaultCommitTimeout      = 20 * time.Millisecond
+	DefaultApplyTimeout       = 5 * time.Second
+	DefaultTransportTimeout   = 10 * time.Second
+	DefaultTransportMaxPool   = 3
+	DefaultSnapshotThreshold  = 8192
+	DefaultSnapshotInterval   = 60 * time.Second
+	DefaultTrailingLogs       = 10240
+	DefaultSnapshotRetain     = 2
+)
+
+// Peer is one voter of the bootstrap configuration.
+type Peer struct {
+	ID   string // node ID
+	Addr string // Raft address (host:port)
+}
+
+// Config configures a Node. Zero durations and counts take the defaults above.
+type Config struct {
+	// NodeID is this node's stable identity in the cluster.
+	NodeID string
+	// RaftBindAddr is where Raft listens (host:port). Not used when
+	// StreamLayer is set.
+	RaftBindAddr string
+	// RaftAdvertiseAddr is the address peers dial; default RaftBindAddr (or
+	// StreamLayer.Addr()). It must not be an unspecified address.
+	RaftAdvertiseAddr string
+	// DataDir holds raft.db (log and stable store) and the snapshots.
+	DataDir string
+	// Peers is the bootstrap configuration, identical on every node and
+	// including this one. It is used only when DataDir holds no Raft state
+	// yet; leave it empty for a node that will be added with AddVoter.
+	Peers []Peer
+	// FSM is the state machine the log is applied to.
+	FSM *fsm.FSM
+	// Logger receives Raft's logs, named "raft" (unless its name already
+	// ends in "raft"); nil discards them.
+	Logger hclog.Logger
+	// StreamLayer, if set, carries Raft's traffic instead of plain TCP (TLS,
+	// or a fault-injecting network in tests).
+	StreamLayer StreamLayer
+
+	HeartbeatTimeout   time.Duration // follower starts an election after this without contact
+	ElectionTimeout    time.Duration // candidate restarts an election after this
+	LeaderLeaseTimeout time.Duration // leader steps down after this without a quorum
+	CommitTimeout      time.Duration // longest delay before followers learn a commit
+	ApplyTimeout       time.Duration // upper bound of Propose and Barrier when ctx has no earlier deadline
+	TransportTimeout   time.Duration // I/O deadline of one Raft RPC
+	TransportMaxPool   int           // pooled connections per peer
+
+	SnapshotThreshold uint64        // entries since the last snapshot that trigger a new one
+	SnapshotInterval  time.Duration // how often the threshold is checked
+	TrailingLogs      uint64        // entries kept after a snapshot, for slow followers
+	SnapshotRetain    int           // snapshots kept on disk
+}
+
+// withDefaults returns a validated copy of cfg with defaults filled in.
+func (cfg Config) withDefaults() (Config, error) {
+	if cfg.NodeID == "" {
+		return cfg, errors.New("raftnode: NodeID is required")
+	}
+	if cfg.DataDir == "" {
+		return cfg, errors.New("raftnode: DataDir is required")
+	}
+	if cfg.FSM == nil {
+		return cfg, errors.New("raftnode: FSM is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	if cfg.StreamLayer != nil {
+		if cfg.RaftAdvertiseAddr == "" {
+			cfg.RaftAdvertiseAddr = cfg.StreamLayer.Addr().String()
+		}
+	} else {
+		if cfg.RaftBindAddr == "" {
+			return cfg, errors.New("raftnode: RaftBindAddr is required")
+		}
+		if cfg.RaftAdvertiseAddr == "" {
+			cfg.RaftAdvertiseAddr = cfg.RaftBindAddr
+		}
+	}
+	host, _, err := net.SplitHostPort(cfg.RaftAdvertiseAddr)
+	if err != nil {
+		return cfg, fmt.Errorf("raftnode: RaftAdvertiseAddr: %w", err)
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		return cfg, fmt.Errorf("raftnode: RaftAdvertiseAddr %q is not an address peers can dial", cfg.RaftAdvertiseAddr)
+	}
+
+	// Election and lease default relative to the heartbeat, so that setting
+	// only HeartbeatTimeout gives a valid configuration.
+	if cfg.HeartbeatTimeout == 0 {
+		cfg.HeartbeatTimeout = DefaultHeartbeatTimeout
+	}
+	durations := []struct {
+		name string
+		v    *time.Duration
+		def  time.Duration
+	}{
+		{"HeartbeatTimeout", &cfg.HeartbeatTimeout, DefaultHeartbeatTimeout},
+		{"ElectionTimeout", &cfg.ElectionTimeout, max(DefaultElectionTimeout, cfg.HeartbeatTimeout)},
+		{"LeaderLeaseTimeout", &cfg.LeaderLeaseTimeout, min(DefaultLeaderLeaseTimeout, cfg.HeartbeatTimeout)},
+		{"CommitTimeout", &cfg.CommitTimeout, DefaultCommitTimeout},
+		{"ApplyTimeout", &cfg.ApplyTimeout, DefaultApplyTimeout},
+		{"TransportTimeout", &cfg.TransportTimeout, DefaultTransportTimeout},
+		{"SnapshotInterval", &cfg.SnapshotInterval, DefaultSnapshotInterval},
+	}
+	for _, d := range durations {
+		if *d.v < 0 {
+			return cfg, fmt.Errorf("raftnode: %s is negative", d.name)
+		}
+		if *d.v == 0 {
+			*d.v = d.def
+		}
+	}
+	if cfg.TransportMaxPool < 0 || cfg.SnapshotRetain < 0 {
+		return cfg, errors.New("raftnode: TransportMaxPool and SnapshotRetain must not be negative")
+	}
+	if cfg.TransportMaxPool == 0 {
+		cfg.TransportMaxPool = DefaultTransportMaxPool
+	}
+	if cfg.SnapshotRetain == 0 {
+		cfg.SnapshotRetain = DefaultSnapshotRetain
+	}
+	if cfg.SnapshotThreshold == 0 {
+		cfg.SnapshotThreshold = DefaultSnapshotThreshold
+	}
+	if cfg.TrailingLogs == 0 {
+		cfg.TrailingLogs = DefaultTrailingLogs
+	}
+
+	if len(cfg.Peers) > 0 {
+		ids, addrs := map[string]bool{}, map[string]bool{}
+		self := false
+		for _, p := range cfg.Peers {
+			if p.ID == "" || p.Addr == "" {
+				return cfg, errors.New("raftnode: every peer needs an ID and an address")
+			}
+			if ids[p.ID] || addrs[p.Addr] {
+				return cfg, fmt.Errorf("raftnode: peer %s (%s) is listed twice", p.ID, p.Addr)
+			}
+			ids[p.ID], addrs[p.Addr] = true, true
+			if p.ID == cfg.NodeID {
+				if p.Addr != cfg.RaftAdvertiseAddr {
+					return cfg, fmt.Errorf("raftnode: peer list gives %s address %s, but it advertises %s",
+						p.ID, p.Addr, cfg.RaftAdvertiseAddr)
+				}
+				self = true
+			}
+		}
+		if !self {
+			return cfg, fmt.Errorf("raftnode: peer list does not include this node (%s)", cfg.NodeID)
+		}
+	}
+	return cfg, nil
+}
