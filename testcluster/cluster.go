@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/raftkms/raftkms/fsm"
 	"github.com/raftkms/raftkms/raftnode"
+	"github.com/raftkms/raftkms/server"
 )
 
 // LogLevelEnv names the environment variable that raises the nodes' log
@@ -44,6 +45,7 @@ type options struct {
 	fsmConfig         func(i int, cfg *fsm.Config)
 	afterStart        func(i int, n *raftnode.Node, f *fsm.FSM)
 	beforeStop        func(i int)
+	api               *apiOptions // nil: Raft and state machine only
 }
 
 // WithSnapshots makes nodes snapshot every threshold entries and keep only
@@ -103,6 +105,9 @@ type member struct {
 	node          *raftnode.Node
 	fsm           *fsm.FSM
 	alive         bool
+
+	grpcAddr string         // API mode: the node's gRPC address, kept across restarts
+	srv      *server.Server // API mode: the whole node
 }
 
 // New starts an n-node cluster and registers its shutdown with t.Cleanup. It
@@ -136,6 +141,9 @@ func New(t testing.TB, n int, opts ...Option) *Cluster {
 		addr := ep.Addr().String()
 		c.peers = append(c.peers, raftnode.Peer{ID: id, Addr: addr})
 		c.nodes = append(c.nodes, &member{id: id, addr: addr, dir: filepath.Join(dirs[i], id)})
+		if o.api != nil {
+			c.nodes[i].grpcAddr = freeAddr(t)
+		}
 	}
 	for i := range n {
 		if err := c.start(i, eps[i]); err != nil {
@@ -148,6 +156,9 @@ func New(t testing.TB, n int, opts ...Option) *Cluster {
 // start makes a fresh state machine and starts node i on its data directory.
 func (c *Cluster) start(i int, ep *Endpoint) error {
 	m := c.nodes[i]
+	if c.opts.api != nil {
+		return c.startAPI(i, ep)
+	}
 	fcfg := fsm.Config{}
 	if c.opts.fsmConfig != nil {
 		c.opts.fsmConfig(i, &fcfg)
@@ -157,6 +168,24 @@ func (c *Cluster) start(i int, ep *Endpoint) error {
 		ep.Close()
 		return err
 	}
+	cfg := c.raftConfig(i, f, ep)
+	node, err := raftnode.New(cfg)
+	if err != nil {
+		ep.Close()
+		return err
+	}
+	c.mu.Lock()
+	m.node, m.fsm, m.alive = node, f, true
+	c.mu.Unlock()
+	if c.opts.afterStart != nil {
+		c.opts.afterStart(i, node, f)
+	}
+	return nil
+}
+
+// raftConfig is node i's Raft configuration with the test timings.
+func (c *Cluster) raftConfig(i int, f *fsm.FSM, ep *Endpoint) raftnode.Config {
+	m := c.nodes[i]
 	cfg := raftnode.Config{
 		NodeID:             m.id,
 		DataDir:            m.dir,
@@ -177,18 +206,7 @@ func (c *Cluster) start(i int, ep *Endpoint) error {
 	if c.opts.nodeConfig != nil {
 		c.opts.nodeConfig(i, &cfg)
 	}
-	node, err := raftnode.New(cfg)
-	if err != nil {
-		ep.Close()
-		return err
-	}
-	c.mu.Lock()
-	m.node, m.fsm, m.alive = node, f, true
-	c.mu.Unlock()
-	if c.opts.afterStart != nil {
-		c.opts.afterStart(i, node, f)
-	}
-	return nil
+	return cfg
 }
 
 // shutdown stops every live node; it runs at t.Cleanup.
@@ -215,6 +233,10 @@ func (c *Cluster) stop(i int, abrupt bool) bool {
 	}
 	if abrupt {
 		c.net.Down(m.id)
+	}
+	if m.srv != nil {
+		m.srv.Stop()
+		return true
 	}
 	if err := m.node.Shutdown(); err != nil {
 		c.t.Logf("testcluster: shutdown %s: %v", m.id, err)

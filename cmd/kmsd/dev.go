@@ -1,0 +1,103 @@
+package main
+
+import (
+	"crypto/rand"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/raftkms/raftkms/keycrypto"
+	"github.com/raftkms/raftkms/server"
+)
+
+// runDev runs a whole cluster in one process on 127.0.0.1, with a generated
+// root key. It is insecure and binds loopback only.
+func runDev(args []string) int {
+	fs := flag.NewFlagSet("kmsd dev", flag.ContinueOnError)
+	var (
+		c        commonFlags
+		nodes    = fs.Int("nodes", 3, "number of nodes")
+		grpcPort = fs.Int("grpc-port", 7001, "gRPC port of node 1; node i listens on grpc-port+i-1")
+		raftPort = fs.Int("raft-port", 7101, "Raft port of node 1; node i listens on raft-port+i-1")
+		dataDir  = fs.String("data-dir", "", "keep the cluster's data (and its root key) here; default: a temporary directory removed on exit")
+	)
+	c.register(fs, "warn")
+	if err := parseFlags(fs, args); err != nil {
+		return usageErr(err)
+	}
+	if *nodes < 1 || *nodes > 9 {
+		return usageErr(fmt.Errorf("--nodes must be 1..9"))
+	}
+	limits, err := c.limits()
+	if err != nil {
+		return usageErr(err)
+	}
+	dir := *dataDir
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "raftkms-dev-"); err != nil {
+			return fail(err)
+		}
+		defer os.RemoveAll(dir)
+	}
+	root, err := devRootKey(dir, *dataDir != "")
+	if err != nil {
+		return fail(err)
+	}
+
+	cluster, err := server.StartLocal(server.LocalConfig{
+		Nodes:      *nodes,
+		Dir:        dir,
+		GRPCPort:   *grpcPort,
+		RaftPort:   *raftPort,
+		RootKey:    root,
+		Limits:     limits,
+		StaleReads: c.staleReads,
+		Logger:     c.logger("kmsd"),
+	})
+	if err != nil {
+		return fail(err)
+	}
+	defer cluster.Stop()
+	endpoints := cluster.Endpoints()
+	eps := strings.Join(endpoints, ",")
+	fmt.Printf(`raftkms dev cluster: %d nodes on 127.0.0.1 (insecure, data in %s)
+  endpoints: %s
+
+try:
+  export RAFTKMS_ENDPOINTS=%s
+  go run ./cmd/kmsctl create-key --description demo
+  go run ./cmd/kmsctl encrypt --key-id KEY_ID --plaintext $(printf hello | base64)
+  go run ./cmd/kmsctl cluster status
+
+Ctrl-C stops the cluster.
+`, *nodes, dir, eps, eps)
+	waitForSignal()
+	fmt.Println("stopping")
+	return 0
+}
+
+// devRootKey makes a root key for a dev cluster; with a kept data dir it is
+// stored there (mode 0600) so that the cluster can be restarted.
+func devRootKey(dir string, keep bool) (*keycrypto.RootKey, error) {
+	path := filepath.Join(dir, "root.key")
+	if keep {
+		if raw, err := os.ReadFile(path); err == nil {
+			return keycrypto.ParseRootKey(raw)
+		}
+	}
+	root, err := keycrypto.GenerateRootKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	if keep {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(path, keycrypto.EncodeRootKey(root), 0o600); err != nil {
+			return nil, err
+		}
+	}
+	return root, nil
+}

@@ -1,0 +1,90 @@
+// Command kmsd runs raftkms nodes.
+//
+//	kmsd dev      a whole cluster in one process on loopback (insecure, for trying it out)
+//	kmsd serve    one node of a real cluster
+//	kmsd gen-root-key
+//	kmsd health   exit 0 when a node is serving
+//
+// Every flag may also come from a RAFTKMS_* environment variable: --node-id
+// from RAFTKMS_NODE_ID, --min-rotation-period from RAFTKMS_MIN_ROTATION_PERIOD.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	if len(args) == 0 {
+		usage()
+		return 2
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "dev":
+		return runDev(rest)
+	case "serve":
+		return runServe(rest)
+	case "gen-root-key":
+		return runGenRootKey(rest)
+	case "health":
+		return runHealth(rest)
+	case "help", "-h", "--help":
+		usage()
+		return 0
+	}
+	fmt.Fprintf(os.Stderr, "kmsd: unknown command %q\n", cmd)
+	usage()
+	return 2
+}
+
+func usage() {
+	fmt.Fprint(os.Stderr, `usage: kmsd COMMAND [flags]
+
+commands:
+  dev           run a whole cluster (3 nodes by default) in one process on 127.0.0.1
+  serve         run one node of a cluster
+  gen-root-key  print a new cluster root key (base64) to stdout
+  health        exit 0 when the node at --grpc-addr is serving
+
+Run "kmsd COMMAND -h" for the flags of a command. Every flag may also be set
+with a RAFTKMS_* environment variable (--node-id from RAFTKMS_NODE_ID).
+`)
+}
+
+// parseFlags parses args, then fills every flag not given on the command line
+// from its RAFTKMS_* environment variable.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] || err != nil {
+			return
+		}
+		env := envName(f.Name)
+		if v, ok := os.LookupEnv(env); ok {
+			if e := fs.Set(f.Name, v); e != nil {
+				err = fmt.Errorf("%s: %w", env, e)
+			}
+		}
+	})
+	return err
+}
+
+// envName is the environment variable of a flag: node-id → RAFTKMS_NODE_ID.
+func envName(flagName string) string {
+	return "RAFTKMS_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}

@@ -1,0 +1,184 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/raftkms/raftkms/keycrypto"
+	"github.com/raftkms/raftkms/raftnode"
+	"github.com/raftkms/raftkms/rpc"
+	"github.com/raftkms/raftkms/server"
+)
+
+// commonFlags are the flags dev and serve share.
+type commonFlags struct {
+	minRotation   string
+	minPending    string
+	onDemandLimit uint
+	logLevel      string
+	staleReads    bool
+}
+
+func (c *commonFlags) register(fs *flag.FlagSet, defaultLevel string) {
+	fs.StringVar(&c.minRotation, "min-rotation-period", "", "lowest rotation period allowed (e.g. 2s, 1h, 90d; default 90d)")
+	fs.StringVar(&c.minPending, "min-pending-window", "", "shortest deletion waiting period allowed (e.g. 3s, 7d; default 7d)")
+	fs.UintVar(&c.onDemandLimit, "on-demand-rotation-limit", rpc.DefaultOnDemandLimit, "on-demand rotations allowed per key")
+	fs.StringVar(&c.logLevel, "log-level", defaultLevel, "log level: trace, debug, info, warn, error")
+	fs.BoolVar(&c.staleReads, "stale-reads", false, "serve every read from local state without a read-index round")
+}
+
+func (c *commonFlags) limits() (rpc.Limits, error) {
+	var l rpc.Limits
+	var err error
+	if c.minRotation != "" {
+		if l.MinRotationPeriod, err = parseDuration(c.minRotation); err != nil {
+			return l, fmt.Errorf("--min-rotation-period: %w", err)
+		}
+	}
+	if c.minPending != "" {
+		if l.MinPendingWindow, err = parseDuration(c.minPending); err != nil {
+			return l, fmt.Errorf("--min-pending-window: %w", err)
+		}
+	}
+	l.OnDemandLimit = uint32(c.onDemandLimit)
+	return l, nil
+}
+
+func (c *commonFlags) logger(name string) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{Name: name, Level: hclog.LevelFromString(c.logLevel), Output: os.Stderr})
+}
+
+// parseDuration accepts Go durations (2s, 90m, 36h) and whole days (90d).
+func parseDuration(s string) (time.Duration, error) {
+	if d, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.Atoi(d)
+		if err != nil || n <= 0 {
+			return 0, fmt.Errorf("invalid number of days %q", s)
+		}
+		return time.Duration(n) * 24 * time.Hour, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, err
+	}
+	if d <= 0 {
+		return 0, fmt.Errorf("duration %q must be positive", s)
+	}
+	return d, nil
+}
+
+// parsePeers reads ID=HOST:PORT,ID=HOST:PORT.
+func parsePeers(s string) ([]raftnode.Peer, error) {
+	var peers []raftnode.Peer
+	seen := map[string]bool{}
+	for _, item := range strings.Split(s, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		id, addr, ok := strings.Cut(item, "=")
+		if !ok || id == "" || addr == "" {
+			return nil, fmt.Errorf("peer %q is not ID=HOST:PORT", item)
+		}
+		if seen[id] {
+			return nil, fmt.Errorf("peer %s is listed twice", id)
+		}
+		seen[id] = true
+		peers = append(peers, raftnode.Peer{ID: id, Addr: addr})
+	}
+	return peers, nil
+}
+
+func runServe(args []string) int {
+	fs := flag.NewFlagSet("kmsd serve", flag.ContinueOnError)
+	var (
+		c           commonFlags
+		nodeID      = fs.String("node-id", "", "this node's ID (stable across restarts)")
+		grpcAddr    = fs.String("grpc-addr", "", "gRPC listen address HOST:PORT")
+		grpcAdv     = fs.String("grpc-advertise", "", "gRPC address other nodes use (default --grpc-addr)")
+		raftAddr    = fs.String("raft-addr", "", "Raft address HOST:PORT (listened on and advertised)")
+		dataDir     = fs.String("data-dir", "", "directory for the Raft log and snapshots")
+		rootKeyFile = fs.String("root-key-file", "", "file holding the cluster root key (from kmsd gen-root-key)")
+		peers       = fs.String("peers", "", "bootstrap voters ID=RAFTHOST:PORT,... (identical on every node)")
+		join        = fs.String("join", "", "gRPC address of a cluster member to join through (instead of --peers)")
+	)
+	c.register(fs, "info")
+	if err := parseFlags(fs, args); err != nil {
+		return usageErr(err)
+	}
+	if *nodeID == "" || *grpcAddr == "" || *raftAddr == "" || *dataDir == "" || *rootKeyFile == "" {
+		return usageErr(errors.New("--node-id, --grpc-addr, --raft-addr, --data-dir and --root-key-file are required"))
+	}
+	if (*peers == "") == (*join == "") {
+		return usageErr(errors.New("give exactly one of --peers and --join"))
+	}
+	peerList, err := parsePeers(*peers)
+	if err != nil {
+		return usageErr(err)
+	}
+	limits, err := c.limits()
+	if err != nil {
+		return usageErr(err)
+	}
+	raw, err := os.ReadFile(*rootKeyFile)
+	if err != nil {
+		return fail(fmt.Errorf("reading the root key: %w", err))
+	}
+	root, err := keycrypto.ParseRootKey(raw)
+	if err != nil {
+		return fail(fmt.Errorf("root key file %s: %w", *rootKeyFile, err))
+	}
+	if err := os.MkdirAll(*dataDir, 0o700); err != nil {
+		return fail(err)
+	}
+	log := c.logger("kmsd")
+	srv, err := server.Start(server.Config{
+		NodeID:        *nodeID,
+		GRPCAddr:      *grpcAddr,
+		GRPCAdvertise: *grpcAdv,
+		RaftAddr:      *raftAddr,
+		DataDir:       *dataDir,
+		RootKey:       root,
+		Peers:         peerList,
+		Join:          *join,
+		Limits:        limits,
+		StaleReads:    c.staleReads,
+		Logger:        log,
+	})
+	if err != nil {
+		return fail(err)
+	}
+	log.Info("kmsd serving", "node", *nodeID, "grpc", srv.Addr(), "raft", *raftAddr)
+	waitForSignal()
+	log.Info("shutting down")
+	srv.Stop()
+	return 0
+}
+
+func waitForSignal() {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
+	<-ch
+	signal.Stop(ch)
+}
+
+func usageErr(err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	fmt.Fprintln(os.Stderr, "kmsd:", err)
+	return 2
+}
+
+func fail(err error) int {
+	fmt.Fprintln(os.Stderr, "kmsd:", err)
+	return 1
+}

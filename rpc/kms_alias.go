@@ -1,0 +1,97 @@
+package rpc
+
+import (
+	"context"
+	"strings"
+
+	eventsv1 "github.com/raftkms/raftkms/proto/events/v1"
+	kmsv1 "github.com/raftkms/raftkms/proto/kms/v1"
+)
+
+// checkAliasName applies AWS's alias rules: alias/ then 1-250 of
+// [a-zA-Z0-9/_-]; the alias/aws/ prefix is reserved.
+func checkAliasName(name string) error {
+	rest, ok := strings.CutPrefix(name, "alias/")
+	if !ok || rest == "" || len(name) > 256 {
+		return validationErr("AliasName must begin with alias/ and be at most 256 characters")
+	}
+	if strings.HasPrefix(name, "alias/aws/") {
+		return &apiError{code: 7, name: "NotAuthorizedException", msg: "the alias/aws/ prefix is reserved"}
+	}
+	for _, c := range rest {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '/' || c == '_' || c == '-') {
+			return validationErr("AliasName may contain only letters, digits, /, _ and -")
+		}
+	}
+	return nil
+}
+
+func (s kmsService) CreateAlias(ctx context.Context, req *kmsv1.CreateAliasRequest) (*kmsv1.CreateAliasResponse, error) {
+	if err := checkAliasName(req.AliasName); err != nil {
+		return nil, err
+	}
+	k, err := s.writeKey(req.TargetKeyId)
+	if err != nil {
+		return nil, err
+	}
+	_, err = s.propose(ctx, &eventsv1.Envelope{Event: &eventsv1.Envelope_CreateAlias{CreateAlias: &eventsv1.CreateAlias{
+		AliasName: req.AliasName, TargetKeyId: k.ID}}})
+	return &kmsv1.CreateAliasResponse{}, err
+}
+
+func (s kmsService) UpdateAlias(ctx context.Context, req *kmsv1.UpdateAliasRequest) (*kmsv1.UpdateAliasResponse, error) {
+	if err := checkAliasName(req.AliasName); err != nil {
+		return nil, err
+	}
+	k, err := s.writeKey(req.TargetKeyId)
+	if err != nil {
+		return nil, err
+	}
+	_, err = s.propose(ctx, &eventsv1.Envelope{Event: &eventsv1.Envelope_UpdateAlias{UpdateAlias: &eventsv1.UpdateAlias{
+		AliasName: req.AliasName, TargetKeyId: k.ID}}})
+	return &kmsv1.UpdateAliasResponse{}, err
+}
+
+func (s kmsService) DeleteAlias(ctx context.Context, req *kmsv1.DeleteAliasRequest) (*kmsv1.DeleteAliasResponse, error) {
+	if err := checkAliasName(req.AliasName); err != nil {
+		return nil, err
+	}
+	_, err := s.propose(ctx, &eventsv1.Envelope{Event: &eventsv1.Envelope_DeleteAlias{DeleteAlias: &eventsv1.DeleteAlias{
+		AliasName: req.AliasName}}})
+	return &kmsv1.DeleteAliasResponse{}, err
+}
+
+func (s kmsService) ListAliases(ctx context.Context, req *kmsv1.ListAliasesRequest) (*kmsv1.ListAliasesResponse, error) {
+	limit, err := pageLimit(req.Limit)
+	if err != nil {
+		return nil, err
+	}
+	keyID := ""
+	if req.KeyId != "" {
+		k, err := s.readKey(ctx, req.KeyId)
+		if err != nil {
+			return nil, err
+		}
+		keyID = k.ID
+	} else if err := s.readBarrier(ctx); err != nil {
+		return nil, err
+	}
+	all := s.fsm.Aliases(keyID)
+	start := 0
+	if req.Marker != "" {
+		if start, err = parseMarker(req.Marker, len(all)); err != nil {
+			return nil, err
+		}
+	}
+	end := min(start+limit, len(all))
+	resp := &kmsv1.ListAliasesResponse{}
+	for _, a := range all[start:end] {
+		resp.Aliases = append(resp.Aliases, &kmsv1.AliasListEntry{AliasName: a.Name, AliasArn: aliasARN(a.Name),
+			TargetKeyId: a.KeyID, CreationDate: ts(a.CreatedAt)})
+	}
+	if end < len(all) {
+		resp.Truncated = true
+		resp.NextMarker = formatMarker(end)
+	}
+	return resp, nil
+}

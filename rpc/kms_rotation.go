@@ -1,0 +1,148 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"strconv"
+
+	"github.com/raftkms/raftkms/fsm"
+	eventsv1 "github.com/raftkms/raftkms/proto/events/v1"
+	kmsv1 "github.com/raftkms/raftkms/proto/kms/v1"
+)
+
+func parseMarker(m string, max int) (int, error) {
+	n, err := strconv.Atoi(m)
+	if err != nil || n < 0 || n > max {
+		return 0, validationErr("Marker is not valid")
+	}
+	return n, nil
+}
+
+func formatMarker(n int) string { return strconv.Itoa(n) }
+
+func (s kmsService) EnableKeyRotation(ctx context.Context, req *kmsv1.EnableKeyRotationRequest) (*kmsv1.EnableKeyRotationResponse, error) {
+	l := s.limits
+	period, err := periodSeconds(req.RotationPeriodInDays, req.RotationPeriodSeconds, DefaultRotationPeriod,
+		l.MinRotationPeriod, l.MaxRotationPeriod, "RotationPeriodInDays")
+	if err != nil {
+		return nil, err
+	}
+	_, err = s.keyEvent(ctx, req.KeyId, func(id string) *eventsv1.Envelope {
+		return &eventsv1.Envelope{Event: &eventsv1.Envelope_EnableKeyRotation{EnableKeyRotation: &eventsv1.EnableKeyRotation{
+			KeyId: id, RotationPeriodSeconds: period}}}
+	})
+	return &kmsv1.EnableKeyRotationResponse{}, err
+}
+
+func (s kmsService) DisableKeyRotation(ctx context.Context, req *kmsv1.DisableKeyRotationRequest) (*kmsv1.DisableKeyRotationResponse, error) {
+	_, err := s.keyEvent(ctx, req.KeyId, func(id string) *eventsv1.Envelope {
+		return &eventsv1.Envelope{Event: &eventsv1.Envelope_DisableKeyRotation{DisableKeyRotation: &eventsv1.DisableKeyRotation{KeyId: id}}}
+	})
+	return &kmsv1.DisableKeyRotationResponse{}, err
+}
+
+func (s kmsService) GetKeyRotationStatus(ctx context.Context, req *kmsv1.GetKeyRotationStatusRequest) (*kmsv1.GetKeyRotationStatusResponse, error) {
+	k, err := s.readKey(ctx, req.KeyId)
+	if err != nil {
+		return nil, err
+	}
+	resp := &kmsv1.GetKeyRotationStatusResponse{
+		KeyId:              k.ID,
+		KeyRotationEnabled: k.Rotation.Enabled,
+	}
+	if k.Rotation.Enabled {
+		resp.RotationPeriodInDays = int32(k.Rotation.PeriodSec / 86400)
+		resp.RotationPeriodSeconds = k.Rotation.PeriodSec
+		resp.NextRotationDate = ts(k.Rotation.NextRotation)
+	}
+	// The newest on-demand rotation, as AWS reports it.
+	for i := len(k.Versions) - 1; i >= 0; i-- {
+		if k.Versions[i].Type == eventsv1.RotationType_ROTATION_TYPE_ON_DEMAND {
+			resp.OnDemandRotationStartDate = ts(k.Versions[i].CreatedAt)
+			break
+		}
+	}
+	return resp, nil
+}
+
+// RotateKeyOnDemand seals new material for the next version and proposes it
+// with the version it expects to replace; if a concurrent rotation got there
+// first, it tries again on the new version.
+func (s kmsService) RotateKeyOnDemand(ctx context.Context, req *kmsv1.RotateKeyOnDemandRequest) (*kmsv1.RotateKeyOnDemandResponse, error) {
+	reqID := requestID(ctx)
+	for attempt := 0; ; attempt++ {
+		k, err := s.writeKey(req.KeyId)
+		if err != nil {
+			return nil, err
+		}
+		cur := k.CurrentVersion()
+		sealed, err := s.newSealedMaterial(k.ID, cur+1)
+		if err != nil {
+			return nil, err
+		}
+		actx := ctx
+		if attempt > 0 {
+			// Each attempt is a distinct proposal: the first attempt's
+			// conflict is remembered under the original request ID.
+			actx = withRequestID(ctx, reqID+"/"+strconv.Itoa(attempt))
+		}
+		res, err := s.propose(actx, &eventsv1.Envelope{Event: &eventsv1.Envelope_RotateKey{RotateKey: &eventsv1.RotateKey{
+			KeyId: k.ID, RotationType: eventsv1.RotationType_ROTATION_TYPE_ON_DEMAND, ExpectedCurrentVersion: cur,
+			SealedMaterial: sealed, OnDemandLimit: s.limits.OnDemandLimit}}})
+		if errors.Is(err, fsm.ErrConflict) && attempt < 5 {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return &kmsv1.RotateKeyOnDemandResponse{KeyId: k.ID, KeyVersion: res.Version}, nil
+	}
+}
+
+func rotationTypeName(t fsm.RotationType) string {
+	switch t {
+	case eventsv1.RotationType_ROTATION_TYPE_AUTOMATIC:
+		return "AUTOMATIC"
+	case eventsv1.RotationType_ROTATION_TYPE_ON_DEMAND:
+		return "ON_DEMAND"
+	case eventsv1.RotationType_ROTATION_TYPE_IMPORTED:
+		return "IMPORTED"
+	}
+	return "INITIAL"
+}
+
+// ListKeyRotations lists every version after the first, oldest first, as
+// AWS lists rotations; each entry also carries its version number.
+func (s kmsService) ListKeyRotations(ctx context.Context, req *kmsv1.ListKeyRotationsRequest) (*kmsv1.ListKeyRotationsResponse, error) {
+	limit, err := pageLimit(req.Limit)
+	if err != nil {
+		return nil, err
+	}
+	k, err := s.readKey(ctx, req.KeyId)
+	if err != nil {
+		return nil, err
+	}
+	var rotations []fsm.Version
+	for _, v := range k.Versions {
+		if v.Type != eventsv1.RotationType_ROTATION_TYPE_INITIAL {
+			rotations = append(rotations, v)
+		}
+	}
+	start := 0
+	if req.Marker != "" {
+		if start, err = parseMarker(req.Marker, len(rotations)); err != nil {
+			return nil, err
+		}
+	}
+	end := min(start+limit, len(rotations))
+	resp := &kmsv1.ListKeyRotationsResponse{}
+	for _, v := range rotations[start:end] {
+		resp.Rotations = append(resp.Rotations, &kmsv1.RotationsListEntry{KeyId: k.ID, RotationDate: ts(v.CreatedAt),
+			RotationType: rotationTypeName(v.Type), KeyVersion: v.Number})
+	}
+	if end < len(rotations) {
+		resp.Truncated = true
+		resp.NextMarker = formatMarker(end)
+	}
+	return resp, nil
+}

@@ -1,0 +1,41 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+
+	"github.com/raftkms/raftkms/raftnode"
+	"google.golang.org/grpc/metadata"
+)
+
+// staleOK reports whether this read may skip the read-index round: the node
+// is configured so, or the caller asked with the x-raftkms-stale-ok header.
+func (s *Server) staleOK(ctx context.Context) bool {
+	if s.cfg.StaleReads {
+		return true
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	return firstMD(md, MDStaleOK) == "true"
+}
+
+// readBarrier makes a read linearizable (DESIGN §5): it learns a read index
+// (the leader's commit index, confirmed by VerifyLeader) and waits until this
+// node has applied that far. On the leader, concurrent calls share one
+// VerifyLeader round; on a follower they share one round trip to the leader.
+func (s *Server) readBarrier(ctx context.Context) error {
+	if s.staleOK(ctx) {
+		return nil
+	}
+	var idx uint64
+	var err error
+	if s.node.IsLeader() {
+		idx, err = s.node.ReadIndex(ctx)
+	}
+	if !s.node.IsLeader() || errors.Is(err, raftnode.ErrNotLeader) {
+		idx, err = s.readIdx.Get(ctx)
+	}
+	if err != nil {
+		return err
+	}
+	return s.node.WaitApplied(ctx, idx)
+}

@@ -1,0 +1,207 @@
+// Package rpc serves raftkms's gRPC API: KeyManagementService for clients and
+// ClusterService for operators and for the nodes themselves. It validates
+// requests, turns writes into events proposed through Raft (forwarding them
+// to the leader when this node is a follower), serves crypto and reads from
+// local state after a read-index round, and maps every error to a gRPC code
+// with an AWS-style exception name in one place (errors.go).
+package rpc
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/raftkms/raftkms/fsm"
+	"github.com/raftkms/raftkms/keycrypto"
+	"github.com/raftkms/raftkms/raftnode"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// Limits are the cluster's bounds for rotation, deletion and on-demand
+// rotation. Every node of a cluster should use the same values.
+type Limits struct {
+	MinRotationPeriod time.Duration // default 90 days
+	MaxRotationPeriod time.Duration // default 2560 days
+	MinPendingWindow  time.Duration // default 7 days
+	MaxPendingWindow  time.Duration // default 30 days
+	OnDemandLimit     uint32        // on-demand rotations per key; default 10
+	ManagedPeriod     time.Duration // rotation period of managed (SERVICE) keys; default 365 days
+}
+
+const day = 24 * time.Hour
+
+// Defaults for Limits (those of AWS KMS).
+const (
+	DefaultMinRotationPeriod = 90 * day
+	DefaultMaxRotationPeriod = 2560 * day
+	DefaultRotationPeriod    = 365 * day
+	DefaultMinPendingWindow  = 7 * day
+	DefaultMaxPendingWindow  = 30 * day
+	DefaultPendingWindow     = 30 * day
+	DefaultOnDemandLimit     = 10
+)
+
+func (l Limits) withDefaults() (Limits, error) {
+	if l.MinRotationPeriod == 0 {
+		l.MinRotationPeriod = DefaultMinRotationPeriod
+	}
+	if l.MaxRotationPeriod == 0 {
+		l.MaxRotationPeriod = DefaultMaxRotationPeriod
+	}
+	if l.MinPendingWindow == 0 {
+		l.MinPendingWindow = DefaultMinPendingWindow
+	}
+	if l.MaxPendingWindow == 0 {
+		l.MaxPendingWindow = DefaultMaxPendingWindow
+	}
+	if l.OnDemandLimit == 0 {
+		l.OnDemandLimit = DefaultOnDemandLimit
+	}
+	if l.ManagedPeriod == 0 {
+		l.ManagedPeriod = DefaultRotationPeriod
+	}
+	if l.MinRotationPeriod < time.Second || l.MinRotationPeriod > l.MaxRotationPeriod {
+		return l, fmt.Errorf("rpc: rotation period bounds %v..%v are invalid", l.MinRotationPeriod, l.MaxRotationPeriod)
+	}
+	if l.MinPendingWindow < time.Second || l.MinPendingWindow > l.MaxPendingWindow {
+		return l, fmt.Errorf("rpc: pending window bounds %v..%v are invalid", l.MinPendingWindow, l.MaxPendingWindow)
+	}
+	return l, nil
+}
+
+// Config configures the API of one node.
+type Config struct {
+	NodeID     string             // this node's ID
+	GRPCAddr   string             // this node's advertised gRPC address
+	FSM        *fsm.FSM           // local state, read-only here
+	Node       *raftnode.Node     // proposes events, answers read-index rounds
+	Root       *keycrypto.RootKey // seals and opens key material
+	Limits     Limits             // cluster bounds
+	StaleReads bool               // skip the read-index round for every read on this node
+	Logger     hclog.Logger       // named "rpc"
+	// Rand is the source of key IDs, material and nonces; default crypto/rand.
+	Rand io.Reader
+	// DialOptions are used to reach other nodes (forwarding, read index);
+	// default: insecure (loopback and tests only).
+	DialOptions []grpc.DialOption
+	// Now is the proposer's clock; default time.Now. Tests inject their own.
+	Now func() time.Time
+}
+
+// Server implements the gRPC services of one node.
+type Server struct {
+	cfg    Config
+	limits Limits
+	log    hclog.Logger
+	fsm    *fsm.FSM
+	node   *raftnode.Node
+	root   *keycrypto.RootKey
+	aeads  *keycrypto.Cache
+	rand   io.Reader
+	now    func() time.Time
+
+	readIdx *coalescer // read-index rounds of a follower, shared
+
+	connMu sync.Mutex
+	conns  map[string]*grpc.ClientConn // to other nodes, by gRPC address
+}
+
+// New validates cfg and makes the API server.
+func New(cfg Config) (*Server, error) {
+	if cfg.NodeID == "" || cfg.GRPCAddr == "" || cfg.FSM == nil || cfg.Node == nil || cfg.Root == nil {
+		return nil, errors.New("rpc: node ID, gRPC address, FSM, Raft node and root key are required")
+	}
+	limits, err := cfg.Limits.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = rand.Reader
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.DialOptions == nil {
+		cfg.DialOptions = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	}
+	s := &Server{
+		cfg:    cfg,
+		limits: limits,
+		log:    cfg.Logger,
+		fsm:    cfg.FSM,
+		node:   cfg.Node,
+		root:   cfg.Root,
+		aeads:  keycrypto.NewCache(0),
+		rand:   cfg.Rand,
+		now:    cfg.Now,
+		conns:  map[string]*grpc.ClientConn{},
+	}
+	s.readIdx = newCoalescer(5*time.Second, s.remoteReadIndex)
+	return s, nil
+}
+
+// Addr is this node's advertised gRPC address.
+func (s *Server) Addr() string { return s.cfg.GRPCAddr }
+
+// Limits are the bounds in force.
+func (s *Server) Limits() Limits { return s.limits }
+
+// KeyChanged is called by the state machine's change notification: cached
+// AEADs of a key whose material may have gone (deleted, expired) are dropped.
+// It must not block.
+func (s *Server) KeyChanged(keyID string) {
+	if keyID == "" {
+		s.aeads.Purge()
+		return
+	}
+	if k, ok := s.fsm.Key(keyID); ok && (k.State == fsm.KeyStateDeleted || k.State == fsm.KeyStatePendingImport) {
+		s.aeads.Forget(keyID)
+	}
+}
+
+// Close releases connections to other nodes.
+func (s *Server) Close() {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	for addr, c := range s.conns {
+		c.Close()
+		delete(s.conns, addr)
+	}
+}
+
+// conn returns a pooled client connection to another node.
+func (s *Server) conn(addr string) (*grpc.ClientConn, error) {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	if c, ok := s.conns[addr]; ok {
+		return c, nil
+	}
+	c, err := grpc.NewClient(addr, s.cfg.DialOptions...)
+	if err != nil {
+		return nil, err
+	}
+	s.conns[addr] = c
+	return c, nil
+}
+
+// leaderAddr is the gRPC address of the current leader, from its
+// RegisterNode event.
+func (s *Server) leaderAddr() (string, error) {
+	id, _ := s.node.Leader()
+	if id == "" {
+		return "", unavailableErr("no leader is known yet; retry")
+	}
+	n, ok := s.fsm.Node(id)
+	if !ok || n.GRPCAddr == "" {
+		return "", unavailableErr("the leader %s has not registered its address yet; retry", id)
+	}
+	return n.GRPCAddr, nil
+}

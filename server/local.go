@@ -1,0 +1,147 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"sync"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/raftkms/raftkms/keycrypto"
+	"github.com/raftkms/raftkms/raftnode"
+	"github.com/raftkms/raftkms/rpc"
+)
+
+// LocalConfig describes a whole cluster run in one process on 127.0.0.1
+// (kmsd dev, kmsbench --spawn, end-to-end tests).
+type LocalConfig struct {
+	Nodes      int                // number of nodes; default 3
+	Dir        string             // node i keeps its data in Dir/kms<i>
+	GRPCPort   int                // node i listens on GRPCPort+i-1; 0 picks free ports
+	RaftPort   int                // node i's Raft port is RaftPort+i-1; 0 picks free ports
+	RootKey    *keycrypto.RootKey // shared root key
+	Limits     rpc.Limits         // cluster bounds
+	StaleReads bool               // serve reads without read-index rounds
+	Logger     hclog.Logger       // nil: discard
+	TuneRaft   func(*raftnode.Config)
+}
+
+// Local is a running in-process cluster.
+type Local struct {
+	cfg   LocalConfig
+	peers []raftnode.Peer
+	grpc  []string
+
+	mu      sync.Mutex
+	servers []*Server // nil where a node is stopped
+}
+
+// StartLocal starts every node of an in-process cluster.
+func StartLocal(cfg LocalConfig) (*Local, error) {
+	if cfg.Nodes == 0 {
+		cfg.Nodes = 3
+	}
+	if cfg.Dir == "" || cfg.RootKey == nil {
+		return nil, errors.New("server: a local cluster needs a directory and a root key")
+	}
+	l := &Local{cfg: cfg, servers: make([]*Server, cfg.Nodes)}
+	for i := 0; i < cfg.Nodes; i++ {
+		raftAddr, err := localAddr(cfg.RaftPort, i)
+		if err != nil {
+			return nil, err
+		}
+		grpcAddr, err := localAddr(cfg.GRPCPort, i)
+		if err != nil {
+			return nil, err
+		}
+		l.peers = append(l.peers, raftnode.Peer{ID: fmt.Sprintf("kms%d", i+1), Addr: raftAddr})
+		l.grpc = append(l.grpc, grpcAddr)
+	}
+	for i := range l.peers {
+		if err := l.Start(i); err != nil {
+			l.Stop()
+			return nil, err
+		}
+	}
+	return l, nil
+}
+
+// localAddr is 127.0.0.1:base+i, or a free port when base is 0.
+func localAddr(base, i int) (string, error) {
+	if base != 0 {
+		return fmt.Sprintf("127.0.0.1:%d", base+i), nil
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer lis.Close()
+	return lis.Addr().String(), nil
+}
+
+// Start starts (or restarts, with its data dir) node i.
+func (l *Local) Start(i int) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.servers[i] != nil {
+		return fmt.Errorf("server: node %d is running", i)
+	}
+	s, err := Start(Config{
+		NodeID:     l.peers[i].ID,
+		GRPCAddr:   l.grpc[i],
+		RaftAddr:   l.peers[i].Addr,
+		DataDir:    filepath.Join(l.cfg.Dir, l.peers[i].ID),
+		RootKey:    l.cfg.RootKey,
+		Peers:      l.peers,
+		Limits:     l.cfg.Limits,
+		StaleReads: l.cfg.StaleReads,
+		Logger:     l.cfg.Logger,
+		TuneRaft:   l.cfg.TuneRaft,
+	})
+	if err != nil {
+		return err
+	}
+	l.servers[i] = s
+	return nil
+}
+
+// StopNode stops node i (its data stays).
+func (l *Local) StopNode(i int) {
+	l.mu.Lock()
+	s := l.servers[i]
+	l.servers[i] = nil
+	l.mu.Unlock()
+	if s != nil {
+		s.Stop()
+	}
+}
+
+// Stop stops every node.
+func (l *Local) Stop() {
+	for i := range l.servers {
+		l.StopNode(i)
+	}
+}
+
+// Server is node i, or nil when it is stopped.
+func (l *Local) Server(i int) *Server {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.servers[i]
+}
+
+// Endpoints are the nodes' gRPC addresses.
+func (l *Local) Endpoints() []string { return append([]string(nil), l.grpc...) }
+
+// Leader is the index of the node that is leader, or -1.
+func (l *Local) Leader() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i, s := range l.servers {
+		if s != nil && s.node.IsLeader() {
+			return i
+		}
+	}
+	return -1
+}

@@ -1,0 +1,239 @@
+// Package server assembles one raftkms node: the state machine, the Raft
+// node, the gRPC API, the rotation scheduler and the gRPC listener. kmsd,
+// kmsbench and the end-to-end tests all start nodes through it.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/raftkms/raftkms/fsm"
+	"github.com/raftkms/raftkms/keycrypto"
+	"github.com/raftkms/raftkms/raftnode"
+	"github.com/raftkms/raftkms/rpc"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+)
+
+// Config configures one node.
+type Config struct {
+	NodeID        string               // stable node identity
+	GRPCAddr      string               // where the gRPC API listens (host:port); ignored when Listener is set
+	GRPCAdvertise string               // address other nodes and clients use; default: the listener's address
+	RaftAddr      string               // where Raft listens (host:port); ignored when StreamLayer is set
+	DataDir       string               // Raft log, stable store and snapshots
+	RootKey       *keycrypto.RootKey   // seals all key material
+	Peers         []raftnode.Peer      // bootstrap voters, identical on every node; empty with Join
+	Join          string               // gRPC address of a member to join through, for a new node
+	Limits        rpc.Limits           // rotation, deletion and on-demand bounds
+	StaleReads    bool                 // serve reads without a read-index round
+	Logger        hclog.Logger         // nil: discard
+	Listener      net.Listener         // optional pre-made gRPC listener
+	StreamLayer   raftnode.StreamLayer // optional Raft stream layer (tests, TLS)
+	// TuneRaft, if set, may change the Raft configuration before start
+	// (timeouts, snapshot thresholds).
+	TuneRaft func(*raftnode.Config)
+	// OnApply, if set, is called on the apply path after every event that
+	// changed a key (tests use it to slow a node's applying down).
+	OnApply func(keyID string)
+}
+
+// Server is one running node.
+type Server struct {
+	cfg  Config
+	log  hclog.Logger
+	fsm  *fsm.FSM
+	node *raftnode.Node
+	api  *rpc.Server
+	// apiReady publishes api to the apply goroutine.
+	apiReady atomic.Pointer[rpc.Server]
+	serving  atomic.Bool // registered in the replicated state and serving
+	grpc     *grpc.Server
+	health   *health.Server
+	lis      net.Listener
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	once   sync.Once
+}
+
+// Start builds and starts a node. It returns once the node listens; joining
+// the cluster and registering its address go on in the background.
+func Start(cfg Config) (*Server, error) {
+	if cfg.NodeID == "" || cfg.DataDir == "" || cfg.RootKey == nil {
+		return nil, errors.New("server: node ID, data dir and root key are required")
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
+	s := &Server{cfg: cfg, log: logger.With("node", cfg.NodeID)}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+
+	var err error
+	s.fsm, err = fsm.New(fsm.Config{OnChange: s.onChange})
+	if err != nil {
+		return nil, err
+	}
+	s.lis = cfg.Listener
+	if s.lis == nil {
+		if s.lis, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
+			return nil, fmt.Errorf("server: listen for gRPC: %w", err)
+		}
+	}
+	advertise := cfg.GRPCAdvertise
+	if advertise == "" {
+		advertise = s.lis.Addr().String()
+	}
+
+	rcfg := raftnode.Config{
+		NodeID:       cfg.NodeID,
+		RaftBindAddr: cfg.RaftAddr,
+		DataDir:      cfg.DataDir,
+		Peers:        cfg.Peers,
+		FSM:          s.fsm,
+		Logger:       logger.Named("raft").With("node", cfg.NodeID),
+		StreamLayer:  cfg.StreamLayer,
+	}
+	if cfg.TuneRaft != nil {
+		cfg.TuneRaft(&rcfg)
+	}
+	s.node, err = raftnode.New(rcfg)
+	if err != nil {
+		s.lis.Close()
+		return nil, err
+	}
+
+	s.api, err = rpc.New(rpc.Config{
+		NodeID:     cfg.NodeID,
+		GRPCAddr:   advertise,
+		FSM:        s.fsm,
+		Node:       s.node,
+		Root:       cfg.RootKey,
+		Limits:     cfg.Limits,
+		StaleReads: cfg.StaleReads,
+		Logger:     logger.Named("rpc").With("node", cfg.NodeID),
+	})
+	if err != nil {
+		s.node.Shutdown()
+		s.lis.Close()
+		return nil, err
+	}
+	s.apiReady.Store(s.api)
+	s.grpc = grpc.NewServer(grpc.ChainUnaryInterceptor(s.api.UnaryInterceptor()))
+	s.api.Register(s.grpc)
+	s.health = health.NewServer()
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	reflection.Register(s.grpc)
+
+	s.wg.Add(2)
+	go func() {
+		defer s.wg.Done()
+		if err := s.grpc.Serve(s.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			s.log.Error("gRPC server stopped", "error", err)
+		}
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.joinAndRegister()
+	}()
+	return s, nil
+}
+
+// onChange receives the state machine's change notifications.
+func (s *Server) onChange(keyID string) {
+	// Raft may replay the log before Start has made the API server.
+	if api := s.apiReady.Load(); api != nil {
+		api.KeyChanged(keyID)
+	}
+	if s.cfg.OnApply != nil {
+		s.cfg.OnApply(keyID)
+	}
+}
+
+// joinAndRegister joins the cluster when asked to, then records this node's
+// gRPC address in the replicated state (so followers can forward to it when
+// it leads) and marks the node as serving.
+func (s *Server) joinAndRegister() {
+	if s.cfg.Join != "" && len(s.cfg.Peers) == 0 {
+		for s.ctx.Err() == nil {
+			ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+			err := s.api.JoinVia(ctx, s.cfg.Join, s.node.Addr())
+			cancel()
+			if err == nil {
+				break
+			}
+			s.log.Warn("joining the cluster failed; retrying", "via", s.cfg.Join, "error", err)
+			s.sleep(time.Second)
+		}
+	}
+	for s.ctx.Err() == nil {
+		ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+		err := s.api.RegisterSelf(ctx)
+		cancel()
+		if err == nil {
+			s.serving.Store(true)
+			s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+			s.log.Info("node registered and serving", "grpc", s.api.Addr())
+			return
+		}
+		s.log.Debug("registering node; retrying", "error", err)
+		s.sleep(100 * time.Millisecond)
+	}
+}
+
+func (s *Server) sleep(d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-s.ctx.Done():
+	}
+}
+
+// Serving reports whether the node has registered its address with the
+// cluster and answers health checks with SERVING.
+func (s *Server) Serving() bool { return s.serving.Load() }
+
+// Addr is the node's gRPC address.
+func (s *Server) Addr() string { return s.api.Addr() }
+
+// FSM is the node's state machine (read-only use).
+func (s *Server) FSM() *fsm.FSM { return s.fsm }
+
+// Node is the node's Raft wiring.
+func (s *Server) Node() *raftnode.Node { return s.node }
+
+// API is the node's gRPC service implementation.
+func (s *Server) API() *rpc.Server { return s.api }
+
+// Stop shuts the node down: the gRPC server first (in-flight calls finish,
+// bounded), then the scheduler, then Raft.
+func (s *Server) Stop() {
+	s.once.Do(func() {
+		s.cancel()
+		s.health.Shutdown()
+		done := make(chan struct{})
+		go func() { s.grpc.GracefulStop(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(2 * time.Second):
+			s.grpc.Stop()
+		}
+		s.api.Close()
+		if err := s.node.Shutdown(); err != nil {
+			s.log.Warn("raft shutdown", "error", err)
+		}
+		s.wg.Wait()
+	})
+}
