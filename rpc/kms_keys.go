@@ -101,6 +101,15 @@ func (s kmsService) CreateKey(ctx context.Context, req *kmsv1.CreateKeyRequest) 
 	default:
 		return nil, unsupportedErr("Origin %s is not supported; use AWS_KMS or EXTERNAL", req.Origin)
 	}
+	if req.Managed {
+		// A default managed key: the cluster rotates it on its own period,
+		// users cannot (UnsupportedOperationException).
+		if ev.Origin == fsm.OriginExternal {
+			return nil, unsupportedErr("managed keys cannot have origin EXTERNAL")
+		}
+		ev.Origin = fsm.OriginService
+		ev.RotationPeriodSeconds = int64(s.limits.ManagedPeriod / time.Second)
+	}
 	if ev.Origin != fsm.OriginExternal {
 		if ev.SealedMaterial, err = s.newSealedMaterial(id, 1); err != nil {
 			return nil, err

@@ -1,0 +1,172 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	kmsv1 "github.com/raftkms/raftkms/proto/kms/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+func TestParseFlagsFromEnvironment(t *testing.T) {
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	id := fs.String("node-id", "", "")
+	minRot := fs.String("min-rotation-period", "", "")
+	t.Setenv("RAFTKMS_NODE_ID", "from-env")
+	t.Setenv("RAFTKMS_MIN_ROTATION_PERIOD", "2s")
+	if err := parseFlags(fs, []string{"--min-rotation-period", "5s"}); err != nil {
+		t.Fatal(err)
+	}
+	if *id != "from-env" || *minRot != "5s" {
+		t.Fatalf("node-id=%q min-rotation-period=%q: flags must win over the environment, which fills the rest", *id, *minRot)
+	}
+	if err := parseFlags(flag.NewFlagSet("t", flag.ContinueOnError), []string{"stray"}); err == nil {
+		t.Fatal("stray argument accepted")
+	}
+}
+
+func TestParsePeersAndDurations(t *testing.T) {
+	p, err := parsePeers("kms1=10.0.0.1:7101, kms2=kms2:7101,kms3=[::1]:7101")
+	if err != nil || len(p) != 3 || p[1].ID != "kms2" || p[1].Addr != "kms2:7101" || p[2].Addr != "[::1]:7101" {
+		t.Fatalf("parsePeers = %v, %v", p, err)
+	}
+	for _, bad := range []string{"kms1", "=a:1", "kms1=", "a=b:1,a=c:1"} {
+		if _, err := parsePeers(bad); err == nil {
+			t.Errorf("parsePeers(%q) accepted", bad)
+		}
+	}
+	for in, want := range map[string]time.Duration{"2s": 2 * time.Second, "90d": 90 * 24 * time.Hour, "36h": 36 * time.Hour} {
+		if got, err := parseDuration(in); err != nil || got != want {
+			t.Errorf("parseDuration(%q) = %v, %v", in, got, err)
+		}
+	}
+	for _, bad := range []string{"", "0s", "-1s", "xd", "0d", "soon"} {
+		if _, err := parseDuration(bad); err == nil {
+			t.Errorf("parseDuration(%q) accepted", bad)
+		}
+	}
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// TestServeThreeProcesses runs three `kmsd serve` processes with the same
+// --peers, uses the cluster, kills one node with SIGKILL and restarts it
+// from its data directory: it rejoins and serves again.
+func TestServeThreeProcesses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs kmsd processes; skipped in -short mode")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "kmsd")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	key, err := exec.Command(bin, "gen-root-key").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(dir, "root.key")
+	if err := os.WriteFile(keyFile, key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const n = 3
+	grpcAddrs, raftAddrs, peers := make([]string, n), make([]string, n), make([]string, n)
+	for i := range n {
+		grpcAddrs[i], raftAddrs[i] = freePort(t), freePort(t)
+		peers[i] = fmt.Sprintf("kms%d=%s", i+1, raftAddrs[i])
+	}
+	procs := make([]*exec.Cmd, n)
+	start := func(i int) {
+		t.Helper()
+		cmd := exec.Command(bin, "serve", "--grpc-addr", grpcAddrs[i], "--raft-addr", raftAddrs[i],
+			"--data-dir", filepath.Join(dir, fmt.Sprintf("kms%d", i+1)), "--root-key-file", keyFile,
+			"--peers", strings.Join(peers, ","), "--log-level", "warn")
+		cmd.Env = append(os.Environ(), fmt.Sprintf("RAFTKMS_NODE_ID=kms%d", i+1)) // the ID comes from the environment
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		procs[i] = cmd
+	}
+	t.Cleanup(func() {
+		for _, p := range procs {
+			if p != nil && p.ProcessState == nil {
+				p.Process.Kill()
+				p.Wait()
+			}
+		}
+	})
+	waitHealthy := func(i int) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for exec.Command(bin, "health", "--grpc-addr", grpcAddrs[i], "--timeout", "1s").Run() != nil {
+			if time.Now().After(deadline) {
+				t.Fatalf("node %d never became healthy", i+1)
+			}
+			time.Sleep(100 * time.Millisecond) // poll interval
+		}
+	}
+	for i := range n {
+		start(i)
+	}
+	for i := range n {
+		waitHealthy(i)
+	}
+	kms := func(i int) kmsv1.KeyManagementServiceClient {
+		cc, err := grpc.NewClient(grpcAddrs[i], grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cc.Close() })
+		return kmsv1.NewKeyManagementServiceClient(cc)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	created, err := kms(1).CreateKey(ctx, &kmsv1.CreateKeyRequest{Description: "processes"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, err := kms(0).Encrypt(ctx, &kmsv1.EncryptRequest{KeyId: created.KeyMetadata.KeyId, Plaintext: []byte("hi")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// SIGKILL node 3 and restart it from its data directory.
+	procs[2].Process.Kill()
+	procs[2].Wait()
+	start(2)
+	waitHealthy(2)
+	var dec *kmsv1.DecryptResponse
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		dec, err = kms(2).Decrypt(ctx, &kmsv1.DecryptRequest{CiphertextBlob: enc.CiphertextBlob})
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond) // poll interval
+	}
+	if err != nil || string(dec.Plaintext) != "hi" {
+		t.Fatalf("decrypt on the restarted node: %v", err)
+	}
+	// SIGTERM shuts a node down cleanly with exit code 0.
+	procs[0].Process.Signal(os.Interrupt)
+	if err := procs[0].Wait(); err != nil {
+		t.Fatalf("kmsd exited with %v after SIGINT", err)
+	}
+}
