@@ -331,3 +331,28 @@ func tagsOf(k *fsm.Key) []*kmsv1.Tag {
 	sort.Slice(out, func(i, j int) bool { return out[i].TagKey < out[j].TagKey })
 	return out
 }
+
+func (s kmsService) ListResourceTags(ctx context.Context, req *kmsv1.ListResourceTagsRequest) (*kmsv1.ListResourceTagsResponse, error) {
+	limit, err := pageLimit(req.Limit)
+	if err != nil {
+		return nil, err
+	}
+	k, err := s.readKey(ctx, req.KeyId)
+	if err != nil {
+		return nil, err
+	}
+	tags := tagsOf(k)
+	start := 0
+	if req.Marker != "" {
+		if start, err = parseMarker(req.Marker, len(tags)); err != nil {
+			return nil, err
+		}
+	}
+	end := min(start+limit, len(tags))
+	resp := &kmsv1.ListResourceTagsResponse{Tags: tags[start:end]}
+	if end < len(tags) {
+		resp.Truncated = true
+		resp.NextMarker = formatMarker(end)
+	}
+	return resp, nil
+}

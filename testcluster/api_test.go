@@ -369,3 +369,51 @@ func TestAPINoPlaintextMaterialOnDisk(t *testing.T) {
 		t.Fatalf("sealed material found only %d times in the data dirs; the scan missed files", foundSealed)
 	}
 }
+
+// TestAPIKeyAttributes covers tags, description, policy and managed keys.
+func TestAPIKeyAttributes(t *testing.T) {
+	c := testcluster.New(t, 3, testcluster.WithAPI())
+	c.WaitServing(t)
+	ctx := apiCtx(t)
+	key := createKey(t, c.KMS(0), "before")
+	must[*kmsv1.TagResourceResponse](t, "TagResource")(c.KMS(1).TagResource(ctx, &kmsv1.TagResourceRequest{KeyId: key,
+		Tags: []*kmsv1.Tag{{TagKey: "team", TagValue: "payments"}, {TagKey: "env", TagValue: "prod"}}}))
+	must[*kmsv1.UntagResourceResponse](t, "UntagResource")(c.KMS(2).UntagResource(ctx, &kmsv1.UntagResourceRequest{KeyId: key, TagKeys: []string{"env"}}))
+	tags := must[*kmsv1.ListResourceTagsResponse](t, "ListResourceTags")(c.KMS(0).ListResourceTags(ctx, &kmsv1.ListResourceTagsRequest{KeyId: key}))
+	if len(tags.Tags) != 1 || tags.Tags[0].TagKey != "team" || tags.Tags[0].TagValue != "payments" {
+		t.Fatalf("tags = %v", tags.Tags)
+	}
+	_, err := c.KMS(1).TagResource(ctx, &kmsv1.TagResourceRequest{KeyId: key, Tags: []*kmsv1.Tag{{TagValue: "no key"}}})
+	wantErr(t, "tag without a key", err, codes.InvalidArgument, "ValidationException")
+
+	must[*kmsv1.UpdateKeyDescriptionResponse](t, "UpdateKeyDescription")(c.KMS(2).UpdateKeyDescription(ctx, &kmsv1.UpdateKeyDescriptionRequest{KeyId: key, Description: "after"}))
+	desc := must[*kmsv1.DescribeKeyResponse](t, "DescribeKey")(c.KMS(1).DescribeKey(ctx, &kmsv1.DescribeKeyRequest{KeyId: key}))
+	if desc.KeyMetadata.Description != "after" {
+		t.Fatalf("description = %q", desc.KeyMetadata.Description)
+	}
+
+	pol := must[*kmsv1.GetKeyPolicyResponse](t, "GetKeyPolicy")(c.KMS(0).GetKeyPolicy(ctx, &kmsv1.GetKeyPolicyRequest{KeyId: key}))
+	if pol.PolicyName != "default" || !strings.Contains(pol.Policy, "kms:*") {
+		t.Fatalf("default policy = %v", pol)
+	}
+	custom := `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":"*","Action":["kms:Encrypt"]}]}`
+	must[*kmsv1.PutKeyPolicyResponse](t, "PutKeyPolicy")(c.KMS(2).PutKeyPolicy(ctx, &kmsv1.PutKeyPolicyRequest{KeyId: key, PolicyName: "default", Policy: custom}))
+	pol = must[*kmsv1.GetKeyPolicyResponse](t, "GetKeyPolicy")(c.KMS(1).GetKeyPolicy(ctx, &kmsv1.GetKeyPolicyRequest{KeyId: key, PolicyName: "default"}))
+	if pol.Policy != custom {
+		t.Fatalf("policy = %s", pol.Policy)
+	}
+
+	managed := must[*kmsv1.CreateKeyResponse](t, "CreateKey managed")(c.KMS(1).CreateKey(ctx, &kmsv1.CreateKeyRequest{Managed: true}))
+	if managed.KeyMetadata.KeyManager != "AWS" {
+		t.Fatalf("managed key metadata = %v", managed.KeyMetadata)
+	}
+	st := must[*kmsv1.GetKeyRotationStatusResponse](t, "GetKeyRotationStatus")(c.KMS(2).GetKeyRotationStatus(ctx, &kmsv1.GetKeyRotationStatusRequest{KeyId: managed.KeyMetadata.KeyId}))
+	if !st.KeyRotationEnabled || st.RotationPeriodInDays != 365 {
+		t.Fatalf("managed key rotation = %v", st)
+	}
+	_, err = c.KMS(0).RotateKeyOnDemand(ctx, &kmsv1.RotateKeyOnDemandRequest{KeyId: managed.KeyMetadata.KeyId})
+	wantErr(t, "rotate a managed key", err, codes.FailedPrecondition, "UnsupportedOperationException")
+	_, err = c.KMS(0).DisableKeyRotation(ctx, &kmsv1.DisableKeyRotationRequest{KeyId: managed.KeyMetadata.KeyId})
+	wantErr(t, "disable a managed key's rotation", err, codes.FailedPrecondition, "UnsupportedOperationException")
+	c.WaitConverged(t)
+}
