@@ -74,26 +74,42 @@ func firstMD(md metadata.MD, key string) string {
 	return ""
 }
 
-// UnaryInterceptor gives every call its request ID, forwards writes to the
-// leader when this node is a follower, and turns errors into statuses.
+// UnaryInterceptor gives every call its request ID and caller identity,
+// checks the calls that concern no single key, forwards writes to the leader
+// when this node is a follower, writes the audit line, and turns errors into
+// statuses.
 func (s *Server) UnaryInterceptor() grpc.UnaryServerInterceptor {
-	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
 		md, _ := metadata.FromIncomingContext(ctx)
 		id := firstMD(md, MDRequestID)
 		if id == "" || len(id) > 128 {
 			id = newRequestID()
 		}
 		ctx = context.WithValue(ctx, requestIDKey, id)
-		forwarded := firstMD(md, mdForwardedBy) != ""
+		forwarded := false
+		c, err := s.identify(ctx, md)
+		if s.audit != nil {
+			defer func() { s.audit.record(c, info.FullMethod, id, req, err, forwarded) }()
+		}
+		if err == nil {
+			err = s.authorizeMethod(c, info.FullMethod)
+		}
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		ctx = withCaller(ctx, c)
+		isWrite := writeMethods[info.FullMethod] && c.via == "" && firstMD(md, mdForwardedBy) == ""
 
-		if writeMethods[info.FullMethod] && !forwarded && !s.node.IsLeader() {
-			resp, err := s.forward(ctx, info.FullMethod, req)
+		if isWrite && !s.node.IsLeader() {
+			forwarded = true
+			resp, err = s.forward(ctx, info.FullMethod, req)
 			return resp, toStatus(err)
 		}
-		resp, err := handler(ctx, req)
-		if errors.Is(err, raftnode.ErrNotLeader) && writeMethods[info.FullMethod] && !forwarded {
+		resp, err = handler(ctx, req)
+		if errors.Is(err, raftnode.ErrNotLeader) && isWrite {
 			// Leadership moved while we handled the call; the proposal
 			// surely did not apply, so forwarding it is safe.
+			forwarded = true
 			resp, err = s.forward(ctx, info.FullMethod, req)
 		}
 		if errors.Is(err, raftnode.ErrNotLeader) {
@@ -102,7 +118,8 @@ func (s *Server) UnaryInterceptor() grpc.UnaryServerInterceptor {
 			}
 			err = unavailableErr("this node is not the leader; retry")
 		}
-		return resp, toStatus(err)
+		err = toStatus(err)
+		return resp, err
 	}
 }
 
@@ -124,7 +141,8 @@ func (s *Server) forward(ctx context.Context, method string, req any) (any, erro
 	if err != nil {
 		return nil, err
 	}
-	out := metadata.Pairs(MDRequestID, requestID(ctx), mdForwardedBy, s.cfg.NodeID)
+	out := metadata.Pairs(MDRequestID, requestID(ctx), mdForwardedBy, s.cfg.NodeID,
+		mdPrincipal, callerOf(ctx).identity)
 	ctx = metadata.NewOutgoingContext(ctx, out)
 	if err := conn.Invoke(ctx, method, req, resp); err != nil {
 		return nil, err

@@ -30,7 +30,7 @@ func (s kmsService) CreateAlias(ctx context.Context, req *kmsv1.CreateAliasReque
 	if err := checkAliasName(req.AliasName); err != nil {
 		return nil, err
 	}
-	k, err := s.writeKey(req.TargetKeyId)
+	k, err := s.writeKey(ctx, req.TargetKeyId, "kms:CreateAlias")
 	if err != nil {
 		return nil, err
 	}
@@ -43,7 +43,7 @@ func (s kmsService) UpdateAlias(ctx context.Context, req *kmsv1.UpdateAliasReque
 	if err := checkAliasName(req.AliasName); err != nil {
 		return nil, err
 	}
-	k, err := s.writeKey(req.TargetKeyId)
+	k, err := s.writeKey(ctx, req.TargetKeyId, "kms:UpdateAlias")
 	if err != nil {
 		return nil, err
 	}
@@ -54,6 +54,9 @@ func (s kmsService) UpdateAlias(ctx context.Context, req *kmsv1.UpdateAliasReque
 
 func (s kmsService) DeleteAlias(ctx context.Context, req *kmsv1.DeleteAliasRequest) (*kmsv1.DeleteAliasResponse, error) {
 	if err := checkAliasName(req.AliasName); err != nil {
+		return nil, err
+	}
+	if _, err := s.writeKey(ctx, req.AliasName, "kms:DeleteAlias"); err != nil {
 		return nil, err
 	}
 	_, err := s.propose(ctx, &eventsv1.Envelope{Event: &eventsv1.Envelope_DeleteAlias{DeleteAlias: &eventsv1.DeleteAlias{
@@ -68,7 +71,7 @@ func (s kmsService) ListAliases(ctx context.Context, req *kmsv1.ListAliasesReque
 	}
 	keyID := ""
 	if req.KeyId != "" {
-		k, err := s.readKey(ctx, req.KeyId)
+		k, err := s.readKey(ctx, req.KeyId, "kms:ListAliases")
 		if err != nil {
 			return nil, err
 		}

@@ -54,7 +54,7 @@ func (s *Server) encryptWith(k *fsm.Key, plaintext []byte, ec map[string]string)
 
 // decryptBlob finds the key and version a ciphertext names and opens it.
 // expectRef, if set, must name the same key.
-func (s *Server) decryptBlob(ctx context.Context, blob []byte, ec map[string]string, expectRef string) (*fsm.Key, []byte, error) {
+func (s *Server) decryptBlob(ctx context.Context, blob []byte, ec map[string]string, expectRef, action string) (*fsm.Key, []byte, error) {
 	if len(blob) == 0 {
 		return nil, nil, validationErr("CiphertextBlob is required")
 	}
@@ -78,6 +78,9 @@ func (s *Server) decryptBlob(ctx context.Context, blob []byte, ec map[string]str
 			return nil, nil, &apiError{code: 3, name: "IncorrectKeyException", msg: "the ciphertext was not encrypted under the given KeyId"}
 		}
 	}
+	if err := s.authorize(ctx, k, action); err != nil {
+		return nil, nil, err
+	}
 	if err := usable(k); err != nil {
 		return nil, nil, err
 	}
@@ -99,7 +102,7 @@ func (s kmsService) Encrypt(ctx context.Context, req *kmsv1.EncryptRequest) (*km
 	if err := checkAlgorithm(req.EncryptionAlgorithm); err != nil {
 		return nil, err
 	}
-	k, err := s.readKey(ctx, req.KeyId)
+	k, err := s.readKey(ctx, req.KeyId, "kms:Encrypt")
 	if err != nil {
 		return nil, err
 	}
@@ -121,7 +124,7 @@ func (s kmsService) Decrypt(ctx context.Context, req *kmsv1.DecryptRequest) (*km
 	if err := checkAlgorithm(req.EncryptionAlgorithm); err != nil {
 		return nil, err
 	}
-	k, pt, err := s.decryptBlob(ctx, req.CiphertextBlob, req.EncryptionContext, req.KeyId)
+	k, pt, err := s.decryptBlob(ctx, req.CiphertextBlob, req.EncryptionContext, req.KeyId, "kms:Decrypt")
 	if err != nil {
 		return nil, err
 	}
@@ -132,13 +135,16 @@ func (s kmsService) ReEncrypt(ctx context.Context, req *kmsv1.ReEncryptRequest) 
 	if req.DestinationKeyId == "" {
 		return nil, validationErr("DestinationKeyId is required")
 	}
-	src, pt, err := s.decryptBlob(ctx, req.CiphertextBlob, req.SourceEncryptionContext, req.SourceKeyId)
+	src, pt, err := s.decryptBlob(ctx, req.CiphertextBlob, req.SourceEncryptionContext, req.SourceKeyId, "kms:ReEncryptFrom")
 	if err != nil {
 		return nil, err
 	}
 	defer clear(pt)
 	dst, err := s.fsm.ResolveKey(req.DestinationKeyId)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.authorize(ctx, dst, "kms:ReEncryptTo"); err != nil {
 		return nil, err
 	}
 	blob, err := s.encryptWith(dst, pt, req.DestinationEncryptionContext)
@@ -150,12 +156,12 @@ func (s kmsService) ReEncrypt(ctx context.Context, req *kmsv1.ReEncryptRequest) 
 }
 
 // dataKey makes a random data key and encrypts it under the key.
-func (s *Server) dataKey(ctx context.Context, ref, spec string, n int32, ec map[string]string) (*fsm.Key, []byte, []byte, error) {
+func (s *Server) dataKey(ctx context.Context, ref, spec string, n int32, ec map[string]string, action string) (*fsm.Key, []byte, []byte, error) {
 	size, err := keycrypto.DataKeyLength(spec, int(n))
 	if err != nil {
 		return nil, nil, nil, validationErr("%v", err)
 	}
-	k, err := s.readKey(ctx, ref)
+	k, err := s.readKey(ctx, ref, action)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -172,7 +178,7 @@ func (s *Server) dataKey(ctx context.Context, ref, spec string, n int32, ec map[
 }
 
 func (s kmsService) GenerateDataKey(ctx context.Context, req *kmsv1.GenerateDataKeyRequest) (*kmsv1.GenerateDataKeyResponse, error) {
-	k, pt, blob, err := s.dataKey(ctx, req.KeyId, req.KeySpec, req.NumberOfBytes, req.EncryptionContext)
+	k, pt, blob, err := s.dataKey(ctx, req.KeyId, req.KeySpec, req.NumberOfBytes, req.EncryptionContext, "kms:GenerateDataKey")
 	if err != nil {
 		return nil, err
 	}
@@ -180,7 +186,7 @@ func (s kmsService) GenerateDataKey(ctx context.Context, req *kmsv1.GenerateData
 }
 
 func (s kmsService) GenerateDataKeyWithoutPlaintext(ctx context.Context, req *kmsv1.GenerateDataKeyWithoutPlaintextRequest) (*kmsv1.GenerateDataKeyWithoutPlaintextResponse, error) {
-	k, pt, blob, err := s.dataKey(ctx, req.KeyId, req.KeySpec, req.NumberOfBytes, req.EncryptionContext)
+	k, pt, blob, err := s.dataKey(ctx, req.KeyId, req.KeySpec, req.NumberOfBytes, req.EncryptionContext, "kms:GenerateDataKeyWithoutPlaintext")
 	if err != nil {
 		return nil, err
 	}

@@ -29,7 +29,7 @@ func (s kmsService) GetParametersForImport(ctx context.Context, req *kmsv1.GetPa
 	if !wrappingAlgorithms[req.WrappingAlgorithm] {
 		return nil, validationErr("WrappingAlgorithm must be one of RSAES_OAEP_SHA_256, RSAES_OAEP_SHA_1, RSA_AES_KEY_WRAP_SHA_256, RSA_AES_KEY_WRAP_SHA_1")
 	}
-	k, err := s.writeKey(req.KeyId)
+	k, err := s.writeKey(ctx, req.KeyId, "kms:GetParametersForImport")
 	if err != nil {
 		return nil, err
 	}
@@ -70,7 +70,7 @@ func (s kmsService) GetParametersForImport(ctx context.Context, req *kmsv1.GetPa
 // ImportKeyMaterial unwraps the material on this node (the leader), re-seals
 // it under the root key and proposes it; plaintext material never enters the log.
 func (s kmsService) ImportKeyMaterial(ctx context.Context, req *kmsv1.ImportKeyMaterialRequest) (*kmsv1.ImportKeyMaterialResponse, error) {
-	k, err := s.writeKey(req.KeyId)
+	k, err := s.writeKey(ctx, req.KeyId, "kms:ImportKeyMaterial")
 	if err != nil {
 		return nil, err
 	}
@@ -149,7 +149,7 @@ func (s kmsService) ImportKeyMaterial(ctx context.Context, req *kmsv1.ImportKeyM
 }
 
 func (s kmsService) DeleteImportedKeyMaterial(ctx context.Context, req *kmsv1.DeleteImportedKeyMaterialRequest) (*kmsv1.DeleteImportedKeyMaterialResponse, error) {
-	_, err := s.keyEvent(ctx, req.KeyId, func(id string) *eventsv1.Envelope {
+	_, err := s.keyEvent(ctx, req.KeyId, "kms:DeleteImportedKeyMaterial", func(id string) *eventsv1.Envelope {
 		return &eventsv1.Envelope{Event: &eventsv1.Envelope_DeleteImportedKeyMaterial{
 			DeleteImportedKeyMaterial: &eventsv1.DeleteImportedKeyMaterial{KeyId: id}}}
 	})

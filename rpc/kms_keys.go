@@ -86,7 +86,14 @@ func (s kmsService) CreateKey(ctx context.Context, req *kmsv1.CreateKeyRequest) 
 	if err != nil {
 		return nil, err
 	}
-	ev := &eventsv1.CreateKey{KeyId: id, Description: req.Description, Policy: req.Policy}
+	policy := req.Policy
+	if policy == "" {
+		// The default policy gives the creator every action on the key.
+		policy = defaultPolicy(s.principal(ctx))
+	} else if _, err := parsePolicy(policy); err != nil {
+		return nil, err
+	}
+	ev := &eventsv1.CreateKey{KeyId: id, Description: req.Description, Policy: policy}
 	for _, t := range req.Tags {
 		if t.TagKey == "" {
 			return nil, validationErr("TagKey is required")
@@ -128,7 +135,7 @@ func (s kmsService) CreateKey(ctx context.Context, req *kmsv1.CreateKeyRequest) 
 }
 
 func (s kmsService) DescribeKey(ctx context.Context, req *kmsv1.DescribeKeyRequest) (*kmsv1.DescribeKeyResponse, error) {
-	k, err := s.readKey(ctx, req.KeyId)
+	k, err := s.readKey(ctx, req.KeyId, "kms:DescribeKey")
 	if err != nil {
 		return nil, err
 	}
@@ -171,8 +178,8 @@ func (s kmsService) ListKeys(ctx context.Context, req *kmsv1.ListKeysRequest) (*
 }
 
 // keyEvent proposes an event about one existing key.
-func (s kmsService) keyEvent(ctx context.Context, ref string, make func(id string) *eventsv1.Envelope) (*fsm.Result, error) {
-	k, err := s.writeKey(ref)
+func (s kmsService) keyEvent(ctx context.Context, ref, action string, make func(id string) *eventsv1.Envelope) (*fsm.Result, error) {
+	k, err := s.writeKey(ctx, ref, action)
 	if err != nil {
 		return nil, err
 	}
@@ -180,14 +187,14 @@ func (s kmsService) keyEvent(ctx context.Context, ref string, make func(id strin
 }
 
 func (s kmsService) EnableKey(ctx context.Context, req *kmsv1.EnableKeyRequest) (*kmsv1.EnableKeyResponse, error) {
-	_, err := s.keyEvent(ctx, req.KeyId, func(id string) *eventsv1.Envelope {
+	_, err := s.keyEvent(ctx, req.KeyId, "kms:EnableKey", func(id string) *eventsv1.Envelope {
 		return &eventsv1.Envelope{Event: &eventsv1.Envelope_EnableKey{EnableKey: &eventsv1.EnableKey{KeyId: id}}}
 	})
 	return &kmsv1.EnableKeyResponse{}, err
 }
 
 func (s kmsService) DisableKey(ctx context.Context, req *kmsv1.DisableKeyRequest) (*kmsv1.DisableKeyResponse, error) {
-	_, err := s.keyEvent(ctx, req.KeyId, func(id string) *eventsv1.Envelope {
+	_, err := s.keyEvent(ctx, req.KeyId, "kms:DisableKey", func(id string) *eventsv1.Envelope {
 		return &eventsv1.Envelope{Event: &eventsv1.Envelope_DisableKey{DisableKey: &eventsv1.DisableKey{KeyId: id}}}
 	})
 	return &kmsv1.DisableKeyResponse{}, err
@@ -200,7 +207,7 @@ func (s kmsService) ScheduleKeyDeletion(ctx context.Context, req *kmsv1.Schedule
 	if err != nil {
 		return nil, err
 	}
-	res, err := s.keyEvent(ctx, req.KeyId, func(id string) *eventsv1.Envelope {
+	res, err := s.keyEvent(ctx, req.KeyId, "kms:ScheduleKeyDeletion", func(id string) *eventsv1.Envelope {
 		return &eventsv1.Envelope{Event: &eventsv1.Envelope_ScheduleKeyDeletion{ScheduleKeyDeletion: &eventsv1.ScheduleKeyDeletion{
 			KeyId: id, PendingWindowSeconds: window}}}
 	})
@@ -212,7 +219,7 @@ func (s kmsService) ScheduleKeyDeletion(ctx context.Context, req *kmsv1.Schedule
 }
 
 func (s kmsService) CancelKeyDeletion(ctx context.Context, req *kmsv1.CancelKeyDeletionRequest) (*kmsv1.CancelKeyDeletionResponse, error) {
-	res, err := s.keyEvent(ctx, req.KeyId, func(id string) *eventsv1.Envelope {
+	res, err := s.keyEvent(ctx, req.KeyId, "kms:CancelKeyDeletion", func(id string) *eventsv1.Envelope {
 		return &eventsv1.Envelope{Event: &eventsv1.Envelope_CancelKeyDeletion{CancelKeyDeletion: &eventsv1.CancelKeyDeletion{KeyId: id}}}
 	})
 	if err != nil {
@@ -225,7 +232,7 @@ func (s kmsService) UpdateKeyDescription(ctx context.Context, req *kmsv1.UpdateK
 	if len(req.Description) > maxDescription {
 		return nil, validationErr("Description is longer than %d characters", maxDescription)
 	}
-	_, err := s.keyEvent(ctx, req.KeyId, func(id string) *eventsv1.Envelope {
+	_, err := s.keyEvent(ctx, req.KeyId, "kms:UpdateKeyDescription", func(id string) *eventsv1.Envelope {
 		return &eventsv1.Envelope{Event: &eventsv1.Envelope_UpdateKeyDescription{UpdateKeyDescription: &eventsv1.UpdateKeyDescription{
 			KeyId: id, Description: req.Description}}}
 	})
@@ -243,7 +250,7 @@ func (s kmsService) TagResource(ctx context.Context, req *kmsv1.TagResourceReque
 		}
 		ev.Tags = append(ev.Tags, &eventsv1.Tag{Key: t.TagKey, Value: t.TagValue})
 	}
-	_, err := s.keyEvent(ctx, req.KeyId, func(id string) *eventsv1.Envelope {
+	_, err := s.keyEvent(ctx, req.KeyId, "kms:TagResource", func(id string) *eventsv1.Envelope {
 		ev.KeyId = id
 		return &eventsv1.Envelope{Event: &eventsv1.Envelope_TagKey{TagKey: ev}}
 	})
@@ -254,7 +261,7 @@ func (s kmsService) UntagResource(ctx context.Context, req *kmsv1.UntagResourceR
 	if len(req.TagKeys) == 0 {
 		return nil, validationErr("TagKeys is required")
 	}
-	_, err := s.keyEvent(ctx, req.KeyId, func(id string) *eventsv1.Envelope {
+	_, err := s.keyEvent(ctx, req.KeyId, "kms:UntagResource", func(id string) *eventsv1.Envelope {
 		return &eventsv1.Envelope{Event: &eventsv1.Envelope_UntagKey{UntagKey: &eventsv1.UntagKey{KeyId: id, TagKeys: req.TagKeys}}}
 	})
 	return &kmsv1.UntagResourceResponse{}, err
@@ -267,27 +274,27 @@ func (s kmsService) PutKeyPolicy(ctx context.Context, req *kmsv1.PutKeyPolicyReq
 	if len(req.Policy) > 32768 {
 		return nil, validationErr("Policy is longer than 32768 characters")
 	}
-	_, err := s.keyEvent(ctx, req.KeyId, func(id string) *eventsv1.Envelope {
+	if _, err := parsePolicy(req.Policy); err != nil {
+		return nil, err
+	}
+	_, err := s.keyEvent(ctx, req.KeyId, "kms:PutKeyPolicy", func(id string) *eventsv1.Envelope {
 		return &eventsv1.Envelope{Event: &eventsv1.Envelope_PutKeyPolicy{PutKeyPolicy: &eventsv1.PutKeyPolicy{
 			KeyId: id, PolicyName: req.PolicyName, Policy: req.Policy}}}
 	})
 	return &kmsv1.PutKeyPolicyResponse{}, err
 }
 
-// defaultPolicy is shown for keys without a policy of their own.
-const defaultPolicy = `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":"*","Action":"kms:*"}]}`
-
 func (s kmsService) GetKeyPolicy(ctx context.Context, req *kmsv1.GetKeyPolicyRequest) (*kmsv1.GetKeyPolicyResponse, error) {
 	if req.PolicyName != "" && req.PolicyName != "default" {
 		return nil, notFoundErr("policy %s is not found; the only policy name is default", req.PolicyName)
 	}
-	k, err := s.readKey(ctx, req.KeyId)
+	k, err := s.readKey(ctx, req.KeyId, "kms:GetKeyPolicy")
 	if err != nil {
 		return nil, err
 	}
 	p := k.Policy
-	if p == "" {
-		p = defaultPolicy
+	if p == "" && len(k.History) > 0 {
+		p = defaultPolicy(k.History[0].Principal)
 	}
 	return &kmsv1.GetKeyPolicyResponse{Policy: p, PolicyName: "default"}, nil
 }
@@ -297,7 +304,7 @@ func (s kmsService) ListKeyEvents(ctx context.Context, req *kmsv1.ListKeyEventsR
 	if err != nil {
 		return nil, err
 	}
-	k, err := s.readKey(ctx, req.KeyId)
+	k, err := s.readKey(ctx, req.KeyId, "kms:ListKeyEvents")
 	if err != nil {
 		return nil, err
 	}
@@ -337,7 +344,7 @@ func (s kmsService) ListResourceTags(ctx context.Context, req *kmsv1.ListResourc
 	if err != nil {
 		return nil, err
 	}
-	k, err := s.readKey(ctx, req.KeyId)
+	k, err := s.readKey(ctx, req.KeyId, "kms:ListResourceTags")
 	if err != nil {
 		return nil, err
 	}

@@ -27,7 +27,7 @@ func (s kmsService) EnableKeyRotation(ctx context.Context, req *kmsv1.EnableKeyR
 	if err != nil {
 		return nil, err
 	}
-	_, err = s.keyEvent(ctx, req.KeyId, func(id string) *eventsv1.Envelope {
+	_, err = s.keyEvent(ctx, req.KeyId, "kms:EnableKeyRotation", func(id string) *eventsv1.Envelope {
 		return &eventsv1.Envelope{Event: &eventsv1.Envelope_EnableKeyRotation{EnableKeyRotation: &eventsv1.EnableKeyRotation{
 			KeyId: id, RotationPeriodSeconds: period}}}
 	})
@@ -35,14 +35,14 @@ func (s kmsService) EnableKeyRotation(ctx context.Context, req *kmsv1.EnableKeyR
 }
 
 func (s kmsService) DisableKeyRotation(ctx context.Context, req *kmsv1.DisableKeyRotationRequest) (*kmsv1.DisableKeyRotationResponse, error) {
-	_, err := s.keyEvent(ctx, req.KeyId, func(id string) *eventsv1.Envelope {
+	_, err := s.keyEvent(ctx, req.KeyId, "kms:DisableKeyRotation", func(id string) *eventsv1.Envelope {
 		return &eventsv1.Envelope{Event: &eventsv1.Envelope_DisableKeyRotation{DisableKeyRotation: &eventsv1.DisableKeyRotation{KeyId: id}}}
 	})
 	return &kmsv1.DisableKeyRotationResponse{}, err
 }
 
 func (s kmsService) GetKeyRotationStatus(ctx context.Context, req *kmsv1.GetKeyRotationStatusRequest) (*kmsv1.GetKeyRotationStatusResponse, error) {
-	k, err := s.readKey(ctx, req.KeyId)
+	k, err := s.readKey(ctx, req.KeyId, "kms:GetKeyRotationStatus")
 	if err != nil {
 		return nil, err
 	}
@@ -71,7 +71,7 @@ func (s kmsService) GetKeyRotationStatus(ctx context.Context, req *kmsv1.GetKeyR
 func (s kmsService) RotateKeyOnDemand(ctx context.Context, req *kmsv1.RotateKeyOnDemandRequest) (*kmsv1.RotateKeyOnDemandResponse, error) {
 	reqID := requestID(ctx)
 	for attempt := 0; ; attempt++ {
-		k, err := s.writeKey(req.KeyId)
+		k, err := s.writeKey(ctx, req.KeyId, "kms:RotateKeyOnDemand")
 		if err != nil {
 			return nil, err
 		}
@@ -118,7 +118,7 @@ func (s kmsService) ListKeyRotations(ctx context.Context, req *kmsv1.ListKeyRota
 	if err != nil {
 		return nil, err
 	}
-	k, err := s.readKey(ctx, req.KeyId)
+	k, err := s.readKey(ctx, req.KeyId, "kms:ListKeyRotations")
 	if err != nil {
 		return nil, err
 	}

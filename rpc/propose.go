@@ -21,9 +21,12 @@ const (
 func keyARN(id string) string     { return arnPrefix + "key/" + id }
 func aliasARN(name string) string { return arnPrefix + name }
 
-// principal is the identity of the caller; TLS identities replace it when
-// mutual TLS is configured.
+// principal is the identity of the caller (from its client certificate
+// with mutual TLS; "anonymous" without).
 func (s *Server) principal(ctx context.Context) string {
+	if id := callerOf(ctx).identity; id != "" {
+		return id
+	}
 	return principalAnon
 }
 
@@ -67,24 +70,39 @@ func (s *Server) newSealedMaterial(keyID string, version uint32) ([]byte, error)
 	return sealed, err
 }
 
-// readKey resolves a key reference for a read after the read barrier.
-func (s *Server) readKey(ctx context.Context, ref string) (*fsm.Key, error) {
+// readKey resolves a key reference for a read after the read barrier, and
+// checks that the caller may perform action on it.
+func (s *Server) readKey(ctx context.Context, ref, action string) (*fsm.Key, error) {
 	if ref == "" {
 		return nil, validationErr("KeyId is required")
 	}
 	if err := s.readBarrier(ctx); err != nil {
 		return nil, err
 	}
-	return s.fsm.ResolveKey(ref)
+	k, err := s.fsm.ResolveKey(ref)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.authorize(ctx, k, action); err != nil {
+		return nil, err
+	}
+	return k, nil
 }
 
 // writeKey resolves a key reference for a write on the leader. Apply checks
 // the key again, so a stale read here only costs a clear rejection.
-func (s *Server) writeKey(ref string) (*fsm.Key, error) {
+func (s *Server) writeKey(ctx context.Context, ref, action string) (*fsm.Key, error) {
 	if ref == "" {
 		return nil, validationErr("KeyId is required")
 	}
-	return s.fsm.ResolveKey(ref)
+	k, err := s.fsm.ResolveKey(ref)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.authorize(ctx, k, action); err != nil {
+		return nil, err
+	}
+	return k, nil
 }
 
 // periodSeconds picks a period from days or the seconds extension, and

@@ -91,6 +91,10 @@ type Config struct {
 	DialOptions []grpc.DialOption
 	// Now is the proposer's clock; default time.Now. Tests inject their own.
 	Now func() time.Time
+	// Auth turns on identities from client certificates and key policies.
+	Auth Auth
+	// Audit, if set, receives one JSON line per call (see audit.go).
+	Audit io.Writer
 }
 
 // Server implements the gRPC services of one node.
@@ -105,7 +109,9 @@ type Server struct {
 	rand   io.Reader
 	now    func() time.Time
 
-	readIdx *coalescer // read-index rounds of a follower, shared
+	readIdx  *coalescer // read-index rounds of a follower, shared
+	policies policyCache
+	audit    *auditLog
 
 	connMu sync.Mutex
 	conns  map[string]*grpc.ClientConn // to other nodes, by gRPC address
@@ -145,6 +151,9 @@ func New(cfg Config) (*Server, error) {
 		conns:  map[string]*grpc.ClientConn{},
 	}
 	s.readIdx = newCoalescer(5*time.Second, s.remoteReadIndex)
+	if cfg.Audit != nil {
+		s.audit = &auditLog{w: cfg.Audit, node: cfg.NodeID, now: cfg.Now}
+	}
 	return s, nil
 }
 
