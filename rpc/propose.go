@@ -58,6 +58,11 @@ func (s *Server) newKeyID() (string, error) {
 	return fmt.Sprintf("%s-%s-%s-%s-%s", h[0:8], h[8:12], h[12:16], h[16:20], h[20:32]), nil
 }
 
+// NewSealedMaterial is newSealedMaterial for the rotation scheduler.
+func (s *Server) NewSealedMaterial(keyID string, version uint32) ([]byte, error) {
+	return s.newSealedMaterial(keyID, version)
+}
+
 // newSealedMaterial makes 32 random bytes of key material and seals them for
 // (keyID, version). The plaintext never leaves this function.
 func (s *Server) newSealedMaterial(keyID string, version uint32) ([]byte, error) {

@@ -5,8 +5,10 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -16,8 +18,11 @@ import (
 	"github.com/raftkms/raftkms/fsm"
 	"github.com/raftkms/raftkms/keycrypto"
 	"github.com/raftkms/raftkms/raftnode"
+	"github.com/raftkms/raftkms/rotation"
 	"github.com/raftkms/raftkms/rpc"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
@@ -41,9 +46,26 @@ type Config struct {
 	// TuneRaft, if set, may change the Raft configuration before start
 	// (timeouts, snapshot thresholds).
 	TuneRaft func(*raftnode.Config)
+	// TLS, if set, puts mutual TLS on the client API, on node-to-node gRPC
+	// and on Raft (unless StreamLayer is given, which is then used as is
+	// beneath TLS). Nil runs insecure: only for loopback.
+	TLS *TLS
+	// Auth turns on identities and key policies (needs TLS).
+	Auth rpc.Auth
+	// Audit, if set, receives one JSON line per call.
+	Audit io.Writer
+	// Now is the clock the node stamps events with and the scheduler runs
+	// on; default time.Now (tests skew it).
+	Now func() time.Time
 	// OnApply, if set, is called on the apply path after every event that
 	// changed a key (tests use it to slow a node's applying down).
 	OnApply func(keyID string)
+}
+
+// TLS holds a node's mutual TLS configurations.
+type TLS struct {
+	Server *tls.Config // accepts clients and peers with a certificate from the cluster CA
+	Client *tls.Config // presents the node's certificate to peers
 }
 
 // Server is one running node.
@@ -56,9 +78,11 @@ type Server struct {
 	// apiReady publishes api to the apply goroutine.
 	apiReady atomic.Pointer[rpc.Server]
 	serving  atomic.Bool // registered in the replicated state and serving
-	grpc     *grpc.Server
-	health   *health.Server
-	lis      net.Listener
+	// sched is the rotation scheduler, published to the apply goroutine.
+	sched  atomic.Pointer[rotation.Scheduler]
+	grpc   *grpc.Server
+	health *health.Server
+	lis    net.Listener
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -95,6 +119,25 @@ func Start(cfg Config) (*Server, error) {
 		advertise = s.lis.Addr().String()
 	}
 
+	stream := cfg.StreamLayer
+	if cfg.TLS != nil {
+		if cfg.TLS.Server == nil || cfg.TLS.Client == nil {
+			s.lis.Close()
+			return nil, errors.New("server: TLS needs server and client configs")
+		}
+		if stream != nil {
+			stream, err = raftnode.WrapTLS(stream, cfg.TLS.Server, cfg.TLS.Client)
+		} else {
+			stream, err = raftnode.NewTLSStreamLayer(cfg.RaftAddr, "", cfg.TLS.Server, cfg.TLS.Client)
+		}
+		if err != nil {
+			s.lis.Close()
+			return nil, err
+		}
+	} else if cfg.Auth.Enabled {
+		s.lis.Close()
+		return nil, errors.New("server: authorization needs TLS client certificates")
+	}
 	rcfg := raftnode.Config{
 		NodeID:       cfg.NodeID,
 		RaftBindAddr: cfg.RaftAddr,
@@ -102,7 +145,7 @@ func Start(cfg Config) (*Server, error) {
 		Peers:        cfg.Peers,
 		FSM:          s.fsm,
 		Logger:       logger.Named("raft").With("node", cfg.NodeID),
-		StreamLayer:  cfg.StreamLayer,
+		StreamLayer:  stream,
 	}
 	if cfg.TuneRaft != nil {
 		cfg.TuneRaft(&rcfg)
@@ -114,14 +157,18 @@ func Start(cfg Config) (*Server, error) {
 	}
 
 	s.api, err = rpc.New(rpc.Config{
-		NodeID:     cfg.NodeID,
-		GRPCAddr:   advertise,
-		FSM:        s.fsm,
-		Node:       s.node,
-		Root:       cfg.RootKey,
-		Limits:     cfg.Limits,
-		StaleReads: cfg.StaleReads,
-		Logger:     logger.Named("rpc").With("node", cfg.NodeID),
+		NodeID:      cfg.NodeID,
+		GRPCAddr:    advertise,
+		FSM:         s.fsm,
+		Node:        s.node,
+		Root:        cfg.RootKey,
+		Limits:      cfg.Limits,
+		StaleReads:  cfg.StaleReads,
+		Logger:      logger.Named("rpc").With("node", cfg.NodeID),
+		Auth:        cfg.Auth,
+		Audit:       cfg.Audit,
+		Now:         cfg.Now,
+		DialOptions: dialOptions(cfg.TLS),
 	})
 	if err != nil {
 		s.node.Shutdown()
@@ -129,14 +176,39 @@ func Start(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.apiReady.Store(s.api)
-	s.grpc = grpc.NewServer(grpc.ChainUnaryInterceptor(s.api.UnaryInterceptor()))
+	sched, err := rotation.New(rotation.Config{
+		Proposer:       s.node,
+		Leadership:     s.node,
+		State:          s.fsm,
+		NewMaterial:    s.api.NewSealedMaterial,
+		MayHaveApplied: func(err error) bool { return errors.Is(err, raftnode.ErrAmbiguous) },
+		Now:            cfg.Now,
+		Logger:         logger.Named("rotation").With("node", cfg.NodeID),
+	})
+	if err != nil {
+		s.node.Shutdown()
+		s.lis.Close()
+		return nil, err
+	}
+	s.sched.Store(sched)
+	opts := []grpc.ServerOption{grpc.ChainUnaryInterceptor(s.api.UnaryInterceptor())}
+	if cfg.TLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS.Server)))
+	}
+	s.grpc = grpc.NewServer(opts...)
 	s.api.Register(s.grpc)
 	s.health = health.NewServer()
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
 
-	s.wg.Add(2)
+	s.wg.Add(3)
+	go func() {
+		defer s.wg.Done()
+		if err := sched.Run(s.ctx); err != nil {
+			s.log.Error("rotation scheduler stopped", "error", err)
+		}
+	}()
 	go func() {
 		defer s.wg.Done()
 		if err := s.grpc.Serve(s.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
@@ -150,11 +222,22 @@ func Start(cfg Config) (*Server, error) {
 	return s, nil
 }
 
+// dialOptions reach other nodes: with the node's certificate under TLS.
+func dialOptions(t *TLS) []grpc.DialOption {
+	if t == nil {
+		return []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	}
+	return []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(t.Client))}
+}
+
 // onChange receives the state machine's change notifications.
 func (s *Server) onChange(keyID string) {
 	// Raft may replay the log before Start has made the API server.
 	if api := s.apiReady.Load(); api != nil {
 		api.KeyChanged(keyID)
+	}
+	if r := s.sched.Load(); r != nil {
+		r.KeyChanged(keyID)
 	}
 	if s.cfg.OnApply != nil {
 		s.cfg.OnApply(keyID)

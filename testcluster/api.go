@@ -2,6 +2,7 @@ package testcluster
 
 import (
 	"crypto/rand"
+	"io"
 	"net"
 	"sync"
 	"testing"
@@ -23,6 +24,8 @@ type apiOptions struct {
 	root    *keycrypto.RootKey
 	limits  rpc.Limits
 	onApply func(i int, keyID string)
+	tls     *tlsMaterial // nil: insecure
+	audit   io.Writer
 
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
@@ -75,7 +78,16 @@ func (c *Cluster) startAPI(i int, ep *Endpoint) error {
 	if a.onApply != nil {
 		onApply = func(keyID string) { a.onApply(i, keyID) }
 	}
+	var tlsCfg *server.TLS
+	var auth rpc.Auth
+	if a.tls != nil {
+		tlsCfg = a.tls.nodeTLS(c.t, m.id)
+		auth = rpc.Auth{Enabled: true, Admins: []string{"admin"}}
+	}
 	srv, err := server.Start(server.Config{
+		TLS:         tlsCfg,
+		Auth:        auth,
+		Audit:       a.audit,
 		NodeID:      m.id,
 		GRPCAddr:    m.grpcAddr,
 		DataDir:     m.dir,
@@ -140,7 +152,11 @@ func (c *Cluster) conn(i int) *grpc.ClientConn {
 	if cc, ok := a.conns[addr]; ok {
 		return cc
 	}
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds := insecure.NewCredentials()
+	if a.tls != nil {
+		creds = a.tls.clientCreds(c.t, "admin")
+	}
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		c.t.Fatalf("testcluster: dial %s: %v", addr, err)
 	}

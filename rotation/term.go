@@ -1,0 +1,308 @@
+package rotation
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/raftkms/raftkms/fsm"
+)
+
+// term is the scheduler's state for one term of leadership. Only its loop
+// goroutine touches it; proposals run in worker goroutines (at most
+// MaxInFlight, at most one per key) that report back on done.
+type term struct {
+	s        *Scheduler
+	ctx      context.Context
+	h        *dueHeap
+	retry    map[item]*retryState
+	inflight map[string]bool // key IDs with a proposal outstanding
+	done     chan outcome
+}
+
+// retryState is what the scheduler remembers about a change that failed,
+// until it succeeds or stops being the change the key needs.
+type retryState struct {
+	guard      int64 // the change it belongs to (expected version, deletion time, ValidTo)
+	failures   int   // consecutive failures, for the backoff
+	at         int64 // not before, on the scheduler's clock
+	hist       int   // key history length at the last definite rejection
+	rejections int   // definite rejections at hist: the request ID's retry suffix
+}
+
+// outcome is a worker's report.
+type outcome struct {
+	it          item
+	guard       int64
+	hist        int
+	requestID   string
+	res         *fsm.Result
+	err         error // from Propose
+	materialErr error // from NewMaterial; nothing was proposed
+}
+
+func newTerm(s *Scheduler, ctx context.Context) *term {
+	return &term{
+		s:        s,
+		ctx:      ctx,
+		h:        newDueHeap(),
+		retry:    map[item]*retryState{},
+		inflight: map[string]bool{},
+		done:     make(chan outcome, s.cfg.MaxInFlight),
+	}
+}
+
+// loop wakes for the earliest due time, a change notification or a finished
+// proposal. Each pass costs a clock reading, the dirty keys and the due
+// entries — never a pass over all keys.
+func (t *term) loop() {
+	timer := time.NewTimer(t.s.cfg.Tick)
+	defer timer.Stop()
+	for {
+		pass := t.s.passes.Add(1)
+		now := t.s.now()
+		t.applyDirty()
+		t.dispatchDue(now)
+		if len(t.inflight) == 0 {
+			t.s.idlePass.Store(pass)
+		}
+		wait := t.s.cfg.Tick
+		if _, at, ok := t.h.peek(); ok && at > now && time.Duration(at-now) < wait {
+			wait = time.Duration(at - now)
+		}
+		timer.Reset(wait)
+		select {
+		case <-t.ctx.Done():
+			return
+		case <-t.s.wake:
+		case o := <-t.done:
+			t.finish(o)
+		case <-timer.C:
+		}
+	}
+}
+
+// rebuild fills the heap from one pass over all keys: at the start of a term
+// and after a Restore. Failure counts of changes still pending survive it.
+func (t *term) rebuild() {
+	t.h.reset()
+	t.s.cfg.State.ForEachKey(func(k *fsm.Key) bool {
+		if !t.inflight[k.ID] {
+			t.place(k.ID, k)
+		}
+		return true
+	})
+	t.s.count(func(st *Stats) { st.Scans++ })
+}
+
+func (t *term) applyDirty() {
+	ids, all := t.s.takeDirty()
+	if all {
+		t.rebuild()
+		return
+	}
+	for _, id := range ids {
+		t.refresh(id)
+	}
+}
+
+// refresh re-reads one key and reschedules its changes. A key with a
+// proposal in flight is refreshed when the proposal returns.
+func (t *term) refresh(id string) {
+	if t.inflight[id] {
+		return
+	}
+	k, _ := t.s.cfg.State.Key(id)
+	t.place(id, k)
+}
+
+// place puts key k's pending changes in the heap and removes the others; a
+// nil k (the key is gone) removes all.
+func (t *term) place(id string, k *fsm.Key) {
+	for _, kind := range kinds {
+		it := item{keyID: id, kind: kind}
+		if k == nil {
+			t.h.remove(it)
+			delete(t.retry, it)
+			continue
+		}
+		if at, _, ok := t.schedule(k, kind); ok {
+			t.h.upsert(it, at)
+		} else {
+			t.h.remove(it)
+		}
+	}
+}
+
+// schedule says when to act on a change: when it is due, or later while a
+// failure of the same change is backing off. Failure records of a change the
+// key no longer needs are dropped here.
+func (t *term) schedule(k *fsm.Key, kind Kind) (at int64, guard int64, ok bool) {
+	it := item{keyID: k.ID, kind: kind}
+	at, guard, ok = due(k, kind)
+	r := t.retry[it]
+	switch {
+	case r == nil:
+	case !ok || r.guard != guard:
+		delete(t.retry, it)
+	case r.at > at:
+		at = r.at
+	}
+	return at, guard, ok
+}
+
+// dispatchDue starts proposals for the due entries, as far as the in-flight
+// bound allows; the rest wait in the heap for a slot.
+func (t *term) dispatchDue(now int64) {
+	for len(t.inflight) < t.s.cfg.MaxInFlight {
+		it, at, ok := t.h.peek()
+		if !ok || at > now {
+			return
+		}
+		t.h.pop()
+		if t.inflight[it.keyID] {
+			continue // the key is refreshed when its proposal returns
+		}
+		// Lazy validation: the entry may predate a change whose notification
+		// has not arrived yet, so decide from the key as it is now.
+		k, found := t.s.cfg.State.Key(it.keyID)
+		if !found {
+			t.place(it.keyID, nil)
+			continue
+		}
+		at, guard, ok := t.schedule(k, it.kind)
+		switch {
+		case !ok:
+		case at > now:
+			t.h.upsert(it, at)
+		default:
+			t.start(it, k, guard)
+		}
+	}
+}
+
+// start hands one change to a worker.
+func (t *term) start(it item, k *fsm.Key, guard int64) {
+	hist := len(k.History)
+	suffix := 0
+	if r := t.retry[it]; r != nil && r.hist == hist {
+		suffix = r.rejections
+	}
+	o := outcome{it: it, guard: guard, hist: hist, requestID: RequestID(it.kind, k.ID, guard, hist, suffix)}
+	t.inflight[k.ID] = true
+	t.s.count(func(st *Stats) { st.InFlight++ })
+	go t.run(o, k)
+}
+
+// run builds and proposes one event; it always reports on done (which has
+// room for every worker, so it never blocks).
+func (t *term) run(o outcome, k *fsm.Key) {
+	defer func() { t.done <- o }()
+	var material []byte
+	if o.it.kind == KindRotate {
+		m, err := t.s.cfg.NewMaterial(k.ID, uint32(o.guard)+1)
+		if err == nil && len(m) == 0 {
+			err = errors.New("rotation: NewMaterial returned no material")
+		}
+		if err != nil {
+			o.materialErr = err
+			return
+		}
+		material = m
+	}
+	env := envelope(o.it.kind, k, o.guard, t.s.cfg.Now().UnixNano(), o.requestID, material)
+	ctx, cancel := context.WithTimeout(t.ctx, t.s.cfg.ProposeTimeout)
+	defer cancel()
+	t.s.count(func(st *Stats) { st.Proposed++ })
+	o.res, o.err = t.s.cfg.Proposer.Propose(ctx, env)
+	if o.err == nil && o.res == nil {
+		o.err = errors.New("rotation: Propose returned neither a result nor an error")
+	}
+}
+
+// finish handles a worker's report: count it, remember a failure for the
+// backoff, and re-read the key — never assume what an error means for the
+// state.
+func (t *term) finish(o outcome) {
+	delete(t.inflight, o.it.keyID)
+	t.s.record(o, t.ctx.Err() != nil)
+	it := o.it
+	r := t.retry[it]
+	if r == nil || r.guard != o.guard {
+		r = &retryState{guard: o.guard}
+	}
+	switch {
+	case o.materialErr == nil && o.err == nil && o.res.Err == nil:
+		delete(t.retry, it) // done (or done before, by another proposer)
+		t.refresh(it.keyID)
+		return
+	case o.materialErr == nil && o.err == nil:
+		// A definite rejection. The same request ID would replay it, so the
+		// next attempt at this same key state gets a new suffix. After an
+		// ambiguous error (below) the ID must stay the same.
+		if r.hist != o.hist {
+			r.hist, r.rejections = o.hist, 0
+		}
+		r.rejections++
+	}
+	r.failures++
+	r.at = t.s.now() + int64(t.s.backoff(r.failures))
+	t.retry[it] = r
+	t.refresh(it.keyID)
+}
+
+// drain waits for the term's outstanding proposals, which its cancelled
+// context cuts short.
+func (t *term) drain() {
+	for len(t.inflight) > 0 {
+		o := <-t.done
+		delete(t.inflight, o.it.keyID)
+		t.s.record(o, true)
+	}
+}
+
+// record counts and logs an outcome. ending is true when the term is over,
+// so errors are expected and logged quietly.
+func (s *Scheduler) record(o outcome, ending bool) {
+	log := s.log.With("key", o.it.keyID, "change", o.it.kind.String(), "request_id", o.requestID)
+	switch {
+	case o.materialErr != nil:
+		s.count(func(st *Stats) { st.InFlight--; st.MaterialErrors++ })
+		log.Warn("cannot make new key material; will retry", "error", o.materialErr)
+	case o.err != nil:
+		may := s.cfg.MayHaveApplied(o.err)
+		s.count(func(st *Stats) {
+			st.InFlight--
+			if may {
+				st.Ambiguous++
+			} else {
+				st.NotApplied++
+			}
+		})
+		if ending {
+			log.Debug("proposal cut short by the end of the term", "error", o.err, "may_have_applied", may)
+		} else {
+			log.Warn("proposal failed; will re-read the key and retry", "error", o.err, "may_have_applied", may)
+		}
+	case o.res.Err != nil:
+		code := rejectionCode(o.res.Err)
+		s.count(func(st *Stats) {
+			st.InFlight--
+			st.Rejected[code]++
+			if o.res.Duplicate {
+				st.Duplicates++
+			}
+		})
+		log.Info("proposal rejected; will re-read the key", "reason", o.res.Err, "code", code, "duplicate", o.res.Duplicate)
+	default:
+		s.count(func(st *Stats) {
+			st.InFlight--
+			if o.res.Duplicate {
+				st.Duplicates++
+			} else {
+				st.Applied++
+			}
+		})
+		log.Info("change applied", "version", o.res.Version, "index", o.res.Index, "duplicate", o.res.Duplicate)
+	}
+}
