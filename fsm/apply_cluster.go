@@ -42,7 +42,7 @@ func applyCreateAlias(f *FSM, c *applyCtx) *Result {
 	if r != nil {
 		return failed(e.TargetKeyId, r)
 	}
-	f.aliases[e.AliasName] = &Alias{Name: e.AliasName, KeyID: k.ID, CreatedAt: c.t}
+	f.aliases[e.AliasName] = &Alias{Name: e.AliasName, KeyID: k.ID, CreatedAt: c.t, UpdatedAt: c.t}
 	return f.commit(c, k)
 }
 
@@ -56,7 +56,7 @@ func applyUpdateAlias(f *FSM, c *applyCtx) *Result {
 	if r != nil {
 		return failed(e.TargetKeyId, r)
 	}
-	f.aliases[e.AliasName] = &Alias{Name: a.Name, KeyID: k.ID, CreatedAt: a.CreatedAt}
+	f.aliases[e.AliasName] = &Alias{Name: a.Name, KeyID: k.ID, CreatedAt: a.CreatedAt, UpdatedAt: c.t}
 	return f.commit(c, k)
 }
 

@@ -101,7 +101,7 @@ func (s *Snapshot) WriteTo(w io.Writer) (int64, error) {
 			break
 		}
 		err = write(&eventsv1.SnapshotRecord{Record: &eventsv1.SnapshotRecord_Alias{Alias: &eventsv1.AliasRecord{
-			AliasName: a.Name, TargetKeyId: a.KeyID, CreatedUnixNano: a.CreatedAt}}})
+			AliasName: a.Name, TargetKeyId: a.KeyID, CreatedUnixNano: a.CreatedAt, UpdatedUnixNano: a.UpdatedAt}}})
 	}
 	for _, n := range s.nodes {
 		if err != nil {
@@ -297,7 +297,7 @@ func (f *FSM) Restore(r io.Reader) error {
 			n.keys[k.ID] = k
 		case *eventsv1.SnapshotRecord_Alias:
 			a := x.Alias
-			n.aliases[a.AliasName] = &Alias{Name: a.AliasName, KeyID: a.TargetKeyId, CreatedAt: a.CreatedUnixNano}
+			n.aliases[a.AliasName] = &Alias{Name: a.AliasName, KeyID: a.TargetKeyId, CreatedAt: a.CreatedUnixNano, UpdatedAt: a.UpdatedUnixNano}
 		case *eventsv1.SnapshotRecord_Node:
 			nd := x.Node
 			n.nodes[nd.NodeId] = Node{ID: nd.NodeId, GRPCAddr: nd.GrpcAddr, RaftAddr: nd.RaftAddr}

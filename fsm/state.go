@@ -109,6 +109,7 @@ type Alias struct {
 	Name      string
 	KeyID     string
 	CreatedAt int64
+	UpdatedAt int64 // last change of target; CreatedAt if never
 }
 
 // Node is a cluster member's advertised addresses (RegisterNode).

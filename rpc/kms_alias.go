@@ -90,7 +90,7 @@ func (s kmsService) ListAliases(ctx context.Context, req *kmsv1.ListAliasesReque
 	resp := &kmsv1.ListAliasesResponse{}
 	for _, a := range all[start:end] {
 		resp.Aliases = append(resp.Aliases, &kmsv1.AliasListEntry{AliasName: a.Name, AliasArn: aliasARN(a.Name),
-			TargetKeyId: a.KeyID, CreationDate: ts(a.CreatedAt)})
+			TargetKeyId: a.KeyID, CreationDate: ts(a.CreatedAt), LastUpdatedDate: ts(a.UpdatedAt)})
 	}
 	if end < len(all) {
 		resp.Truncated = true

@@ -21,6 +21,8 @@ func usable(k *fsm.Key) error {
 		return nil
 	case fsm.KeyStateDisabled:
 		return &fsm.Rejection{Code: fsm.CodeDisabled, Msg: "key " + k.ID + " is disabled"}
+	case fsm.KeyStateDeleted:
+		return notFoundErr("key %s is deleted", k.ID)
 	}
 	return &fsm.Rejection{Code: fsm.CodeInvalidState, Msg: "key " + k.ID + " is " + fsm.StateName(k.State)}
 }
@@ -140,7 +142,7 @@ func (s kmsService) ReEncrypt(ctx context.Context, req *kmsv1.ReEncryptRequest) 
 		return nil, err
 	}
 	defer clear(pt)
-	dst, err := s.fsm.ResolveKey(req.DestinationKeyId)
+	dst, err := s.resolve(req.DestinationKeyId, "kms:ReEncryptTo")
 	if err != nil {
 		return nil, err
 	}

@@ -49,6 +49,7 @@ func expirationName(m fsm.ExpirationModel) string {
 // keyMetadata describes a key as AWS KMS's DescribeKey does.
 func keyMetadata(k *fsm.Key) *kmsv1.KeyMetadata {
 	md := &kmsv1.KeyMetadata{
+		AwsAccountId:          accountID,
 		KeyId:                 k.ID,
 		Arn:                   keyARN(k.ID),
 		CreationDate:          ts(k.CreatedAt),
@@ -169,6 +170,9 @@ func (s kmsService) ListKeys(ctx context.Context, req *kmsv1.ListKeysRequest) (*
 	keys, more := s.fsm.Keys(req.Marker, limit)
 	resp := &kmsv1.ListKeysResponse{Truncated: more}
 	for _, k := range keys {
+		if k.State == fsm.KeyStateDeleted {
+			continue // gone, as in AWS KMS (a page may come back short)
+		}
 		resp.Keys = append(resp.Keys, &kmsv1.KeyListEntry{KeyId: k.ID, KeyArn: keyARN(k.ID)})
 	}
 	if more && len(keys) > 0 {

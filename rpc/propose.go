@@ -13,7 +13,8 @@ import (
 // arnPrefix is the ARN form raftkms prints for keys; any ARN whose last
 // part is key/ID or alias/NAME is accepted as a key reference.
 const (
-	arnPrefix      = "arn:raftkms:kms:local:000000000000:"
+	accountID      = "000000000000"
+	arnPrefix      = "arn:raftkms:kms:local:" + accountID + ":"
 	principalAnon  = "anonymous"
 	maxDescription = 8192
 )
@@ -84,12 +85,26 @@ func (s *Server) readKey(ctx context.Context, ref, action string) (*fsm.Key, err
 	if err := s.readBarrier(ctx); err != nil {
 		return nil, err
 	}
-	k, err := s.fsm.ResolveKey(ref)
+	k, err := s.resolve(ref, action)
 	if err != nil {
 		return nil, err
 	}
 	if err := s.authorize(ctx, k, action); err != nil {
 		return nil, err
+	}
+	return k, nil
+}
+
+// resolve finds a key by reference. A deleted key keeps its record and
+// history (ListKeyEvents still shows them), but to every other call it is
+// gone, as in AWS KMS: NotFoundException.
+func (s *Server) resolve(ref, action string) (*fsm.Key, error) {
+	k, err := s.fsm.ResolveKey(ref)
+	if err != nil {
+		return nil, err
+	}
+	if k.State == fsm.KeyStateDeleted && action != "kms:ListKeyEvents" {
+		return nil, notFoundErr("key %s is deleted", k.ID)
 	}
 	return k, nil
 }
@@ -100,7 +115,7 @@ func (s *Server) writeKey(ctx context.Context, ref, action string) (*fsm.Key, er
 	if ref == "" {
 		return nil, validationErr("KeyId is required")
 	}
-	k, err := s.fsm.ResolveKey(ref)
+	k, err := s.resolve(ref, action)
 	if err != nil {
 		return nil, err
 	}

@@ -801,6 +801,8 @@ type AliasRecord struct {
 	AliasName       string                 `protobuf:"bytes,1,opt,name=alias_name,json=aliasName,proto3" json:"alias_name,omitempty"`
 	TargetKeyId     string                 `protobuf:"bytes,2,opt,name=target_key_id,json=targetKeyId,proto3" json:"target_key_id,omitempty"`
 	CreatedUnixNano int64                  `protobuf:"varint,3,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
+	// When the alias last changed target (its creation if never).
+	UpdatedUnixNano int64 `protobuf:"varint,4,opt,name=updated_unix_nano,json=updatedUnixNano,proto3" json:"updated_unix_nano,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -852,6 +854,13 @@ func (x *AliasRecord) GetTargetKeyId() string {
 func (x *AliasRecord) GetCreatedUnixNano() int64 {
 	if x != nil {
 		return x.CreatedUnixNano
+	}
+	return 0
+}
+
+func (x *AliasRecord) GetUpdatedUnixNano() int64 {
+	if x != nil {
+		return x.UpdatedUnixNano
 	}
 	return 0
 }
@@ -1124,12 +1133,13 @@ const file_proto_events_v1_state_proto_rawDesc = "" +
 	"\x11import_parameters\x18\x0e \x01(\v2).raftkms.events.v1.ImportParametersRecordR\x10importParameters\x12M\n" +
 	"\x10expiration_model\x18\x0f \x01(\x0e2\".raftkms.events.v1.ExpirationModelR\x0fexpirationModel\x12+\n" +
 	"\x12valid_to_unix_nano\x18\x10 \x01(\x03R\x0fvalidToUnixNano\x12:\n" +
-	"\ahistory\x18\x11 \x03(\v2 .raftkms.events.v1.HistoryRecordR\ahistory\"|\n" +
+	"\ahistory\x18\x11 \x03(\v2 .raftkms.events.v1.HistoryRecordR\ahistory\"\xa8\x01\n" +
 	"\vAliasRecord\x12\x1d\n" +
 	"\n" +
 	"alias_name\x18\x01 \x01(\tR\taliasName\x12\"\n" +
 	"\rtarget_key_id\x18\x02 \x01(\tR\vtargetKeyId\x12*\n" +
-	"\x11created_unix_nano\x18\x03 \x01(\x03R\x0fcreatedUnixNano\"_\n" +
+	"\x11created_unix_nano\x18\x03 \x01(\x03R\x0fcreatedUnixNano\x12*\n" +
+	"\x11updated_unix_nano\x18\x04 \x01(\x03R\x0fupdatedUnixNano\"_\n" +
 	"\n" +
 	"NodeRecord\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
