@@ -1,11 +1,14 @@
 package testcluster
 
 import (
+	"context"
 	"crypto/rand"
+	"encoding/hex"
 	"io"
 	"net"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/raftkms/raftkms/keycrypto"
@@ -15,7 +18,10 @@ import (
 	"github.com/raftkms/raftkms/rpc"
 	"github.com/raftkms/raftkms/server"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 )
 
 // apiOptions make a cluster of whole raftkms nodes (state machine, Raft and
@@ -156,7 +162,7 @@ func (c *Cluster) conn(i int) *grpc.ClientConn {
 	if a.tls != nil {
 		creds = a.tls.clientCreds(c.t, "admin")
 	}
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds), grpc.WithUnaryInterceptor(retryUnavailable))
 	if err != nil {
 		c.t.Fatalf("testcluster: dial %s: %v", addr, err)
 	}
@@ -165,7 +171,30 @@ func (c *Cluster) conn(i int) *grpc.ClientConn {
 	return cc
 }
 
-// KMS is a KeyManagementService client talking to node i only.
+// retryUnavailable retries a call that the node answered with Unavailable
+// (no leader yet, leadership moving) on the same node, with the same request
+// ID, for up to WaitTimeout: what the client library does, without moving to
+// another node, so a test's "on node i" stays true.
+func retryUnavailable(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	if md, _ := metadata.FromOutgoingContext(ctx); len(md.Get(rpc.MDRequestID)) == 0 {
+		var b [16]byte
+		rand.Read(b[:])
+		ctx = metadata.AppendToOutgoingContext(ctx, rpc.MDRequestID, hex.EncodeToString(b[:]))
+	}
+	deadline := time.Now().Add(WaitTimeout)
+	delay := 10 * time.Millisecond
+	for {
+		err := invoker(ctx, method, req, reply, cc, opts...)
+		if status.Code(err) != codes.Unavailable || time.Now().After(deadline) || ctx.Err() != nil {
+			return err
+		}
+		time.Sleep(delay) // backoff before the retry
+		delay = min(2*delay, 200*time.Millisecond)
+	}
+}
+
+// KMS is a KeyManagementService client talking to node i only; calls
+// answered Unavailable are retried on that node.
 func (c *Cluster) KMS(i int) kmsv1.KeyManagementServiceClient {
 	c.t.Helper()
 	return kmsv1.NewKeyManagementServiceClient(c.conn(i))

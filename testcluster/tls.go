@@ -94,14 +94,15 @@ func (c *Cluster) CAPool() *x509.CertPool { return c.opts.api.tls.pool }
 // issued by the cluster CA (TLS clusters).
 func (c *Cluster) KMSAs(i int, identity string) kmsv1.KeyManagementServiceClient {
 	c.t.Helper()
-	return kmsv1.NewKeyManagementServiceClient(c.DialWith(i, c.opts.api.tls.clientCreds(c.t, identity)))
+	return kmsv1.NewKeyManagementServiceClient(c.DialWith(i, c.opts.api.tls.clientCreds(c.t, identity),
+		grpc.WithUnaryInterceptor(retryUnavailable)))
 }
 
 // DialWith opens a connection to node i with the given credentials, closed
 // when the test ends.
-func (c *Cluster) DialWith(i int, creds credentials.TransportCredentials) *grpc.ClientConn {
+func (c *Cluster) DialWith(i int, creds credentials.TransportCredentials, opts ...grpc.DialOption) *grpc.ClientConn {
 	c.t.Helper()
-	cc, err := grpc.NewClient(c.nodes[i].grpcAddr, grpc.WithTransportCredentials(creds))
+	cc, err := grpc.NewClient(c.nodes[i].grpcAddr, append([]grpc.DialOption{grpc.WithTransportCredentials(creds)}, opts...)...)
 	if err != nil {
 		c.t.Fatal(err)
 	}
