@@ -31,17 +31,17 @@ type keyPolicy struct {
 }
 
 type rawStatement struct {
-	Sid       string          `json:"Sid"`
+	Sid       string          `json:"Sid,omitempty"`
 	Effect    string          `json:"Effect"`
 	Principal json.RawMessage `json:"Principal"`
 	Action    json.RawMessage `json:"Action"`
-	Resource  json.RawMessage `json:"Resource"`
-	Condition json.RawMessage `json:"Condition"`
+	Resource  json.RawMessage `json:"Resource,omitempty"`
+	Condition json.RawMessage `json:"Condition,omitempty"`
 }
 
 type rawPolicy struct {
 	Version   string         `json:"Version"`
-	Id        string         `json:"Id"`
+	Id        string         `json:"Id,omitempty"`
 	Statement []rawStatement `json:"Statement"`
 }
 
@@ -86,7 +86,7 @@ func parsePolicy(doc string) (*keyPolicy, error) {
 		default:
 			return nil, malformedPolicy("statement %d: Effect must be Allow or Deny", i)
 		}
-		if len(rs.Condition) > 0 {
+		if len(rs.Condition) > 0 && string(rs.Condition) != "null" {
 			return nil, malformedPolicy("statement %d: Condition is not supported", i)
 		}
 		var star string

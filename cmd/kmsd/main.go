@@ -35,6 +35,8 @@ func run(args []string) int {
 		return runGenRootKey(rest)
 	case "health":
 		return runHealth(rest)
+	case "gen-certs":
+		return runGenCerts(rest)
 	case "help", "-h", "--help":
 		usage()
 		return 0
@@ -52,6 +54,7 @@ commands:
   serve         run one node of a cluster
   gen-root-key  print a new cluster root key (base64) to stdout
   health        exit 0 when the node at --grpc-addr is serving
+  gen-certs     make a CA and node and client certificates (mutual TLS)
 
 Run "kmsd COMMAND -h" for the flags of a command. Every flag may also be set
 with a RAFTKMS_* environment variable (--node-id from RAFTKMS_NODE_ID).

@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -14,7 +17,7 @@ import (
 
 	kmsv1 "github.com/raftkms/raftkms/proto/kms/v1"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 )
 
 func TestParseFlagsFromEnvironment(t *testing.T) {
@@ -86,6 +89,14 @@ func TestServeThreeProcesses(t *testing.T) {
 	if err := os.WriteFile(keyFile, key, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	certs := filepath.Join(dir, "certs")
+	if out, err := exec.Command(bin, "gen-certs", "--out", certs, "--nodes", "kms1,kms2,kms3", "--clients", "admin").CombinedOutput(); err != nil {
+		t.Fatalf("gen-certs: %v\n%s", err, out)
+	}
+	cert := func(name string) []string {
+		return []string{"--tls-cert", filepath.Join(certs, name+".pem"), "--tls-key", filepath.Join(certs, name+"-key.pem"),
+			"--tls-ca", filepath.Join(certs, "ca.pem")}
+	}
 	const n = 3
 	grpcAddrs, raftAddrs, peers := make([]string, n), make([]string, n), make([]string, n)
 	for i := range n {
@@ -97,7 +108,8 @@ func TestServeThreeProcesses(t *testing.T) {
 		t.Helper()
 		cmd := exec.Command(bin, "serve", "--grpc-addr", grpcAddrs[i], "--raft-addr", raftAddrs[i],
 			"--data-dir", filepath.Join(dir, fmt.Sprintf("kms%d", i+1)), "--root-key-file", keyFile,
-			"--peers", strings.Join(peers, ","), "--log-level", "warn")
+			"--peers", strings.Join(peers, ","), "--log-level", "warn", "--admin-identities", "admin")
+		cmd.Args = append(cmd.Args, cert(fmt.Sprintf("kms%d", i+1))...)
 		cmd.Env = append(os.Environ(), fmt.Sprintf("RAFTKMS_NODE_ID=kms%d", i+1)) // the ID comes from the environment
 		cmd.Stderr = os.Stderr
 		if err := cmd.Start(); err != nil {
@@ -116,7 +128,7 @@ func TestServeThreeProcesses(t *testing.T) {
 	waitHealthy := func(i int) {
 		t.Helper()
 		deadline := time.Now().Add(30 * time.Second)
-		for exec.Command(bin, "health", "--grpc-addr", grpcAddrs[i], "--timeout", "1s").Run() != nil {
+		for exec.Command(bin, append([]string{"health", "--grpc-addr", grpcAddrs[i], "--timeout", "1s"}, cert("admin")...)...).Run() != nil {
 			if time.Now().After(deadline) {
 				t.Fatalf("node %d never became healthy", i+1)
 			}
@@ -130,7 +142,15 @@ func TestServeThreeProcesses(t *testing.T) {
 		waitHealthy(i)
 	}
 	kms := func(i int) kmsv1.KeyManagementServiceClient {
-		cc, err := grpc.NewClient(grpcAddrs[i], grpc.WithTransportCredentials(insecure.NewCredentials()))
+		pair, err := tls.LoadX509KeyPair(filepath.Join(certs, "admin.pem"), filepath.Join(certs, "admin-key.pem"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		caPEM, _ := os.ReadFile(filepath.Join(certs, "ca.pem"))
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(caPEM)
+		creds := credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{pair}, RootCAs: pool, MinVersion: tls.VersionTLS13})
+		cc, err := grpc.NewClient(grpcAddrs[i], grpc.WithTransportCredentials(creds))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -169,4 +189,46 @@ func TestServeThreeProcesses(t *testing.T) {
 	if err := procs[0].Wait(); err != nil {
 		t.Fatalf("kmsd exited with %v after SIGINT", err)
 	}
+}
+
+// TestServeRefusesInsecureOffLoopback: without TLS a node refuses to start
+// unless --insecure is given, and --insecure binds only loopback addresses.
+func TestServeRefusesInsecureOffLoopback(t *testing.T) {
+	dir := t.TempDir()
+	base := []string{"serve", "--node-id", "n1", "--data-dir", dir, "--root-key-file", filepath.Join(dir, "none"),
+		"--peers", "n1=127.0.0.1:1"}
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--grpc-addr", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0"}, "no TLS configured"},
+		{[]string{"--grpc-addr", "0.0.0.0:7001", "--raft-addr", "127.0.0.1:0", "--insecure"}, "only binds loopback"},
+		{[]string{"--grpc-addr", "127.0.0.1:0", "--raft-addr", "10.1.2.3:7101", "--insecure"}, "only binds loopback"},
+		{[]string{"--grpc-addr", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0", "--insecure", "--tls-cert", "x"}, "exclude each other"},
+	}
+	for _, c := range cases {
+		stderr := captureStderr(t, func() {
+			if code := run(append(append([]string{}, base...), c.args...)); code != 2 {
+				t.Errorf("%v: exit %d, want 2", c.args, code)
+			}
+		})
+		if !strings.Contains(stderr, c.want) {
+			t.Errorf("%v: stderr %q does not say %q", c.args, stderr, c.want)
+		}
+	}
+}
+
+func captureStderr(t *testing.T, fn func()) string {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := os.Stderr
+	os.Stderr = w
+	fn()
+	os.Stderr = old
+	w.Close()
+	b, _ := io.ReadAll(r)
+	return string(b)
 }

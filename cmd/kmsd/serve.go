@@ -110,6 +110,8 @@ func runServe(args []string) int {
 		peers       = fs.String("peers", "", "bootstrap voters ID=RAFTHOST:PORT,... (identical on every node)")
 		join        = fs.String("join", "", "gRPC address of a cluster member to join through (instead of --peers)")
 	)
+	var sec securityFlags
+	sec.register(fs)
 	c.register(fs, "info")
 	if err := parseFlags(fs, args); err != nil {
 		return usageErr(err)
@@ -128,6 +130,15 @@ func runServe(args []string) int {
 	if err != nil {
 		return usageErr(err)
 	}
+	tlsCfg, auth, err := sec.build(*grpcAddr, *raftAddr, *grpcAdv)
+	if err != nil {
+		return usageErr(err)
+	}
+	audit, closeAudit, err := openAudit(sec.audit)
+	if err != nil {
+		return fail(err)
+	}
+	defer closeAudit()
 	raw, err := os.ReadFile(*rootKeyFile)
 	if err != nil {
 		return fail(fmt.Errorf("reading the root key: %w", err))
@@ -152,11 +163,14 @@ func runServe(args []string) int {
 		Limits:        limits,
 		StaleReads:    c.staleReads,
 		Logger:        log,
+		TLS:           tlsCfg,
+		Auth:          auth,
+		Audit:         audit,
 	})
 	if err != nil {
 		return fail(err)
 	}
-	log.Info("kmsd serving", "node", *nodeID, "grpc", srv.Addr(), "raft", *raftAddr)
+	log.Info("kmsd serving", "node", *nodeID, "grpc", srv.Addr(), "raft", *raftAddr, "tls", tlsCfg != nil)
 	waitForSignal()
 	log.Info("shutting down")
 	srv.Stop()

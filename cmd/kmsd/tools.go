@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"github.com/raftkms/raftkms/keycrypto"
+	"github.com/raftkms/raftkms/pki"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
@@ -32,10 +34,22 @@ func runHealth(args []string) int {
 	fs := flag.NewFlagSet("kmsd health", flag.ContinueOnError)
 	addr := fs.String("grpc-addr", "127.0.0.1:7001", "node to check")
 	timeout := fs.Duration("timeout", 3*time.Second, "give up after")
+	var files pki.Files
+	fs.StringVar(&files.Cert, "tls-cert", "", "client certificate (PEM) for a TLS node")
+	fs.StringVar(&files.Key, "tls-key", "", "its private key (PEM)")
+	fs.StringVar(&files.CA, "tls-ca", "", "the cluster CA (PEM)")
 	if err := parseFlags(fs, args); err != nil {
 		return usageErr(err)
 	}
-	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds := insecure.NewCredentials()
+	if files.Set() {
+		cert, ca, err := files.Load()
+		if err != nil {
+			return fail(err)
+		}
+		creds = credentials.NewTLS(pki.ClientConfig(cert, ca))
+	}
+	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return fail(err)
 	}
