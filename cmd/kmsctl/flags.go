@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/raftkms/raftkms/pki"
 )
 
 // usageError is a mistake in the command line or its inputs: it is printed
@@ -166,17 +168,19 @@ type globals struct {
 	timeout      time.Duration
 	noPaginate   bool
 	help         bool
+	tls          pki.Files // --cert, --key, --ca: mutual TLS to a production cluster
 }
 
 // globalSpecs are the global flags. --region, --profile and --no-cli-pager
 // are accepted and ignored so that scripts written for `aws kms` run as
 // they are.
 var globalSpecs = parseFlagSpecs("endpoints output query cli-binary-format stale-ok=bool timeout=duration " +
-	"no-paginate=bool help=bool region profile no-cli-pager=bool")
+	"no-paginate=bool help=bool region profile no-cli-pager=bool ca cert key")
 
 func defaultGlobals() *globals {
 	g := &globals{output: "json", binaryFormat: "base64", timeout: 30 * time.Second}
 	g.endpoints = os.Getenv("RAFTKMS_ENDPOINTS")
+	g.tls = pki.Files{CA: os.Getenv("RAFTKMS_CA"), Cert: os.Getenv("RAFTKMS_CERT"), Key: os.Getenv("RAFTKMS_KEY")}
 	if g.endpoints == "" {
 		g.endpoints = "127.0.0.1:7001"
 	}
@@ -212,6 +216,12 @@ func (g *globals) set(name, value string, on bool) error {
 		g.timeout = d
 	case "no-paginate":
 		g.noPaginate = on
+	case "ca":
+		g.tls.CA = value
+	case "cert":
+		g.tls.Cert = value
+	case "key":
+		g.tls.Key = value
 	case "help":
 		g.help = on
 	}

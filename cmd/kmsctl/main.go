@@ -13,6 +13,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/raftkms/raftkms/pki"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"io"
 	"os"
 	"strings"
@@ -73,10 +76,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 
+	var dial []grpc.DialOption
+	if g.tls.Set() {
+		cert, ca, err := g.tls.Load()
+		if err != nil {
+			return fail(stderr, usagef("TLS (--ca, --cert, --key): %v", err))
+		}
+		dial = append(dial, grpc.WithTransportCredentials(credentials.NewTLS(pki.ClientConfig(cert, ca))))
+	}
 	conn, err := client.New(client.Config{
 		Endpoints:   strings.Split(g.endpoints, ","),
 		MaxAttempts: 12,
 		StaleOK:     g.staleOK,
+		DialOptions: dial,
 	})
 	if err != nil {
 		return fail(stderr, usagef("%v", err))
@@ -123,6 +135,8 @@ func printUsage(w io.Writer, group string) {
 	fmt.Fprintln(w, "  --stale-ok                  reads skip the linearizable read-index round")
 	fmt.Fprintln(w, "  --timeout D                 bound on the whole command (default 30s)")
 	fmt.Fprintln(w, "  --no-paginate               list commands make one call")
+	fmt.Fprintln(w, "  --ca F --cert F --key F     mutual TLS: the cluster CA and your client certificate and key (PEM;")
+	fmt.Fprintln(w, "                              default $RAFTKMS_CA, $RAFTKMS_CERT, $RAFTKMS_KEY)")
 	fmt.Fprintln(w, "\nCommands:")
 	for _, n := range commandNames() {
 		if group == "" || strings.HasPrefix(n, group+" ") {
