@@ -46,6 +46,13 @@ type options struct {
 	afterStart        func(i int, n *raftnode.Node, f *fsm.FSM)
 	beforeStop        func(i int)
 	api               *apiOptions // nil: Raft and state machine only
+	logTee            io.Writer   // also receives every log line
+}
+
+// WithLogCapture also sends every node's log lines to w (tests search them
+// for secrets).
+func WithLogCapture(w io.Writer) Option {
+	return func(o *options) { o.logTee = w }
 }
 
 // WithSnapshots makes nodes snapshot every threshold entries and keep only
@@ -121,7 +128,7 @@ func New(t testing.TB, n int, opts ...Option) *Cluster {
 	if env := os.Getenv(LogLevelEnv); env != "" {
 		o.level = hclog.LevelFromString(env)
 	}
-	c := &Cluster{t: t, opts: o, net: NewNetwork(), logw: &testWriter{t: t}}
+	c := &Cluster{t: t, opts: o, net: NewNetwork(), logw: &testWriter{t: t, tee: o.logTee}}
 	// Cleanups run last-in first-out: make the directories first, so that
 	// they are removed only after the nodes are shut down.
 	dirs := make([]string, n)
@@ -357,6 +364,7 @@ func (c *Cluster) live() ([]int, []*raftnode.Node, []*fsm.FSM) {
 type testWriter struct {
 	mu      sync.Mutex
 	t       testing.TB
+	tee     io.Writer
 	stopped bool
 }
 
@@ -365,6 +373,9 @@ var _ io.Writer = (*testWriter)(nil)
 func (w *testWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.tee != nil {
+		w.tee.Write(p)
+	}
 	if !w.stopped {
 		w.t.Log(strings.TrimRight(string(p), "\n"))
 	}

@@ -90,6 +90,13 @@ func (c *Cluster) NodeTLS(id string) *server.TLS {
 // CAPool is the TLS cluster's CA.
 func (c *Cluster) CAPool() *x509.CertPool { return c.opts.api.tls.pool }
 
+// ClientCreds are TLS credentials presenting a certificate for identity,
+// issued by the cluster CA (TLS clusters).
+func (c *Cluster) ClientCreds(identity string) credentials.TransportCredentials {
+	c.t.Helper()
+	return c.opts.api.tls.clientCreds(c.t, identity)
+}
+
 // KMSAs is a client of node i that presents a certificate for identity,
 // issued by the cluster CA (TLS clusters).
 func (c *Cluster) KMSAs(i int, identity string) kmsv1.KeyManagementServiceClient {
