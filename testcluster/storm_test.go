@@ -1,0 +1,169 @@
+package testcluster_test
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/raftkms/raftkms/fsm"
+	eventsv1 "github.com/raftkms/raftkms/proto/events/v1"
+	kmsv1 "github.com/raftkms/raftkms/proto/kms/v1"
+	"github.com/raftkms/raftkms/testcluster"
+)
+
+// TestRotationStorm makes every key due at once and measures how long the
+// leader's scheduler takes to rotate them all, and what Encrypt latency does
+// meanwhile. By default it runs 2,000 keys; RAFTKMS_SCALE_KEYS=100000 runs
+// the scale benchmark (about ten minutes on two cores):
+//
+//	RAFTKMS_SCALE_KEYS=100000 go test ./testcluster -run TestRotationStorm -v -timeout 60m
+//
+// All keys are due at once because one event carries a time an hour ahead:
+// the state's clock jumps, and every one-hour rotation falls due.
+func TestRotationStorm(t *testing.T) {
+	n := 2000
+	if s := os.Getenv("RAFTKMS_SCALE_KEYS"); s != "" {
+		v, err := strconv.Atoi(s)
+		if err != nil || v < 1 {
+			t.Fatalf("RAFTKMS_SCALE_KEYS=%q", s)
+		}
+		n = v
+	} else if testing.Short() {
+		t.Skip("skipped in -short mode")
+	}
+	c := testcluster.New(t, 3, testcluster.WithAPI(), testcluster.WithSnapshots(16384, 8192))
+	c.WaitServing(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+	defer cancel()
+
+	// Set up n keys with hourly rotation straight through Raft, in parallel.
+	setup := time.Now()
+	ids := make([]string, n)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < 32; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				id := fmt.Sprintf("storm-%06d", i)
+				m := make([]byte, 32)
+				rand.Read(m)
+				sealed, err := c.Root().Seal(id, 1, m)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				for _, env := range []*eventsv1.Envelope{
+					{TimeUnixNano: time.Now().UnixNano(), RequestId: "create-" + id, Event: &eventsv1.Envelope_CreateKey{CreateKey: &eventsv1.CreateKey{
+						KeyId: id, Origin: eventsv1.Origin_ORIGIN_GENERATED, SealedMaterial: sealed}}},
+					{TimeUnixNano: time.Now().UnixNano(), RequestId: "rotate-" + id, Event: &eventsv1.Envelope_EnableKeyRotation{
+						EnableKeyRotation: &eventsv1.EnableKeyRotation{KeyId: id, RotationPeriodSeconds: 3600}}},
+				} {
+					res, err := c.Propose(ctx, env)
+					if err != nil || res.Err != nil {
+						t.Errorf("setup %s: %v %v", id, err, res)
+						return
+					}
+				}
+				ids[i] = id
+			}
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	t.Logf("set up %d keys with rotation in %v", n, time.Since(setup).Round(time.Millisecond))
+
+	// Encrypt latency, before and during the storm, from one client.
+	kms := c.KMS(0)
+	measure := func(stop <-chan struct{}, max int) []time.Duration {
+		var lat []time.Duration
+		for i := 0; len(lat) < max; i++ {
+			select {
+			case <-stop:
+				return lat
+			default:
+			}
+			start := time.Now()
+			if _, err := kms.Encrypt(ctx, &kmsv1.EncryptRequest{KeyId: ids[i%n], Plaintext: []byte("storm")}); err != nil {
+				t.Errorf("encrypt: %v", err)
+				return lat
+			}
+			lat = append(lat, time.Since(start))
+		}
+		return lat
+	}
+	before := measure(nil, 500)
+
+	// The clock jump: one event an hour and a second ahead.
+	jump := &eventsv1.Envelope{TimeUnixNano: time.Now().Add(time.Hour + time.Second).UnixNano(), RequestId: "clock-jump",
+		Event: &eventsv1.Envelope_TagKey{TagKey: &eventsv1.TagKey{KeyId: ids[0], Tags: []*eventsv1.Tag{{Key: "storm", Value: "now"}}}}}
+	if res, err := c.Propose(ctx, jump); err != nil || res.Err != nil {
+		t.Fatalf("clock jump: %v %v", err, res)
+	}
+	stormStart := time.Now()
+	stop := make(chan struct{})
+	var during []time.Duration
+	done := make(chan struct{})
+	go func() { during = measure(stop, 1<<30); close(done) }()
+
+	rotated := func() int {
+		l := c.Leader()
+		if l < 0 {
+			return 0
+		}
+		count := 0
+		c.FSM(l).ForEachKey(func(k *fsm.Key) bool {
+			if k.CurrentVersion() >= 2 {
+				count++
+			}
+			return true
+		})
+		return count
+	}
+	deadline := time.Now().Add(time.Duration(n)*10*time.Millisecond + time.Minute)
+	for rotated() < n {
+		if time.Now().After(deadline) {
+			close(stop)
+			<-done
+			t.Fatalf("only %d of %d keys rotated after %v", rotated(), n, time.Since(stormStart))
+		}
+		time.Sleep(100 * time.Millisecond) // polling
+	}
+	elapsed := time.Since(stormStart)
+	close(stop)
+	<-done
+	c.WaitConverged(t)
+	for i := range 3 {
+		c.FSM(i).ForEachKey(func(k *fsm.Key) bool {
+			if k.ID != "" && len(k.Versions) != 2 && k.Rotation.PeriodSec == 3600 {
+				t.Fatalf("node %d key %s has %d versions after one due rotation", i, k.ID, len(k.Versions))
+			}
+			return true
+		})
+	}
+	pct := func(l []time.Duration, p float64) time.Duration {
+		if len(l) == 0 {
+			return 0
+		}
+		s := append([]time.Duration(nil), l...)
+		sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+		return s[int(p*float64(len(s)-1))]
+	}
+	t.Logf("rotated %d keys in %v (%.0f rotations/s)", n, elapsed.Round(time.Millisecond), float64(n)/elapsed.Seconds())
+	t.Logf("encrypt latency before: p50 %v p99 %v max %v (%d calls)", pct(before, .5), pct(before, .99), pct(before, 1), len(before))
+	t.Logf("encrypt latency during: p50 %v p99 %v max %v (%d calls)", pct(during, .5), pct(during, .99), pct(during, 1), len(during))
+}
