@@ -18,6 +18,7 @@ import (
 	kmsv1 "github.com/raftkms/raftkms/proto/kms/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 )
 
 func TestParseFlagsFromEnvironment(t *testing.T) {
@@ -76,6 +77,12 @@ func TestServeThreeProcesses(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs kmsd processes; skipped in -short mode")
 	}
+	t.Run("TLS", func(t *testing.T) { serveThree(t, true) })
+	// With nothing but the flags of DESIGN's `kmsd serve` on loopback.
+	t.Run("loopback without TLS", func(t *testing.T) { serveThree(t, false) })
+}
+
+func serveThree(t *testing.T, useTLS bool) {
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "kmsd")
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
@@ -94,6 +101,9 @@ func TestServeThreeProcesses(t *testing.T) {
 		t.Fatalf("gen-certs: %v\n%s", err, out)
 	}
 	cert := func(name string) []string {
+		if !useTLS {
+			return nil
+		}
 		return []string{"--tls-cert", filepath.Join(certs, name+".pem"), "--tls-key", filepath.Join(certs, name+"-key.pem"),
 			"--tls-ca", filepath.Join(certs, "ca.pem")}
 	}
@@ -150,6 +160,9 @@ func TestServeThreeProcesses(t *testing.T) {
 		pool := x509.NewCertPool()
 		pool.AppendCertsFromPEM(caPEM)
 		creds := credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{pair}, RootCAs: pool, MinVersion: tls.VersionTLS13})
+		if !useTLS {
+			creds = insecure.NewCredentials()
+		}
 		cc, err := grpc.NewClient(grpcAddrs[i], grpc.WithTransportCredentials(creds))
 		if err != nil {
 			t.Fatal(err)
@@ -191,8 +204,8 @@ func TestServeThreeProcesses(t *testing.T) {
 	}
 }
 
-// TestServeRefusesInsecureOffLoopback: without TLS a node refuses to start
-// unless --insecure is given, and --insecure binds only loopback addresses.
+// TestServeRefusesInsecureOffLoopback: without TLS a node binds only
+// loopback addresses, with or without --insecure.
 func TestServeRefusesInsecureOffLoopback(t *testing.T) {
 	dir := t.TempDir()
 	base := []string{"serve", "--node-id", "n1", "--data-dir", dir, "--root-key-file", filepath.Join(dir, "none"),
@@ -201,7 +214,8 @@ func TestServeRefusesInsecureOffLoopback(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"--grpc-addr", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0"}, "no TLS configured"},
+		{[]string{"--grpc-addr", "0.0.0.0:7001", "--raft-addr", "127.0.0.1:0"}, "no TLS configured"},
+		{[]string{"--grpc-addr", "127.0.0.1:0", "--raft-addr", "kms1:7101"}, "no TLS configured"},
 		{[]string{"--grpc-addr", "0.0.0.0:7001", "--raft-addr", "127.0.0.1:0", "--insecure"}, "only binds loopback"},
 		{[]string{"--grpc-addr", "127.0.0.1:0", "--raft-addr", "10.1.2.3:7101", "--insecure"}, "only binds loopback"},
 		{[]string{"--grpc-addr", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0", "--insecure", "--tls-cert", "x"}, "exclude each other"},

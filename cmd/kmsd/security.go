@@ -59,29 +59,32 @@ func isLoopback(addr string) bool {
 }
 
 // build turns the flags into the node's TLS and authorization settings.
-// Without TLS files the node refuses to start unless --insecure is given,
-// and --insecure binds only loopback addresses.
-func (f *securityFlags) build(addrs ...string) (*server.TLS, rpc.Auth, error) {
+// A node without TLS binds only loopback addresses: off loopback it refuses
+// to start, with or without --insecure. On loopback it runs insecure when
+// --insecure is given, or, so that a node can be tried with nothing but the
+// flags of `kmsd serve`, when no TLS flag is given at all (warned is true
+// then, and kmsd says so loudly).
+func (f *securityFlags) build(addrs ...string) (tlsCfg *server.TLS, auth rpc.Auth, warned bool, err error) {
 	if !f.files.Set() {
-		if !f.insecure {
-			return nil, rpc.Auth{}, errors.New("no TLS configured: give --tls-cert, --tls-key and --tls-ca, or --insecure on loopback addresses")
-		}
 		for _, a := range addrs {
 			if a != "" && !isLoopback(a) {
-				return nil, rpc.Auth{}, fmt.Errorf("--insecure only binds loopback addresses; %s is not one (configure TLS)", a)
+				if f.insecure {
+					return nil, rpc.Auth{}, false, fmt.Errorf("--insecure only binds loopback addresses; %s is not one (configure TLS)", a)
+				}
+				return nil, rpc.Auth{}, false, fmt.Errorf("no TLS configured for %s: give --tls-cert, --tls-key and --tls-ca (without TLS a node binds only loopback addresses)", a)
 			}
 		}
-		return nil, rpc.Auth{}, nil
+		return nil, rpc.Auth{}, !f.insecure, nil
 	}
 	if f.insecure {
-		return nil, rpc.Auth{}, errors.New("--insecure and the TLS flags exclude each other")
+		return nil, rpc.Auth{}, false, errors.New("--insecure and the TLS flags exclude each other")
 	}
 	cert, ca, err := f.files.Load()
 	if err != nil {
-		return nil, rpc.Auth{}, err
+		return nil, rpc.Auth{}, false, err
 	}
-	auth := rpc.Auth{Enabled: true, Admins: splitList(f.admins), KeyCreators: splitList(f.creators)}
-	return &server.TLS{Server: pki.ServerConfig(cert, ca), Client: pki.ClientConfig(cert, ca)}, auth, nil
+	auth = rpc.Auth{Enabled: true, Admins: splitList(f.admins), KeyCreators: splitList(f.creators)}
+	return &server.TLS{Server: pki.ServerConfig(cert, ca), Client: pki.ClientConfig(cert, ca)}, auth, false, nil
 }
 
 // openAudit opens the audit log: a file appended to, or stdout for "-".

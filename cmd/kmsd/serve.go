@@ -130,7 +130,7 @@ func runServe(args []string) int {
 	if err != nil {
 		return usageErr(err)
 	}
-	tlsCfg, auth, err := sec.build(*grpcAddr, *raftAddr, *grpcAdv)
+	tlsCfg, auth, implicitInsecure, err := sec.build(*grpcAddr, *raftAddr, *grpcAdv, *join)
 	if err != nil {
 		return usageErr(err)
 	}
@@ -151,6 +151,10 @@ func runServe(args []string) int {
 		return fail(err)
 	}
 	log := c.logger("kmsd")
+	if implicitInsecure {
+		log.Warn("no TLS configured: this node runs INSECURE (no client authentication, no key policies) and binds loopback only; " +
+			"give --tls-cert, --tls-key and --tls-ca for a real cluster, or --insecure to say you mean it")
+	}
 	srv, err := server.Start(server.Config{
 		NodeID:        *nodeID,
 		GRPCAddr:      *grpcAddr,
