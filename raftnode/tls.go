@@ -89,21 +89,28 @@ func (l *tcpLayer) Dial(addr string, timeout time.Duration) (net.Conn, error) {
 	return net.DialTimeout("tcp", addr, timeout)
 }
 
+// advertiseAddr is an address as peers know it: a host name stays a name
+// (peers resolve it when they dial), so it matches the bootstrap peer list.
+type advertiseAddr string
+
+func (a advertiseAddr) Network() string { return "tcp" }
+func (a advertiseAddr) String() string  { return string(a) }
+
 // NewTLSStreamLayer listens on bind (TCP) and carries Raft over mutual TLS.
-// advertise is the address peers reach this node at (default: bind).
+// advertise is the address peers reach this node at (default: bind, as
+// given: kms1:7101 stays kms1:7101).
 func NewTLSStreamLayer(bind, advertise string, server, client *tls.Config) (StreamLayer, error) {
 	if advertise == "" {
 		advertise = bind
 	}
-	adv, err := net.ResolveTCPAddr("tcp", advertise)
-	if err != nil {
+	if _, _, err := net.SplitHostPort(advertise); err != nil {
 		return nil, fmt.Errorf("raftnode: advertise address: %w", err)
 	}
 	l, err := net.Listen("tcp", bind)
 	if err != nil {
 		return nil, fmt.Errorf("raftnode: listen on %s: %w", bind, err)
 	}
-	s, err := WrapTLS(&tcpLayer{Listener: l, advertise: adv}, server, client)
+	s, err := WrapTLS(&tcpLayer{Listener: l, advertise: advertiseAddr(advertise)}, server, client)
 	if err != nil {
 		l.Close()
 		return nil, err

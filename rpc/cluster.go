@@ -3,6 +3,7 @@ package rpc
 import (
 	"context"
 	"encoding/hex"
+	"time"
 
 	"github.com/raftkms/raftkms/fsm"
 	clusterv1 "github.com/raftkms/raftkms/proto/cluster/v1"
@@ -93,8 +94,35 @@ func (s clusterService) ReadIndex(ctx context.Context, _ *clusterv1.ReadIndexReq
 	return &clusterv1.ReadIndexResponse{Index: idx}, nil
 }
 
-// remoteReadIndex asks the leader for a read index (a follower's round).
+// readIndexAttempt bounds one read-index call to the leader: a leader that
+// died is given up on quickly, and the round asks whoever leads next.
+const readIndexAttempt = time.Second
+
+// remoteReadIndex asks the leader for a read index (a follower's round). It
+// follows leadership changes until ctx ends; then it answers Unavailable, so
+// clients retry.
 func (s *Server) remoteReadIndex(ctx context.Context) (uint64, error) {
+	var last error
+	for {
+		idx, err := s.readIndexOnce(ctx)
+		if err == nil {
+			return idx, nil
+		}
+		last = err
+		if ctx.Err() != nil {
+			return 0, unavailableErr("no read index from the leader (%v); retry", last)
+		}
+		t := time.NewTimer(50 * time.Millisecond)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return 0, unavailableErr("no read index from the leader (%v); retry", last)
+		}
+	}
+}
+
+func (s *Server) readIndexOnce(ctx context.Context) (uint64, error) {
 	addr, err := s.leaderAddr()
 	if err != nil {
 		return 0, err
@@ -106,7 +134,9 @@ func (s *Server) remoteReadIndex(ctx context.Context) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	resp, err := clusterv1.NewClusterServiceClient(conn).ReadIndex(ctx, &clusterv1.ReadIndexRequest{})
+	actx, cancel := context.WithTimeout(ctx, readIndexAttempt)
+	defer cancel()
+	resp, err := clusterv1.NewClusterServiceClient(conn).ReadIndex(actx, &clusterv1.ReadIndexRequest{})
 	if err != nil {
 		return 0, err
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/raftkms/raftkms/rotation"
 	"github.com/raftkms/raftkms/rpc"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
@@ -223,11 +224,23 @@ func Start(cfg Config) (*Server, error) {
 }
 
 // dialOptions reach other nodes: with the node's certificate under TLS.
+//
+// A connection attempt gives up after two seconds, so a call forwarded to a
+// leader that just died (whose address may drop packets rather than refuse)
+// fails fast with Unavailable and the client retries, instead of waiting for
+// TCP's own timeout.
 func dialOptions(t *TLS) []grpc.DialOption {
-	if t == nil {
-		return []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	creds := insecure.NewCredentials()
+	if t != nil {
+		creds = credentials.NewTLS(t.Client)
 	}
-	return []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(t.Client))}
+	return []grpc.DialOption{
+		grpc.WithTransportCredentials(creds),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			MinConnectTimeout: 2 * time.Second,
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
+		}),
+	}
 }
 
 // onChange receives the state machine's change notifications.

@@ -3,6 +3,7 @@ package testcluster_test
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"os"
 	"sort"
@@ -15,6 +16,7 @@ import (
 	"github.com/raftkms/raftkms/fsm"
 	eventsv1 "github.com/raftkms/raftkms/proto/events/v1"
 	kmsv1 "github.com/raftkms/raftkms/proto/kms/v1"
+	"github.com/raftkms/raftkms/raftnode"
 	"github.com/raftkms/raftkms/testcluster"
 )
 
@@ -38,7 +40,13 @@ func TestRotationStorm(t *testing.T) {
 	} else if testing.Short() {
 		t.Skip("skipped in -short mode")
 	}
-	c := testcluster.New(t, 3, testcluster.WithAPI(), testcluster.WithSnapshots(16384, 8192))
+	// kmsd's own Raft timings, not the tests' hair-trigger ones.
+	c := testcluster.New(t, 3, testcluster.WithAPI(), testcluster.WithSnapshots(16384, 8192),
+		testcluster.WithNodeConfig(func(i int, cfg *raftnode.Config) {
+			cfg.HeartbeatTimeout = raftnode.DefaultHeartbeatTimeout
+			cfg.ElectionTimeout = raftnode.DefaultElectionTimeout
+			cfg.LeaderLeaseTimeout = raftnode.DefaultLeaderLeaseTimeout
+		}))
 	c.WaitServing(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
 	defer cancel()
@@ -71,7 +79,15 @@ func TestRotationStorm(t *testing.T) {
 					{TimeUnixNano: time.Now().UnixNano(), RequestId: "rotate-" + id, Event: &eventsv1.Envelope_EnableKeyRotation{
 						EnableKeyRotation: &eventsv1.EnableKeyRotation{KeyId: id, RotationPeriodSeconds: 3600}}},
 				} {
-					res, err := c.Propose(ctx, env)
+					// An ambiguous outcome is retried with the same request
+					// ID: it applies once either way.
+					var res *fsm.Result
+					var err error
+					for attempt := 0; attempt < 20; attempt++ {
+						if res, err = c.Propose(ctx, env); !errors.Is(err, raftnode.ErrAmbiguous) {
+							break
+						}
+					}
 					if err != nil || res.Err != nil {
 						t.Errorf("setup %s: %v %v", id, err, res)
 						return
