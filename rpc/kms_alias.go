@@ -65,8 +65,7 @@ func (s kmsService) DeleteAlias(ctx context.Context, req *kmsv1.DeleteAliasReque
 }
 
 func (s kmsService) ListAliases(ctx context.Context, req *kmsv1.ListAliasesRequest) (*kmsv1.ListAliasesResponse, error) {
-	limit, err := pageLimit(req.Limit)
-	if err != nil {
+	if _, err := pageLimit(req.Limit); err != nil {
 		return nil, err
 	}
 	keyID := ""
@@ -79,22 +78,14 @@ func (s kmsService) ListAliases(ctx context.Context, req *kmsv1.ListAliasesReque
 	} else if err := s.readBarrier(ctx); err != nil {
 		return nil, err
 	}
-	all := s.fsm.Aliases(keyID)
-	start := 0
-	if req.Marker != "" {
-		if start, err = parseMarker(req.Marker, len(all)); err != nil {
-			return nil, err
-		}
+	page, next, err := pageOf(s.fsm.Aliases(keyID), req.Marker, req.Limit)
+	if err != nil {
+		return nil, err
 	}
-	end := min(start+limit, len(all))
-	resp := &kmsv1.ListAliasesResponse{}
-	for _, a := range all[start:end] {
+	resp := &kmsv1.ListAliasesResponse{NextMarker: next, Truncated: next != ""}
+	for _, a := range page {
 		resp.Aliases = append(resp.Aliases, &kmsv1.AliasListEntry{AliasName: a.Name, AliasArn: aliasARN(a.Name),
 			TargetKeyId: a.KeyID, CreationDate: ts(a.CreatedAt), LastUpdatedDate: ts(a.UpdatedAt)})
-	}
-	if end < len(all) {
-		resp.Truncated = true
-		resp.NextMarker = formatMarker(end)
 	}
 	return resp, nil
 }

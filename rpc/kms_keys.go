@@ -304,31 +304,21 @@ func (s kmsService) GetKeyPolicy(ctx context.Context, req *kmsv1.GetKeyPolicyReq
 }
 
 func (s kmsService) ListKeyEvents(ctx context.Context, req *kmsv1.ListKeyEventsRequest) (*kmsv1.ListKeyEventsResponse, error) {
-	limit, err := pageLimit(req.Limit)
-	if err != nil {
+	if _, err := pageLimit(req.Limit); err != nil {
 		return nil, err
 	}
 	k, err := s.readKey(ctx, req.KeyId, "kms:ListKeyEvents")
 	if err != nil {
 		return nil, err
 	}
-	start := 0
-	if req.Marker != "" {
-		n, err := parseMarker(req.Marker, len(k.History))
-		if err != nil {
-			return nil, err
-		}
-		start = n
+	page, next, err := pageOf(k.History, req.Marker, req.Limit)
+	if err != nil {
+		return nil, err
 	}
-	end := min(start+limit, len(k.History))
-	resp := &kmsv1.ListKeyEventsResponse{KeyId: k.ID}
-	for _, h := range k.History[start:end] {
+	resp := &kmsv1.ListKeyEventsResponse{KeyId: k.ID, NextMarker: next, Truncated: next != ""}
+	for _, h := range page {
 		resp.Events = append(resp.Events, &kmsv1.KeyEvent{EventType: h.Type, Time: ts(h.Time), Principal: h.Principal,
 			RequestId: h.RequestID, KeyState: fsm.StateName(h.State), KeyVersion: h.Version, Hash: append([]byte(nil), h.Hash[:]...)})
-	}
-	if end < len(k.History) {
-		resp.Truncated = true
-		resp.NextMarker = formatMarker(end)
 	}
 	return resp, nil
 }
@@ -344,26 +334,16 @@ func tagsOf(k *fsm.Key) []*kmsv1.Tag {
 }
 
 func (s kmsService) ListResourceTags(ctx context.Context, req *kmsv1.ListResourceTagsRequest) (*kmsv1.ListResourceTagsResponse, error) {
-	limit, err := pageLimit(req.Limit)
-	if err != nil {
+	if _, err := pageLimit(req.Limit); err != nil {
 		return nil, err
 	}
 	k, err := s.readKey(ctx, req.KeyId, "kms:ListResourceTags")
 	if err != nil {
 		return nil, err
 	}
-	tags := tagsOf(k)
-	start := 0
-	if req.Marker != "" {
-		if start, err = parseMarker(req.Marker, len(tags)); err != nil {
-			return nil, err
-		}
+	page, next, err := pageOf(tagsOf(k), req.Marker, req.Limit)
+	if err != nil {
+		return nil, err
 	}
-	end := min(start+limit, len(tags))
-	resp := &kmsv1.ListResourceTagsResponse{Tags: tags[start:end]}
-	if end < len(tags) {
-		resp.Truncated = true
-		resp.NextMarker = formatMarker(end)
-	}
-	return resp, nil
+	return &kmsv1.ListResourceTagsResponse{Tags: page, NextMarker: next, Truncated: next != ""}, nil
 }

@@ -10,15 +10,27 @@ import (
 	kmsv1 "github.com/raftkms/raftkms/proto/kms/v1"
 )
 
-func parseMarker(m string, max int) (int, error) {
-	n, err := strconv.Atoi(m)
-	if err != nil || n < 0 || n > max {
-		return 0, validationErr("Marker is not valid")
+// pageOf cuts one page out of a list that a marker (an offset) indexes:
+// the page, and the marker of the next page ("" after the last).
+func pageOf[T any](items []T, marker string, limit int32) ([]T, string, error) {
+	n, err := pageLimit(limit)
+	if err != nil {
+		return nil, "", err
 	}
-	return n, nil
+	start := 0
+	if marker != "" {
+		start, err = strconv.Atoi(marker)
+		if err != nil || start < 0 || start > len(items) {
+			return nil, "", validationErr("Marker is not valid")
+		}
+	}
+	end := min(start+n, len(items))
+	next := ""
+	if end < len(items) {
+		next = strconv.Itoa(end)
+	}
+	return items[start:end], next, nil
 }
-
-func formatMarker(n int) string { return strconv.Itoa(n) }
 
 func (s kmsService) EnableKeyRotation(ctx context.Context, req *kmsv1.EnableKeyRotationRequest) (*kmsv1.EnableKeyRotationResponse, error) {
 	l := s.limits
@@ -114,10 +126,6 @@ func rotationTypeName(t fsm.RotationType) string {
 // ListKeyRotations lists every version after the first, oldest first, as
 // AWS lists rotations; each entry also carries its version number.
 func (s kmsService) ListKeyRotations(ctx context.Context, req *kmsv1.ListKeyRotationsRequest) (*kmsv1.ListKeyRotationsResponse, error) {
-	limit, err := pageLimit(req.Limit)
-	if err != nil {
-		return nil, err
-	}
 	k, err := s.readKey(ctx, req.KeyId, "kms:ListKeyRotations")
 	if err != nil {
 		return nil, err
@@ -128,21 +136,14 @@ func (s kmsService) ListKeyRotations(ctx context.Context, req *kmsv1.ListKeyRota
 			rotations = append(rotations, v)
 		}
 	}
-	start := 0
-	if req.Marker != "" {
-		if start, err = parseMarker(req.Marker, len(rotations)); err != nil {
-			return nil, err
-		}
+	page, next, err := pageOf(rotations, req.Marker, req.Limit)
+	if err != nil {
+		return nil, err
 	}
-	end := min(start+limit, len(rotations))
-	resp := &kmsv1.ListKeyRotationsResponse{}
-	for _, v := range rotations[start:end] {
+	resp := &kmsv1.ListKeyRotationsResponse{NextMarker: next, Truncated: next != ""}
+	for _, v := range page {
 		resp.Rotations = append(resp.Rotations, &kmsv1.RotationsListEntry{KeyId: k.ID, RotationDate: ts(v.CreatedAt),
 			RotationType: rotationTypeName(v.Type), KeyVersion: v.Number})
-	}
-	if end < len(rotations) {
-		resp.Truncated = true
-		resp.NextMarker = formatMarker(end)
 	}
 	return resp, nil
 }

@@ -85,14 +85,7 @@ func (s *Server) readKey(ctx context.Context, ref, action string) (*fsm.Key, err
 	if err := s.readBarrier(ctx); err != nil {
 		return nil, err
 	}
-	k, err := s.resolve(ref, action)
-	if err != nil {
-		return nil, err
-	}
-	if err := s.authorize(ctx, k, action); err != nil {
-		return nil, err
-	}
-	return k, nil
+	return s.writeKey(ctx, ref, action)
 }
 
 // resolve finds a key by reference. A deleted key keeps its record and
