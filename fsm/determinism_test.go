@@ -195,12 +195,67 @@ func TestRepeatedRequestIDChangesNothing(t *testing.T) {
 	if r := h.apply(bad2); !r.Duplicate || !errors.Is(r.Err, ErrNotFound) {
 		t.Fatalf("refusal not remembered: %+v", r)
 	}
-	// After the window the ID is forgotten.
+	// A clock jump past the window alone does not forget it: the ID is
+	// also kept for IdempotencyEntries entries.
 	h.now += int64(DefaultIdempotencyWindow) + sec
-	late := createKey("late")
-	late.RequestId = "req-1"
-	if r := h.ok(late); r.Duplicate {
-		t.Fatal("request ID remembered past the window")
+	jumped := createKey("jumped")
+	jumped.RequestId = "req-1"
+	if r := h.apply(jumped); !r.Duplicate {
+		t.Fatal("a clock jump made the state machine forget a request ID")
+	}
+}
+
+// TestRequestIDForgottenWhenOldInTimeAndEntries: an ID is forgotten once it
+// is past the window in entry time and IdempotencyEntries entries back, and
+// not before either.
+func TestRequestIDForgottenWhenOldInTimeAndEntries(t *testing.T) {
+	f, err := New(Config{IdempotencyEntries: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{t: t, f: f, now: 1_700_000_000 * sec}
+	first := createKey("k")
+	first.RequestId = "req"
+	h.ok(first)
+	retry := func() *Result {
+		again := createKey("k2")
+		again.RequestId = "req"
+		return h.apply(again)
+	}
+	// Many entries, but within the window: remembered.
+	for i := range 10 {
+		h.ok(ev(&eventsv1.RegisterNode{NodeId: fmt.Sprintf("n%d", i)}))
+	}
+	if !retry().Duplicate {
+		t.Fatal("forgotten within the time window")
+	}
+	// Past the window, and more than 5 entries back: forgotten.
+	h.now += int64(DefaultIdempotencyWindow) + sec
+	if r := retry(); r.Duplicate || r.Err != nil {
+		t.Fatalf("remembered past both bounds: %+v", r)
+	}
+
+	// However recent in time, an ID is forgotten past IdempotencyMaxEntries.
+	f, err = New(Config{IdempotencyEntries: 2, IdempotencyMaxEntries: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h = &harness{t: t, f: f, now: 1_700_000_000 * sec}
+	h.ok(first)
+	for i := range 4 {
+		h.ok(ev(&eventsv1.RegisterNode{NodeId: fmt.Sprintf("n%d", i)}))
+	}
+	if !retry().Duplicate {
+		t.Fatal("forgotten within IdempotencyMaxEntries")
+	}
+	for i := range 8 {
+		h.ok(ev(&eventsv1.RegisterNode{NodeId: fmt.Sprintf("m%d", i)}))
+	}
+	if r := retry(); r.Duplicate {
+		t.Fatal("remembered past IdempotencyMaxEntries")
+	}
+	if _, err := New(Config{IdempotencyEntries: 10, IdempotencyMaxEntries: 5}); err == nil {
+		t.Fatal("a cap below the floor was accepted")
 	}
 }
 

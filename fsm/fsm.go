@@ -23,12 +23,35 @@ import (
 // remembered.
 const DefaultIdempotencyWindow = 24 * time.Hour
 
+// DefaultIdempotencyEntries is how many log entries a request ID is kept
+// for at the least, whatever the entry times say.
+const DefaultIdempotencyEntries = 100_000
+
+// DefaultIdempotencyMaxEntries is how many log entries a request ID is kept
+// for at the most: it bounds the memory remembered results take (about
+// 200 bytes each) under a sustained write load, while still covering client
+// retries by minutes even at thousands of writes a second.
+const DefaultIdempotencyMaxEntries = 1_000_000
+
 // Config configures a state machine.
 type Config struct {
 	// IdempotencyWindow is how long, measured in event time, an applied
 	// request ID is remembered. Zero means DefaultIdempotencyWindow. Every
 	// node of a cluster must use the same value.
 	IdempotencyWindow time.Duration
+
+	// IdempotencyEntries is how many log entries, at the least, an applied
+	// request ID is remembered for: an ID is forgotten only once it is both
+	// older than the window in entry time and this many entries back. Entry
+	// time alone is not enough: one leader with a clock far ahead stamps one
+	// entry, the state's clock (which never goes back) jumps, and every ID
+	// would be forgotten at once, so a client's retry would apply twice.
+	// Zero means DefaultIdempotencyEntries. Every node must use the same value.
+	IdempotencyEntries uint64
+
+	// IdempotencyMaxEntries caps how many log entries back a request ID is
+	// remembered, whatever its time. Zero means DefaultIdempotencyMaxEntries.
+	IdempotencyMaxEntries uint64
 
 	// OnChange, if set, is called after each applied event that changed a
 	// key, with that key's ID, and with "" after a Restore (everything may
@@ -71,8 +94,19 @@ type FSM struct {
 
 type requestEntry struct {
 	id     string
-	time   int64
+	time   int64  // clamped entry time
+	index  uint64 // Raft index of the entry
 	result storedResult
+}
+
+// remembered reports whether a request ID applied as e is still
+// remembered at entry time t and index i: until it is old both in time and
+// in log position, and never past IdempotencyMaxEntries entries.
+func (f *FSM) remembered(e *requestEntry, t int64, i uint64) bool {
+	if e.index+f.cfg.IdempotencyMaxEntries <= i {
+		return false
+	}
+	return e.time >= t-int64(f.cfg.IdempotencyWindow) || e.index+f.cfg.IdempotencyEntries > i
 }
 
 type storedResult struct {
@@ -90,6 +124,15 @@ func New(cfg Config) (*FSM, error) {
 	}
 	if cfg.IdempotencyWindow == 0 {
 		cfg.IdempotencyWindow = DefaultIdempotencyWindow
+	}
+	if cfg.IdempotencyEntries == 0 {
+		cfg.IdempotencyEntries = DefaultIdempotencyEntries
+	}
+	if cfg.IdempotencyMaxEntries == 0 {
+		cfg.IdempotencyMaxEntries = DefaultIdempotencyMaxEntries
+	}
+	if cfg.IdempotencyMaxEntries < cfg.IdempotencyEntries {
+		return nil, fmt.Errorf("fsm: IdempotencyMaxEntries %d is below IdempotencyEntries %d", cfg.IdempotencyMaxEntries, cfg.IdempotencyEntries)
 	}
 	f := &FSM{cfg: cfg}
 	f.reset()
@@ -184,29 +227,28 @@ func (f *FSM) apply(index uint64, env *eventsv1.Envelope, data []byte) (*Result,
 	// A repeated request returns its first result and changes nothing, not
 	// even the clock.
 	if id := env.RequestId; id != "" {
-		if e, ok := f.requests[id]; ok && e.time >= t-int64(f.cfg.IdempotencyWindow) {
+		if e, ok := f.requests[id]; ok && f.remembered(e, t, index) {
 			return e.result.toResult(true), ""
 		}
 	}
 	f.clock = t
-	f.pruneRequests(t)
+	f.pruneRequests(t, index)
 
 	f.gen++
 	c := &applyCtx{env: env, name: reg.name, t: t, data: data}
 	res := reg.fn(f, c)
 	if env.RequestId != "" {
-		e := &requestEntry{id: env.RequestId, time: t, result: storeResult(res)}
+		e := &requestEntry{id: env.RequestId, time: t, index: index, result: storeResult(res)}
 		f.requests[e.id] = e
 		f.reqQueue = append(f.reqQueue, e)
 	}
 	return res, c.changed
 }
 
-// pruneRequests forgets request IDs older than the window. Entry times are
-// clamped, so the queue is in time order.
-func (f *FSM) pruneRequests(now int64) {
-	cutoff := now - int64(f.cfg.IdempotencyWindow)
-	for f.reqHead < len(f.reqQueue) && f.reqQueue[f.reqHead].time < cutoff {
+// pruneRequests forgets request IDs that are no longer remembered. Entry
+// times are clamped and indexes grow, so the queue is in both orders.
+func (f *FSM) pruneRequests(now int64, index uint64) {
+	for f.reqHead < len(f.reqQueue) && !f.remembered(f.reqQueue[f.reqHead], now, index) {
 		if e := f.reqQueue[f.reqHead]; f.requests[e.id] == e {
 			delete(f.requests, e.id)
 		}

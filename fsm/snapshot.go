@@ -64,10 +64,13 @@ type recordWriter struct {
 	count uint64
 }
 
+// cachedSizeOpts marshals right after Size, reusing the sizes it cached.
+var cachedSizeOpts = proto.MarshalOptions{Deterministic: true, UseCachedSize: true}
+
 func (rw *recordWriter) write(rec *eventsv1.SnapshotRecord) error {
 	var err error
 	rw.buf = binary.AppendUvarint(rw.buf[:0], uint64(marshalOpts.Size(rec)))
-	rw.buf, err = marshalOpts.MarshalAppend(rw.buf, rec)
+	rw.buf, err = cachedSizeOpts.MarshalAppend(rw.buf, rec)
 	if err != nil {
 		return err
 	}
@@ -90,11 +93,17 @@ func (s *Snapshot) WriteTo(w io.Writer) (int64, error) {
 		NodeCount:     uint64(len(s.nodes)),
 		RequestCount:  uint64(len(s.requests)),
 	}}})
+	// One record of each kind is reused for every key and request, so that
+	// writing a snapshot allocates next to nothing per key.
+	var kr keyRecorder
+	keyRec := &eventsv1.SnapshotRecord_Key{}
+	rec := &eventsv1.SnapshotRecord{Record: keyRec}
 	for _, k := range s.keys {
 		if err != nil {
 			break
 		}
-		err = write(&eventsv1.SnapshotRecord{Record: &eventsv1.SnapshotRecord_Key{Key: keyToRecord(k)}})
+		keyRec.Key = kr.record(k)
+		err = write(rec)
 	}
 	for _, a := range s.aliases {
 		if err != nil {
@@ -110,14 +119,20 @@ func (s *Snapshot) WriteTo(w io.Writer) (int64, error) {
 		err = write(&eventsv1.SnapshotRecord{Record: &eventsv1.SnapshotRecord_Node{Node: &eventsv1.NodeRecord{
 			NodeId: n.ID, GrpcAddr: n.GRPCAddr, RaftAddr: n.RaftAddr}}})
 	}
+	reqResult := &eventsv1.ResultRecord{}
+	reqRecord := &eventsv1.RequestRecord{}
+	reqRec := &eventsv1.SnapshotRecord{Record: &eventsv1.SnapshotRecord_Request{Request: reqRecord}}
 	for _, e := range s.requests {
 		if err != nil {
 			break
 		}
 		r := e.result
-		err = write(&eventsv1.SnapshotRecord{Record: &eventsv1.SnapshotRecord_Request{Request: &eventsv1.RequestRecord{
-			RequestId: e.id, TimeUnixNano: e.time, Result: &eventsv1.ResultRecord{
-				Code: uint32(r.code), Message: r.msg, KeyId: r.keyID, Version: r.version, DeletionUnixNano: r.deletionTime}}}})
+		reqResult.Reset()
+		reqResult.Code, reqResult.Message, reqResult.KeyId = uint32(r.code), r.msg, r.keyID
+		reqResult.Version, reqResult.DeletionUnixNano = r.version, r.deletionTime
+		reqRecord.Reset()
+		reqRecord.RequestId, reqRecord.TimeUnixNano, reqRecord.Index, reqRecord.Result = e.id, e.time, e.index, reqResult
+		err = write(reqRec)
 	}
 	if err == nil {
 		err = write(&eventsv1.SnapshotRecord{Record: &eventsv1.SnapshotRecord_Trailer{Trailer: &eventsv1.SnapshotTrailer{
@@ -129,38 +144,47 @@ func (s *Snapshot) WriteTo(w io.Writer) (int64, error) {
 	return rw.n, err
 }
 
-func keyToRecord(k *Key) *eventsv1.KeyRecord {
-	r := &eventsv1.KeyRecord{
-		KeyId:             k.ID,
-		Description:       k.Description,
-		Origin:            k.Origin,
-		KeySpec:           k.KeySpec,
-		KeyUsage:          k.KeyUsage,
-		State:             k.State,
-		CreatedUnixNano:   k.CreatedAt,
-		DeletionUnixNano:  k.DeletionAt,
-		OnDemandRotations: k.OnDemand,
-		Policy:            k.Policy,
-		ExpirationModel:   k.Expiration,
-		ValidToUnixNano:   k.ValidTo,
-		Rotation: &eventsv1.RotationRecord{
-			Enabled:              k.Rotation.Enabled,
-			PeriodSeconds:        k.Rotation.PeriodSec,
-			LastRotationUnixNano: k.Rotation.LastRotation,
-			NextRotationUnixNano: k.Rotation.NextRotation,
-		},
-		Versions: make([]*eventsv1.VersionRecord, len(k.Versions)),
-		History:  make([]*eventsv1.HistoryRecord, len(k.History)),
+// keyRecorder fills one reused KeyRecord (with reused rotation, version and
+// history records) from a key, so writing a snapshot allocates next to
+// nothing per key. The record is valid until the next call.
+type keyRecorder struct {
+	rec      eventsv1.KeyRecord
+	rot      eventsv1.RotationRecord
+	versions []*eventsv1.VersionRecord
+	history  []*eventsv1.HistoryRecord
+}
+
+func (kr *keyRecorder) record(k *Key) *eventsv1.KeyRecord {
+	for len(kr.versions) < len(k.Versions) {
+		kr.versions = append(kr.versions, &eventsv1.VersionRecord{})
 	}
+	for len(kr.history) < len(k.History) {
+		kr.history = append(kr.history, &eventsv1.HistoryRecord{})
+	}
+	r := &kr.rec
+	r.Reset()
+	kr.rot.Reset()
+	kr.rot.Enabled, kr.rot.PeriodSeconds = k.Rotation.Enabled, k.Rotation.PeriodSec
+	kr.rot.LastRotationUnixNano, kr.rot.NextRotationUnixNano = k.Rotation.LastRotation, k.Rotation.NextRotation
+	r.KeyId, r.Description, r.Origin, r.KeySpec, r.KeyUsage = k.ID, k.Description, k.Origin, k.KeySpec, k.KeyUsage
+	r.State, r.CreatedUnixNano, r.DeletionUnixNano, r.OnDemandRotations = k.State, k.CreatedAt, k.DeletionAt, k.OnDemand
+	r.Policy, r.ExpirationModel, r.ValidToUnixNano = k.Policy, k.Expiration, k.ValidTo
+	r.Rotation = &kr.rot
+	r.Versions = kr.versions[:len(k.Versions)]
 	for i, v := range k.Versions {
-		r.Versions[i] = &eventsv1.VersionRecord{Version: v.Number, RotationType: v.Type, CreatedUnixNano: v.CreatedAt,
-			SealedMaterial: v.Sealed, MaterialFingerprint: v.Fingerprint}
+		vr := r.Versions[i]
+		vr.Reset()
+		vr.Version, vr.RotationType, vr.CreatedUnixNano = v.Number, v.Type, v.CreatedAt
+		vr.SealedMaterial, vr.MaterialFingerprint = v.Sealed, v.Fingerprint
 	}
+	r.History = kr.history[:len(k.History)]
 	for i := range k.History {
-		h := &k.History[i]
-		r.History[i] = &eventsv1.HistoryRecord{EventType: h.Type, TimeUnixNano: h.Time, Principal: h.Principal,
-			RequestId: h.RequestID, State: h.State, Version: h.Version, Hash: h.Hash[:]}
+		h, hr := &k.History[i], r.History[i]
+		hr.Reset()
+		hr.EventType, hr.TimeUnixNano, hr.Principal, hr.RequestId = h.Type, h.Time, h.Principal, h.RequestID
+		hr.State, hr.Version, hr.Hash = h.State, h.Version, h.Hash[:]
 	}
+	// Rare: tags and import parameters get fresh records.
 	for _, t := range k.Tags {
 		r.Tags = append(r.Tags, &eventsv1.Tag{Key: t.Key, Value: t.Value})
 	}
@@ -270,6 +294,8 @@ func (f *FSM) Restore(r io.Reader) error {
 	n.clock = hdr.ClockUnixNano
 	// Counts come from the stream, so cap preallocation.
 	n.order = make([]*Key, 0, min(hdr.KeyCount, 1<<20))
+	n.keys = make(map[string]*Key, min(hdr.KeyCount, 1<<20))
+	n.requests = make(map[string]*requestEntry, min(hdr.RequestCount, 1<<20))
 	var records uint64 = 1
 	for {
 		rec.Reset()
@@ -304,7 +330,7 @@ func (f *FSM) Restore(r io.Reader) error {
 		case *eventsv1.SnapshotRecord_Request:
 			q := x.Request
 			res := q.GetResult()
-			e := &requestEntry{id: q.RequestId, time: q.TimeUnixNano, result: storedResult{
+			e := &requestEntry{id: q.RequestId, time: q.TimeUnixNano, index: q.Index, result: storedResult{
 				code: Code(res.GetCode()), msg: res.GetMessage(), keyID: res.GetKeyId(), version: res.GetVersion(),
 				deletionTime: res.GetDeletionUnixNano()}}
 			n.requests[e.id] = e

@@ -54,6 +54,19 @@ func (n *Node) Propose(ctx context.Context, env *eventsv1.Envelope) (*fsm.Result
 	return res, nil
 }
 
+// CatchUp returns once this leader's state machine has applied every entry
+// committed before its term: a Barrier the first time in a term, free after.
+// A leader that decides a write from its local state (does the key exist,
+// which version is current) calls it first, because leadership is gained
+// before the state machine has caught up with what earlier leaders
+// acknowledged.
+func (n *Node) CatchUp(ctx context.Context) error {
+	if n.readyTerm.Load() == n.raft.CurrentTerm() {
+		return nil
+	}
+	return n.Barrier(ctx)
+}
+
 // Barrier waits until every entry before it is applied to this node's state
 // machine. It only works on the leader; a new leader calls it before serving
 // reads or scheduling work, because leadership is gained before the state

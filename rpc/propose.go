@@ -102,11 +102,20 @@ func (s *Server) resolve(ref, action string) (*fsm.Key, error) {
 	return k, nil
 }
 
-// writeKey resolves a key reference for a write on the leader. Apply checks
-// the key again, so a stale read here only costs a clear rejection.
+// writeKey resolves a key reference for a write on the leader (reads call it
+// after their read barrier). Apply checks the key again, so a stale read
+// here only costs a clear rejection.
 func (s *Server) writeKey(ctx context.Context, ref, action string) (*fsm.Key, error) {
 	if ref == "" {
 		return nil, validationErr("KeyId is required")
+	}
+	// A new leader must not judge a write by state older than what earlier
+	// leaders acknowledged (on a follower this is ErrNotLeader, and the
+	// call is forwarded).
+	if s.node.IsLeader() {
+		if err := s.node.CatchUp(ctx); err != nil {
+			return nil, err
+		}
 	}
 	k, err := s.resolve(ref, action)
 	if err != nil {

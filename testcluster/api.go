@@ -32,6 +32,7 @@ type apiOptions struct {
 	onApply func(i int, keyID string)
 	tls     *tlsMaterial // nil: insecure
 	audit   io.Writer
+	clock   func(i int) func() time.Time // nil: every node on time.Now (clock.go)
 
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
@@ -84,6 +85,12 @@ func (c *Cluster) startAPI(i int, ep *Endpoint) error {
 	if a.onApply != nil {
 		onApply = func(keyID string) { a.onApply(i, keyID) }
 	}
+	onApply = c.gatedApply(i, onApply)
+	lis, err := c.listenGRPC(i)
+	if err != nil {
+		ep.Close()
+		return err
+	}
 	var tlsCfg *server.TLS
 	var auth rpc.Auth
 	if a.tls != nil {
@@ -96,9 +103,12 @@ func (c *Cluster) startAPI(i int, ep *Endpoint) error {
 		Audit:       a.audit,
 		NodeID:      m.id,
 		GRPCAddr:    m.grpcAddr,
+		Listener:    lis,
 		DataDir:     m.dir,
 		RootKey:     a.root,
-		Peers:       c.peers,
+		Peers:       c.bootstrapPeers(m),
+		Join:        c.joinAddr(m),
+		Now:         a.nowFor(i),
 		Limits:      a.limits,
 		Logger:      hclog.New(&hclog.LoggerOptions{Name: m.id, Output: c.logw, Level: c.opts.level}),
 		StreamLayer: ep,

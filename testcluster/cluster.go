@@ -115,6 +115,12 @@ type member struct {
 
 	grpcAddr string         // API mode: the node's gRPC address, kept across restarts
 	srv      *server.Server // API mode: the whole node
+
+	// Set by the fault and membership helpers (pause.go, membership.go).
+	gate    *applyGate    // holds this incarnation's apply path
+	lis     *gateListener // API mode: this incarnation's gRPC listener
+	joined  bool          // added with AddNode: starts without bootstrap peers
+	removed bool          // taken out of the Raft configuration with RemoveNode
 }
 
 // New starts an n-node cluster and registers its shutdown with t.Cleanup. It
@@ -170,6 +176,7 @@ func (c *Cluster) start(i int, ep *Endpoint) error {
 	if c.opts.fsmConfig != nil {
 		c.opts.fsmConfig(i, &fcfg)
 	}
+	fcfg.OnChange = c.gatedApply(i, fcfg.OnChange)
 	f, err := fsm.New(fcfg)
 	if err != nil {
 		ep.Close()
@@ -196,7 +203,7 @@ func (c *Cluster) raftConfig(i int, f *fsm.FSM, ep *Endpoint) raftnode.Config {
 	cfg := raftnode.Config{
 		NodeID:             m.id,
 		DataDir:            m.dir,
-		Peers:              c.peers,
+		Peers:              c.bootstrapPeers(m),
 		FSM:                f,
 		Logger:             hclog.New(&hclog.LoggerOptions{Name: m.id, Output: c.logw, Level: c.opts.level}),
 		StreamLayer:        ep,
@@ -241,6 +248,7 @@ func (c *Cluster) stop(i int, abrupt bool) bool {
 	if abrupt {
 		c.net.Down(m.id)
 	}
+	c.unfreeze(m) // a stopped node is paused no more (pause.go)
 	if m.srv != nil {
 		m.srv.Stop()
 		return true

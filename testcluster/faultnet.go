@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -30,6 +31,8 @@ type Network struct {
 	cut   map[link]bool     // one-way cuts
 	down  map[string]bool   // nodes cut from everyone (killed)
 	conns map[*faultConn]struct{}
+
+	fx faults // delays, drops, blackholes and held nodes (faults.go)
 }
 
 // NewNetwork makes a network with every link up.
@@ -211,6 +214,10 @@ func (ep *Endpoint) Addr() net.Addr { return ep.l.Addr() }
 
 // Dial connects to the node listening on addr, if the link is up.
 func (ep *Endpoint) Dial(addr string, timeout time.Duration) (net.Conn, error) {
+	// A held (paused) node dials nobody until it is released.
+	if err := ep.nw.waitHeld(ep.id, nil); err != nil {
+		return nil, fmt.Errorf("dial %s: %w", addr, err)
+	}
 	ep.nw.mu.RLock()
 	to := ep.nw.addrs[addr]
 	ep.nw.mu.RUnlock()
@@ -281,9 +288,15 @@ type faultConn struct {
 	nw            *Network
 	local, remote string
 	closeOnce     sync.Once
+	closed        atomic.Bool // Close was called (held reads and writes give up)
+	tainted       atomic.Bool // a blackhole swallowed data written on it
 }
 
 func (c *faultConn) Read(p []byte) (int, error) {
+	if err := c.nw.waitHeld(c.local, c); err != nil {
+		c.Close()
+		return 0, err
+	}
 	if !c.nw.up(c.remote, c.local) {
 		c.Close()
 		return 0, ErrLinkDown
@@ -294,19 +307,34 @@ func (c *faultConn) Read(p []byte) (int, error) {
 		c.Close()
 		return 0, ErrLinkDown
 	}
+	// A held node reads what arrived only once it is released.
+	if n > 0 {
+		if herr := c.nw.waitHeld(c.local, c); herr != nil {
+			c.Close()
+			return 0, herr
+		}
+	}
 	return n, err
 }
 
 func (c *faultConn) Write(p []byte) (int, error) {
+	if err := c.nw.waitHeld(c.local, c); err != nil {
+		c.Close()
+		return 0, err
+	}
 	if !c.nw.up(c.local, c.remote) {
 		c.Close()
 		return 0, ErrLinkDown
+	}
+	if n, err, done := c.nw.shapeWrite(c, p); done {
+		return n, err
 	}
 	return c.Conn.Write(p)
 }
 
 func (c *faultConn) Close() error {
 	var err error
+	c.closed.Store(true)
 	c.closeOnce.Do(func() {
 		c.nw.untrack(c)
 		err = c.Conn.Close()

@@ -1004,10 +1004,12 @@ func (x *ResultRecord) GetDeletionUnixNano() int64 {
 }
 
 type RequestRecord struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	RequestId     string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	TimeUnixNano  int64                  `protobuf:"varint,2,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
-	Result        *ResultRecord          `protobuf:"bytes,3,opt,name=result,proto3" json:"result,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	RequestId    string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	TimeUnixNano int64                  `protobuf:"varint,2,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
+	Result       *ResultRecord          `protobuf:"bytes,3,opt,name=result,proto3" json:"result,omitempty"`
+	// Raft index of the entry (0 in snapshots written before it was kept).
+	Index         uint64 `protobuf:"varint,4,opt,name=index,proto3" json:"index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1061,6 +1063,13 @@ func (x *RequestRecord) GetResult() *ResultRecord {
 		return x.Result
 	}
 	return nil
+}
+
+func (x *RequestRecord) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
 }
 
 var File_proto_events_v1_state_proto protoreflect.FileDescriptor
@@ -1150,12 +1159,13 @@ const file_proto_events_v1_state_proto_rawDesc = "" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x15\n" +
 	"\x06key_id\x18\x03 \x01(\tR\x05keyId\x12\x18\n" +
 	"\aversion\x18\x04 \x01(\rR\aversion\x12,\n" +
-	"\x12deletion_unix_nano\x18\x05 \x01(\x03R\x10deletionUnixNano\"\x8d\x01\n" +
+	"\x12deletion_unix_nano\x18\x05 \x01(\x03R\x10deletionUnixNano\"\xa3\x01\n" +
 	"\rRequestRecord\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12$\n" +
 	"\x0etime_unix_nano\x18\x02 \x01(\x03R\ftimeUnixNano\x127\n" +
-	"\x06result\x18\x03 \x01(\v2\x1f.raftkms.events.v1.ResultRecordR\x06resultB5Z3github.com/raftkms/raftkms/proto/events/v1;eventsv1b\x06proto3"
+	"\x06result\x18\x03 \x01(\v2\x1f.raftkms.events.v1.ResultRecordR\x06result\x12\x14\n" +
+	"\x05index\x18\x04 \x01(\x04R\x05indexB5Z3github.com/raftkms/raftkms/proto/events/v1;eventsv1b\x06proto3"
 
 var (
 	file_proto_events_v1_state_proto_rawDescOnce sync.Once
