@@ -12,9 +12,14 @@ import (
 // goroutine touches it; proposals run in worker goroutines (at most
 // MaxInFlight, at most one per key) that report back on done.
 type term struct {
-	s        *Scheduler
-	ctx      context.Context
-	h        *dueHeap
+	s   *Scheduler
+	ctx context.Context
+	h   *dueHeap // rotations, due by max(own clock, state clock)
+	// hd holds deletions and expiries: they destroy material, so they are
+	// due by this leader's own clock alone. One event stamped by a leader
+	// whose clock ran far ahead moves the state's clock (which never goes
+	// back) and must not end every waiting period at once.
+	hd       *dueHeap
 	retry    map[item]*retryState
 	inflight map[string]bool // key IDs with a proposal outstanding
 	done     chan outcome
@@ -46,6 +51,7 @@ func newTerm(s *Scheduler, ctx context.Context) *term {
 		s:        s,
 		ctx:      ctx,
 		h:        newDueHeap(),
+		hd:       newDueHeap(),
 		retry:    map[item]*retryState{},
 		inflight: map[string]bool{},
 		done:     make(chan outcome, s.cfg.MaxInFlight),
@@ -60,15 +66,18 @@ func (t *term) loop() {
 	defer timer.Stop()
 	for {
 		pass := t.s.passes.Add(1)
-		now := t.s.now()
+		now, own := t.s.now(), t.s.cfg.Now().UnixNano()
 		t.applyDirty()
-		t.dispatchDue(now)
+		t.dispatchDue(now, own)
 		if len(t.inflight) == 0 {
 			t.s.idlePass.Store(pass)
 		}
 		wait := t.s.cfg.Tick
 		if _, at, ok := t.h.peek(); ok && at > now && time.Duration(at-now) < wait {
 			wait = time.Duration(at - now)
+		}
+		if _, at, ok := t.hd.peek(); ok && at > own && time.Duration(at-own) < wait {
+			wait = time.Duration(at - own)
 		}
 		timer.Reset(wait)
 		select {
@@ -86,6 +95,7 @@ func (t *term) loop() {
 // and after a Restore. Failure counts of changes still pending survive it.
 func (t *term) rebuild() {
 	t.h.reset()
+	t.hd.reset()
 	t.s.cfg.State.ForEachKey(func(k *fsm.Key) bool {
 		if !t.inflight[k.ID] {
 			t.place(k.ID, k)
@@ -121,15 +131,16 @@ func (t *term) refresh(id string) {
 func (t *term) place(id string, k *fsm.Key) {
 	for _, kind := range kinds {
 		it := item{keyID: id, kind: kind}
+		h := t.heapFor(kind)
 		if k == nil {
-			t.h.remove(it)
+			h.remove(it)
 			delete(t.retry, it)
 			continue
 		}
 		if at, _, ok := t.schedule(k, kind); ok {
-			t.h.upsert(it, at)
+			h.upsert(it, at)
 		} else {
-			t.h.remove(it)
+			h.remove(it)
 		}
 	}
 }
@@ -151,15 +162,48 @@ func (t *term) schedule(k *fsm.Key, kind Kind) (at int64, guard int64, ok bool) 
 	return at, guard, ok
 }
 
-// dispatchDue starts proposals for the due entries, as far as the in-flight
-// bound allows; the rest wait in the heap for a slot.
-func (t *term) dispatchDue(now int64) {
-	for len(t.inflight) < t.s.cfg.MaxInFlight {
-		it, at, ok := t.h.peek()
-		if !ok || at > now {
-			return
+// heapFor is the heap of a kind of change.
+func (t *term) heapFor(kind Kind) *dueHeap {
+	if kind == KindRotate {
+		return t.h
+	}
+	return t.hd
+}
+
+// nowFor is the time a kind of change is due by: see hd.
+func (t *term) nowFor(kind Kind) int64 {
+	if kind == KindRotate {
+		return t.s.now()
+	}
+	return t.s.cfg.Now().UnixNano()
+}
+
+// nextDue pops the earliest entry that is due, from either heap.
+func (t *term) nextDue(now, own int64) (item, int64, int64, bool) {
+	it, at, ok := t.h.peek()
+	if ok && at <= now {
+		if d, dat, dok := t.hd.peek(); dok && dat <= own && dat < at {
+			t.hd.pop()
+			return d, dat, own, true
 		}
 		t.h.pop()
+		return it, at, now, true
+	}
+	if it, at, ok := t.hd.peek(); ok && at <= own {
+		t.hd.pop()
+		return it, at, own, true
+	}
+	return item{}, 0, 0, false
+}
+
+// dispatchDue starts proposals for the due entries, as far as the in-flight
+// bound allows; the rest wait in the heaps for a slot.
+func (t *term) dispatchDue(now, own int64) {
+	for len(t.inflight) < t.s.cfg.MaxInFlight {
+		it, _, byNow, ok := t.nextDue(now, own)
+		if !ok {
+			return
+		}
 		if t.inflight[it.keyID] {
 			continue // the key is refreshed when its proposal returns
 		}
@@ -173,8 +217,8 @@ func (t *term) dispatchDue(now int64) {
 		at, guard, ok := t.schedule(k, it.kind)
 		switch {
 		case !ok:
-		case at > now:
-			t.h.upsert(it, at)
+		case at > byNow:
+			t.heapFor(it.kind).upsert(it, at)
 		default:
 			t.start(it, k, guard)
 		}
@@ -246,7 +290,7 @@ func (t *term) finish(o outcome) {
 		r.rejections++
 	}
 	r.failures++
-	r.at = t.s.now() + int64(t.s.backoff(r.failures))
+	r.at = t.nowFor(it.kind) + int64(t.s.backoff(r.failures))
 	t.retry[it] = r
 	t.refresh(it.keyID)
 }
