@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"google.golang.org/grpc/codes"
 	"strings"
 
 	eventsv1 "github.com/raftkms/raftkms/proto/events/v1"
@@ -16,7 +17,7 @@ func checkAliasName(name string) error {
 		return validationErr("AliasName must begin with alias/ and be at most 256 characters")
 	}
 	if strings.HasPrefix(name, "alias/aws/") {
-		return &apiError{code: 7, name: "NotAuthorizedException", msg: "the alias/aws/ prefix is reserved"}
+		return &apiError{code: codes.PermissionDenied, name: "NotAuthorizedException", msg: "the alias/aws/ prefix is reserved"}
 	}
 	for _, c := range rest {
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '/' || c == '_' || c == '-') {

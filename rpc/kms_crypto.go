@@ -3,6 +3,7 @@ package rpc
 import (
 	"context"
 	"crypto/cipher"
+	"google.golang.org/grpc/codes"
 
 	"github.com/raftkms/raftkms/fsm"
 	"github.com/raftkms/raftkms/keycrypto"
@@ -77,7 +78,7 @@ func (s *Server) decryptBlob(ctx context.Context, blob []byte, ec map[string]str
 			return nil, nil, err
 		}
 		if want.ID != k.ID {
-			return nil, nil, &apiError{code: 3, name: "IncorrectKeyException", msg: "the ciphertext was not encrypted under the given KeyId"}
+			return nil, nil, &apiError{code: codes.InvalidArgument, name: "IncorrectKeyException", msg: "the ciphertext was not encrypted under the given KeyId"}
 		}
 	}
 	if err := s.authorize(ctx, k, action); err != nil {

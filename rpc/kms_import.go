@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
+	"google.golang.org/grpc/codes"
 	"time"
 
 	"github.com/raftkms/raftkms/fsm"
@@ -112,7 +113,7 @@ func (s kmsService) ImportKeyMaterial(ctx context.Context, req *kmsv1.ImportKeyM
 	material, err := keycrypto.UnwrapKeyMaterial(privDER, p.WrappingAlgorithm, req.EncryptedKeyMaterial)
 	clear(privDER)
 	if err != nil {
-		return nil, &apiError{code: 3, name: "InvalidCiphertextException", msg: "the wrapped key material cannot be unwrapped with these import parameters"}
+		return nil, &apiError{code: codes.InvalidArgument, name: "InvalidCiphertextException", msg: "the wrapped key material cannot be unwrapped with these import parameters"}
 	}
 	defer clear(material)
 	ev.MaterialFingerprint = s.root.Fingerprint(k.ID, material)

@@ -3,6 +3,7 @@ package rpc
 import (
 	"encoding/json"
 	"fmt"
+	"google.golang.org/grpc/codes"
 	"strings"
 	"sync"
 )
@@ -59,7 +60,7 @@ func stringOrList(raw json.RawMessage) ([]string, error) {
 }
 
 func malformedPolicy(format string, args ...any) error {
-	return &apiError{code: 3, name: "MalformedPolicyDocumentException", msg: fmt.Sprintf(format, args...)}
+	return &apiError{code: codes.InvalidArgument, name: "MalformedPolicyDocumentException", msg: fmt.Sprintf(format, args...)}
 }
 
 // parsePolicy checks and parses a key policy document.
