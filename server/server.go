@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 )
 
@@ -61,6 +62,9 @@ type Config struct {
 	// OnApply, if set, is called on the apply path after every event that
 	// changed a key (tests use it to slow a node's applying down).
 	OnApply func(keyID string)
+	// DialOptions are extra options for dialling other nodes, appended to
+	// the defaults; tests route node-to-node gRPC through a fault network.
+	DialOptions []grpc.DialOption
 }
 
 // TLS holds a node's mutual TLS configurations.
@@ -169,7 +173,7 @@ func Start(cfg Config) (*Server, error) {
 		Auth:        cfg.Auth,
 		Audit:       cfg.Audit,
 		Now:         cfg.Now,
-		DialOptions: dialOptions(cfg.TLS),
+		DialOptions: append(dialOptions(cfg.TLS), cfg.DialOptions...),
 	})
 	if err != nil {
 		s.node.Shutdown()
@@ -192,7 +196,9 @@ func Start(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.sched.Store(sched)
-	opts := []grpc.ServerOption{grpc.ChainUnaryInterceptor(s.api.UnaryInterceptor())}
+	opts := []grpc.ServerOption{grpc.ChainUnaryInterceptor(s.api.UnaryInterceptor()),
+		// Peers ping every 10 s (dialOptions); allow it.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true})}
 	if cfg.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS.Server)))
 	}
@@ -236,6 +242,9 @@ func dialOptions(t *TLS) []grpc.DialOption {
 	}
 	return []grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
+		// A peer that goes silent without resetting the connection (a
+		// paused process, a dropped route) is noticed by keepalive pings.
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}),
 		grpc.WithConnectParams(grpc.ConnectParams{
 			MinConnectTimeout: 2 * time.Second,
 			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},

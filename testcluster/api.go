@@ -113,6 +113,9 @@ func (c *Cluster) startAPI(i int, ep *Endpoint) error {
 		Logger:      hclog.New(&hclog.LoggerOptions{Name: m.id, Output: c.logw, Level: c.opts.level}),
 		StreamLayer: ep,
 		OnApply:     onApply,
+		// Forwarding and read-index calls to other nodes cross the same
+		// links as Raft, so a cut or a pause stops both planes.
+		DialOptions: []grpc.DialOption{grpc.WithContextDialer(c.net.Dialer(m.id))},
 		TuneRaft: func(cfg *raftnode.Config) {
 			tuned := c.raftConfig(i, cfg.FSM, ep)
 			tuned.Logger = cfg.Logger

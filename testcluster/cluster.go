@@ -1,7 +1,9 @@
 // Package testcluster runs an in-process raftkms cluster for tests: N nodes
 // on 127.0.0.1 with real TCP (through a fault-injecting Network) and real
 // BoltDB under t.TempDir(). Tests start, kill, restart, partition and heal
-// nodes, wait for a leader, and compare the nodes' state.
+// nodes, wait for a leader, and compare the nodes' state. In an API
+// cluster, node-to-node gRPC crosses the same Network as Raft; test
+// clients connect to the nodes directly.
 package testcluster
 
 import (

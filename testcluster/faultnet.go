@@ -1,6 +1,7 @@
 package testcluster
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -25,6 +26,11 @@ type link struct{ from, to string }
 // and heal. Every connection is tagged with the node IDs at both ends and
 // checks its link on each read and write; cutting a link also closes the
 // connections already on it, so blocked reads fail at once.
+//
+// A node may own several endpoints: its Raft endpoint (Listen) and its gRPC
+// port (ListenShared), which also serves clients from outside the network.
+// A link is between nodes, so it carries both planes: cutting it stops Raft
+// and node-to-node gRPC (forwarding, read index) alike.
 type Network struct {
 	mu    sync.RWMutex
 	addrs map[string]string // listen address -> node ID
@@ -48,6 +54,19 @@ func NewNetwork() *Network {
 // Listen opens node id's endpoint on addr ("127.0.0.1:0" for a fresh port).
 // The endpoint is a raftnode.StreamLayer.
 func (nw *Network) Listen(id, addr string) (*Endpoint, error) {
+	return nw.listen(id, addr, false)
+}
+
+// ListenShared opens an endpoint of node id that also accepts clients from
+// outside the network: a connection that starts with the network's preface
+// is a peer's, on a link like any other; any other connection is passed
+// on untouched, with no faults. A node's gRPC port is one: peers dial it
+// with Dialer, test clients plainly.
+func (nw *Network) ListenShared(id, addr string) (*Endpoint, error) {
+	return nw.listen(id, addr, true)
+}
+
+func (nw *Network) listen(id, addr string, shared bool) (*Endpoint, error) {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
@@ -55,9 +74,18 @@ func (nw *Network) Listen(id, addr string) (*Endpoint, error) {
 	nw.mu.Lock()
 	nw.addrs[l.Addr().String()] = id
 	nw.mu.Unlock()
-	ep := &Endpoint{nw: nw, id: id, l: l, acceptCh: make(chan net.Conn), closeCh: make(chan struct{})}
+	ep := &Endpoint{nw: nw, id: id, l: l, shared: shared, acceptCh: make(chan net.Conn), closeCh: make(chan struct{})}
 	go ep.acceptLoop()
 	return ep, nil
+}
+
+// Dialer is node id's dialer for grpc.WithContextDialer: its connections
+// to other nodes' endpoints cross the network, tagged with id, as Raft's
+// do. The context bounds the dial, including the wait while id is held.
+func (nw *Network) Dialer(id string) func(ctx context.Context, addr string) (net.Conn, error) {
+	return func(ctx context.Context, addr string) (net.Conn, error) {
+		return nw.dial(ctx, id, addr)
+	}
 }
 
 // up reports whether data from one node reaches another. An unknown node
@@ -184,6 +212,7 @@ type Endpoint struct {
 	nw        *Network
 	id        string
 	l         net.Listener
+	shared    bool // also accepts outside clients (ListenShared)
 	acceptCh  chan net.Conn
 	closeCh   chan struct{}
 	closeOnce sync.Once
@@ -214,30 +243,47 @@ func (ep *Endpoint) Addr() net.Addr { return ep.l.Addr() }
 
 // Dial connects to the node listening on addr, if the link is up.
 func (ep *Endpoint) Dial(addr string, timeout time.Duration) (net.Conn, error) {
-	// A held (paused) node dials nobody until it is released.
+	// A held (paused) node dials nobody until it is released, however
+	// long that takes; the timeout starts then.
 	if err := ep.nw.waitHeld(ep.id, nil); err != nil {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
-	ep.nw.mu.RLock()
-	to := ep.nw.addrs[addr]
-	ep.nw.mu.RUnlock()
-	if !ep.nw.up(ep.id, to) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return ep.nw.dial(ctx, ep.id, addr)
+}
+
+// dial connects node from to the endpoint on addr, if the link is up, and
+// sends the preface that tells the acceptor who dialled.
+func (nw *Network) dial(ctx context.Context, from, addr string) (net.Conn, error) {
+	if err := nw.waitHeld(from, ctx.Err); err != nil {
+		return nil, fmt.Errorf("dial %s: %w", addr, err)
+	}
+	nw.mu.RLock()
+	to := nw.addrs[addr]
+	nw.mu.RUnlock()
+	if !nw.up(from, to) {
 		return nil, fmt.Errorf("dial %s (%s): %w", to, addr, ErrLinkDown)
 	}
-	raw, err := net.DialTimeout("tcp", addr, timeout)
+	var d net.Dialer
+	raw, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	preface := append([]byte(prefaceMagic), byte(len(ep.id)))
-	preface = append(preface, ep.id...)
-	raw.SetWriteDeadline(time.Now().Add(timeout))
+	preface := append([]byte(prefaceMagic), byte(len(from)))
+	preface = append(preface, from...)
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(prefaceTimeout)
+	}
+	raw.SetWriteDeadline(deadline)
 	if _, err := raw.Write(preface); err != nil {
 		raw.Close()
 		return nil, err
 	}
 	raw.SetWriteDeadline(time.Time{})
-	c := &faultConn{Conn: raw, nw: ep.nw, local: ep.id, remote: to}
-	if !ep.nw.track(c) {
+	c := &faultConn{Conn: raw, nw: nw, local: from, remote: to}
+	if !nw.track(c) {
 		raw.Close()
 		return nil, fmt.Errorf("dial %s (%s): %w", to, addr, ErrLinkDown)
 	}
@@ -255,15 +301,34 @@ func (ep *Endpoint) acceptLoop() {
 	}
 }
 
-// handshake reads the dialer's preface off the raw connection.
+// prefaceTimeout bounds sending and receiving the preface.
+const prefaceTimeout = 5 * time.Second
+
+// handshake reads the dialer's preface off the raw connection. On a shared
+// endpoint, a connection without one is an outside client's, passed on
+// with the bytes read so far put back.
 func (ep *Endpoint) handshake(raw net.Conn) {
-	raw.SetReadDeadline(time.Now().Add(5 * time.Second))
-	hdr := make([]byte, len(prefaceMagic)+1)
-	if _, err := io.ReadFull(raw, hdr); err != nil || string(hdr[:len(prefaceMagic)]) != prefaceMagic {
+	raw.SetReadDeadline(time.Now().Add(prefaceTimeout))
+	magic := make([]byte, len(prefaceMagic))
+	if _, err := io.ReadFull(raw, magic); err != nil {
 		raw.Close()
 		return
 	}
-	from := make([]byte, hdr[len(prefaceMagic)])
+	if string(magic) != prefaceMagic {
+		if !ep.shared {
+			raw.Close()
+			return
+		}
+		raw.SetReadDeadline(time.Time{})
+		ep.deliver(&plainConn{Conn: raw, unread: magic})
+		return
+	}
+	var size [1]byte
+	if _, err := io.ReadFull(raw, size[:]); err != nil {
+		raw.Close()
+		return
+	}
+	from := make([]byte, size[0])
 	if _, err := io.ReadFull(raw, from); err != nil {
 		raw.Close()
 		return
@@ -274,11 +339,31 @@ func (ep *Endpoint) handshake(raw net.Conn) {
 		raw.Close()
 		return
 	}
+	ep.deliver(c)
+}
+
+// deliver hands an accepted connection to Accept.
+func (ep *Endpoint) deliver(c net.Conn) {
 	select {
 	case ep.acceptCh <- c:
 	case <-ep.closeCh:
 		c.Close()
 	}
+}
+
+// plainConn is an outside client's connection on a shared endpoint.
+type plainConn struct {
+	net.Conn
+	unread []byte // read while looking for a preface; the client's own bytes
+}
+
+func (c *plainConn) Read(p []byte) (int, error) {
+	if len(c.unread) > 0 {
+		n := copy(p, c.unread)
+		c.unread = c.unread[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
 }
 
 // faultConn is a TCP connection between two nodes that fails, and closes,
@@ -292,8 +377,16 @@ type faultConn struct {
 	tainted       atomic.Bool // a blackhole swallowed data written on it
 }
 
+// gaveUp stops a held read or write once the connection is closed.
+func (c *faultConn) gaveUp() error {
+	if c.closed.Load() {
+		return net.ErrClosed
+	}
+	return nil
+}
+
 func (c *faultConn) Read(p []byte) (int, error) {
-	if err := c.nw.waitHeld(c.local, c); err != nil {
+	if err := c.nw.waitHeld(c.local, c.gaveUp); err != nil {
 		c.Close()
 		return 0, err
 	}
@@ -309,7 +402,7 @@ func (c *faultConn) Read(p []byte) (int, error) {
 	}
 	// A held node reads what arrived only once it is released.
 	if n > 0 {
-		if herr := c.nw.waitHeld(c.local, c); herr != nil {
+		if herr := c.nw.waitHeld(c.local, c.gaveUp); herr != nil {
 			c.Close()
 			return 0, herr
 		}
@@ -318,7 +411,7 @@ func (c *faultConn) Read(p []byte) (int, error) {
 }
 
 func (c *faultConn) Write(p []byte) (int, error) {
-	if err := c.nw.waitHeld(c.local, c); err != nil {
+	if err := c.nw.waitHeld(c.local, c.gaveUp); err != nil {
 		c.Close()
 		return 0, err
 	}

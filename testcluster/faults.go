@@ -11,7 +11,8 @@ import (
 // fuzzy suite: slow and lossy links, one-way blackholes, and held nodes.
 //
 // Raft runs over TCP streams here, so a "message" is whatever one Write
-// carries (raft's transport writes one RPC per flush):
+// carries (raft's transport writes one RPC per flush; node-to-node gRPC,
+// one HTTP/2 flush, which may hold frames of several calls):
 //
 //   - a delay holds each write on the link for a while; order is kept, as
 //     on a real slow link;
@@ -24,7 +25,8 @@ import (
 //     lost data are closed when the blackhole is lifted, because their byte
 //     streams are no longer whole;
 //   - holding a node freezes its network as if the process were stopped:
-//     its reads, writes and dials block until it is released, and what its
+//     its reads, writes and dials block until it is released (a gRPC dial
+//     gives up when its context ends, and gRPC dials again), and what its
 //     peers sent meanwhile is read late, after the release. Peers' reads
 //     of its answers block too (it sends none), until their timeouts.
 type faults struct {
@@ -156,10 +158,11 @@ func (nw *Network) isDown(id string) bool {
 	return nw.down[id]
 }
 
-// waitHeld blocks while node id is held. It gives up with an error when c
-// (if given) is closed or the node is taken down meanwhile, so that a
-// killed node's goroutines end.
-func (nw *Network) waitHeld(id string, c *faultConn) error {
+// waitHeld blocks while node id is held. It gives up with an error when
+// gaveUp (if given) returns one — the connection was closed, the dial's
+// context ended — or the node is taken down meanwhile, so that a killed
+// node's goroutines end.
+func (nw *Network) waitHeld(id string, gaveUp func() error) error {
 	var tick *time.Ticker
 	defer func() {
 		if tick != nil {
@@ -180,8 +183,10 @@ func (nw *Network) waitHeld(id string, c *faultConn) error {
 		case <-ch:
 		case <-tick.C:
 		}
-		if c != nil && c.closed.Load() {
-			return net.ErrClosed
+		if gaveUp != nil {
+			if err := gaveUp(); err != nil {
+				return err
+			}
 		}
 		if nw.isDown(id) {
 			return ErrLinkDown

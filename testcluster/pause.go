@@ -7,8 +7,9 @@ import (
 )
 
 // Pausing and crashing nodes. A paused node is frozen as a stopped process
-// (SIGSTOP) would be: its Raft network is held (faults.go), its apply path
-// blocks, and its gRPC connections stop reading and writing. Its timers
+// (SIGSTOP) would be: its network — Raft and its gRPC connections to and
+// from other nodes — is held (faults.go), its apply path blocks, and its
+// clients' gRPC connections stop reading and writing. Its timers
 // still run, so a paused leader steps down on its own once its lease runs
 // out rather than on resume; everything it had queued to send goes out
 // after Resume, late and from an old term.
@@ -158,10 +159,12 @@ func (c *Cluster) Crash(i int) {
 }
 
 // listenGRPC opens node i's gRPC listener for a new incarnation: a
-// gateListener on the node's fixed address.
+// gateListener on the node's fixed address, over a shared endpoint of the
+// network, so that other nodes' gRPC connections (dialled with
+// Network.Dialer) cross their links, while test clients connect plainly.
 func (c *Cluster) listenGRPC(i int) (net.Listener, error) {
 	m := c.nodes[i]
-	raw, err := net.Listen("tcp", m.grpcAddr)
+	raw, err := c.net.ListenShared(m.id, m.grpcAddr)
 	if err != nil {
 		return nil, err
 	}

@@ -34,10 +34,11 @@
 // interleaving of goroutines and the network's timing still vary between
 // runs, so a replay reproduces the run's shape, not every step.
 //
-// Faults go through testcluster: Raft traffic crosses its fault network
-// (cut, one-way blackhole, delay, drop, hold), a paused node also has its
-// apply path and gRPC connections held, and a crash drops the node's gRPC
-// connections before killing it. Node-to-node gRPC (forwarding, read
-// index) is plain TCP, which is why the partition scenario checks the
-// minority side only while it knows no leader beyond the cut.
+// Faults go through testcluster: Raft traffic and node-to-node gRPC
+// (forwarding, read index) cross its fault network (cut, one-way
+// blackhole, delay, drop, hold), so a node cut off from the leader is cut
+// off on both planes; a paused node also has its apply path and its
+// clients' gRPC connections held, and a crash drops those connections
+// before killing it. The clients themselves are outside the network:
+// their connections are never cut, only the nodes' answers stop.
 package chaos

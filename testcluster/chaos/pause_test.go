@@ -9,11 +9,12 @@ import (
 
 // TestChaosPausedLeader freezes the leader (sometimes a follower) as a
 // stopped process would be — its Raft traffic held, its apply path blocked,
-// its gRPC connections frozen — for several election timeouts, then lets it
-// run again: what it had queued goes out late, from an old term, and the
-// client calls that were waiting in its connections are handled after the
-// cluster has moved on (forwarded under their original request IDs, which
-// the clients meanwhile retried elsewhere). Clients keep calling every node,
+// its gRPC connections to clients and to other nodes frozen — for several
+// election timeouts, then lets it run again: what it had queued goes out
+// late, from an old term, and the client calls that were waiting in its
+// connections are handled after the cluster has moved on (forwarded under
+// their original request IDs, which the clients meanwhile retried
+// elsewhere). Clients keep calling every node,
 // the frozen one included, with short attempt timeouts and a short budget,
 // so some writes end with an unknown outcome, as they would in production.
 func TestChaosPausedLeader(t *testing.T) {
