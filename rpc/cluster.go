@@ -2,10 +2,8 @@ package rpc
 
 import (
 	"context"
-	"encoding/hex"
 	"time"
 
-	"github.com/raftkms/raftkms/fsm"
 	clusterv1 "github.com/raftkms/raftkms/proto/cluster/v1"
 	eventsv1 "github.com/raftkms/raftkms/proto/events/v1"
 	kmsv1 "github.com/raftkms/raftkms/proto/kms/v1"
@@ -180,11 +178,3 @@ func (s *Server) JoinVia(ctx context.Context, addr, raftAddr string) error {
 		NodeId: s.cfg.NodeID, RaftAddr: raftAddr, GrpcAddr: s.cfg.GRPCAddr})
 	return err
 }
-
-// DigestHex is the node's state digest in hex, for logs and tests.
-func (s *Server) DigestHex() string {
-	d := s.fsm.Digest()
-	return hex.EncodeToString(d[:])
-}
-
-var _ = fsm.ErrNotFound

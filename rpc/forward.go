@@ -81,8 +81,10 @@ func firstMD(md metadata.MD, key string) string {
 func (s *Server) UnaryInterceptor() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
 		md, _ := metadata.FromIncomingContext(ctx)
+		// Writes and the audit log need a request ID; a read without audit
+		// skips making one (it costs randomness on the hot path).
 		id := firstMD(md, MDRequestID)
-		if id == "" || len(id) > 128 {
+		if (id == "" && (writeMethods[info.FullMethod] || s.audit != nil)) || len(id) > 128 {
 			id = newRequestID()
 		}
 		ctx = context.WithValue(ctx, requestIDKey, id)

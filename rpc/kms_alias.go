@@ -66,9 +66,6 @@ func (s kmsService) DeleteAlias(ctx context.Context, req *kmsv1.DeleteAliasReque
 }
 
 func (s kmsService) ListAliases(ctx context.Context, req *kmsv1.ListAliasesRequest) (*kmsv1.ListAliasesResponse, error) {
-	if _, err := pageLimit(req.Limit); err != nil {
-		return nil, err
-	}
 	keyID := ""
 	if req.KeyId != "" {
 		k, err := s.readKey(ctx, req.KeyId, "kms:ListAliases")

@@ -2,7 +2,6 @@ package rpc
 
 import (
 	"context"
-	"sort"
 	"strings"
 	"time"
 
@@ -304,9 +303,6 @@ func (s kmsService) GetKeyPolicy(ctx context.Context, req *kmsv1.GetKeyPolicyReq
 }
 
 func (s kmsService) ListKeyEvents(ctx context.Context, req *kmsv1.ListKeyEventsRequest) (*kmsv1.ListKeyEventsResponse, error) {
-	if _, err := pageLimit(req.Limit); err != nil {
-		return nil, err
-	}
 	k, err := s.readKey(ctx, req.KeyId, "kms:ListKeyEvents")
 	if err != nil {
 		return nil, err
@@ -323,20 +319,16 @@ func (s kmsService) ListKeyEvents(ctx context.Context, req *kmsv1.ListKeyEventsR
 	return resp, nil
 }
 
-// tagsOf lists a key's tags in key order.
+// tagsOf lists a key's tags (the state machine keeps them in key order).
 func tagsOf(k *fsm.Key) []*kmsv1.Tag {
 	out := make([]*kmsv1.Tag, 0, len(k.Tags))
 	for _, t := range k.Tags {
 		out = append(out, &kmsv1.Tag{TagKey: t.Key, TagValue: t.Value})
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].TagKey < out[j].TagKey })
 	return out
 }
 
 func (s kmsService) ListResourceTags(ctx context.Context, req *kmsv1.ListResourceTagsRequest) (*kmsv1.ListResourceTagsResponse, error) {
-	if _, err := pageLimit(req.Limit); err != nil {
-		return nil, err
-	}
 	k, err := s.readKey(ctx, req.KeyId, "kms:ListResourceTags")
 	if err != nil {
 		return nil, err

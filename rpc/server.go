@@ -160,9 +160,6 @@ func New(cfg Config) (*Server, error) {
 // Addr is this node's advertised gRPC address.
 func (s *Server) Addr() string { return s.cfg.GRPCAddr }
 
-// Limits are the bounds in force.
-func (s *Server) Limits() Limits { return s.limits }
-
 // KeyChanged is called by the state machine's change notification: cached
 // AEADs of a key whose material may have gone (deleted, expired) are dropped.
 // It must not block.
