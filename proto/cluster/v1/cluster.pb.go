@@ -10,6 +10,7 @@
 package clusterv1
 
 import (
+	_ "github.com/raftkms/raftkms/proto/options/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
@@ -655,11 +656,101 @@ func (x *ReadIndexResponse) GetIndex() uint64 {
 	return 0
 }
 
+type TimeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TimeRequest) Reset() {
+	*x = TimeRequest{}
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TimeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TimeRequest) ProtoMessage() {}
+
+func (x *TimeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TimeRequest.ProtoReflect.Descriptor instead.
+func (*TimeRequest) Descriptor() ([]byte, []int) {
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{13}
+}
+
+type TimeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The answering node's ID.
+	NodeId string `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// Its wall clock when it answered, Unix nanoseconds.
+	UnixNano      int64 `protobuf:"varint,2,opt,name=unix_nano,json=unixNano,proto3" json:"unix_nano,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TimeResponse) Reset() {
+	*x = TimeResponse{}
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TimeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TimeResponse) ProtoMessage() {}
+
+func (x *TimeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TimeResponse.ProtoReflect.Descriptor instead.
+func (*TimeResponse) Descriptor() ([]byte, []int) {
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *TimeResponse) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *TimeResponse) GetUnixNano() int64 {
+	if x != nil {
+		return x.UnixNano
+	}
+	return 0
+}
+
 var File_proto_cluster_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_proto_cluster_v1_cluster_proto_rawDesc = "" +
 	"\n" +
-	"\x1eproto/cluster/v1/cluster.proto\x12\x12raftkms.cluster.v1\"\x0f\n" +
+	"\x1eproto/cluster/v1/cluster.proto\x12\x12raftkms.cluster.v1\x1a\x1eproto/options/v1/options.proto\"\x0f\n" +
 	"\rStatusRequest\"q\n" +
 	"\x06Member\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
@@ -693,14 +784,19 @@ const file_proto_cluster_v1_cluster_proto_rawDesc = "" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\"\x12\n" +
 	"\x10ReadIndexRequest\")\n" +
 	"\x11ReadIndexResponse\x12\x14\n" +
-	"\x05index\x18\x01 \x01(\x04R\x05index2\xa3\x04\n" +
-	"\x0eClusterService\x12O\n" +
-	"\x06Status\x12!.raftkms.cluster.v1.StatusRequest\x1a\".raftkms.cluster.v1.StatusResponse\x12I\n" +
-	"\x04Join\x12\x1f.raftkms.cluster.v1.JoinRequest\x1a .raftkms.cluster.v1.JoinResponse\x12O\n" +
-	"\x06Remove\x12!.raftkms.cluster.v1.RemoveRequest\x1a\".raftkms.cluster.v1.RemoveResponse\x12s\n" +
-	"\x12TransferLeadership\x12-.raftkms.cluster.v1.TransferLeadershipRequest\x1a..raftkms.cluster.v1.TransferLeadershipResponse\x12U\n" +
-	"\bSnapshot\x12#.raftkms.cluster.v1.SnapshotRequest\x1a$.raftkms.cluster.v1.SnapshotResponse\x12X\n" +
-	"\tReadIndex\x12$.raftkms.cluster.v1.ReadIndexRequest\x1a%.raftkms.cluster.v1.ReadIndexResponseB7Z5github.com/raftkms/raftkms/proto/cluster/v1;clusterv1b\x06proto3"
+	"\x05index\x18\x01 \x01(\x04R\x05index\"\r\n" +
+	"\vTimeRequest\"D\n" +
+	"\fTimeResponse\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
+	"\tunix_nano\x18\x02 \x01(\x03R\bunixNano2\xb4\x05\n" +
+	"\x0eClusterService\x12Y\n" +
+	"\x06Status\x12!.raftkms.cluster.v1.StatusRequest\x1a\".raftkms.cluster.v1.StatusResponse\"\b\x92\x82\x19\x04\b\x03\x10\x01\x12S\n" +
+	"\x04Join\x12\x1f.raftkms.cluster.v1.JoinRequest\x1a .raftkms.cluster.v1.JoinResponse\"\b\x92\x82\x19\x04\b\x02\x10\x04\x12Y\n" +
+	"\x06Remove\x12!.raftkms.cluster.v1.RemoveRequest\x1a\".raftkms.cluster.v1.RemoveResponse\"\b\x92\x82\x19\x04\b\x02\x10\x02\x12}\n" +
+	"\x12TransferLeadership\x12-.raftkms.cluster.v1.TransferLeadershipRequest\x1a..raftkms.cluster.v1.TransferLeadershipResponse\"\b\x92\x82\x19\x04\b\x02\x10\x02\x12_\n" +
+	"\bSnapshot\x12#.raftkms.cluster.v1.SnapshotRequest\x1a$.raftkms.cluster.v1.SnapshotResponse\"\b\x92\x82\x19\x04\b\x03\x10\x02\x12b\n" +
+	"\tReadIndex\x12$.raftkms.cluster.v1.ReadIndexRequest\x1a%.raftkms.cluster.v1.ReadIndexResponse\"\b\x92\x82\x19\x04\b\x03\x10\x03\x12S\n" +
+	"\x04Time\x12\x1f.raftkms.cluster.v1.TimeRequest\x1a .raftkms.cluster.v1.TimeResponse\"\b\x92\x82\x19\x04\b\x03\x10\x03B7Z5github.com/raftkms/raftkms/proto/cluster/v1;clusterv1b\x06proto3"
 
 var (
 	file_proto_cluster_v1_cluster_proto_rawDescOnce sync.Once
@@ -714,7 +810,7 @@ func file_proto_cluster_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_proto_cluster_v1_cluster_proto_rawDescData
 }
 
-var file_proto_cluster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_proto_cluster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_proto_cluster_v1_cluster_proto_goTypes = []any{
 	(*StatusRequest)(nil),              // 0: raftkms.cluster.v1.StatusRequest
 	(*Member)(nil),                     // 1: raftkms.cluster.v1.Member
@@ -729,6 +825,8 @@ var file_proto_cluster_v1_cluster_proto_goTypes = []any{
 	(*SnapshotResponse)(nil),           // 10: raftkms.cluster.v1.SnapshotResponse
 	(*ReadIndexRequest)(nil),           // 11: raftkms.cluster.v1.ReadIndexRequest
 	(*ReadIndexResponse)(nil),          // 12: raftkms.cluster.v1.ReadIndexResponse
+	(*TimeRequest)(nil),                // 13: raftkms.cluster.v1.TimeRequest
+	(*TimeResponse)(nil),               // 14: raftkms.cluster.v1.TimeResponse
 }
 var file_proto_cluster_v1_cluster_proto_depIdxs = []int32{
 	1,  // 0: raftkms.cluster.v1.StatusResponse.members:type_name -> raftkms.cluster.v1.Member
@@ -738,14 +836,16 @@ var file_proto_cluster_v1_cluster_proto_depIdxs = []int32{
 	7,  // 4: raftkms.cluster.v1.ClusterService.TransferLeadership:input_type -> raftkms.cluster.v1.TransferLeadershipRequest
 	9,  // 5: raftkms.cluster.v1.ClusterService.Snapshot:input_type -> raftkms.cluster.v1.SnapshotRequest
 	11, // 6: raftkms.cluster.v1.ClusterService.ReadIndex:input_type -> raftkms.cluster.v1.ReadIndexRequest
-	2,  // 7: raftkms.cluster.v1.ClusterService.Status:output_type -> raftkms.cluster.v1.StatusResponse
-	4,  // 8: raftkms.cluster.v1.ClusterService.Join:output_type -> raftkms.cluster.v1.JoinResponse
-	6,  // 9: raftkms.cluster.v1.ClusterService.Remove:output_type -> raftkms.cluster.v1.RemoveResponse
-	8,  // 10: raftkms.cluster.v1.ClusterService.TransferLeadership:output_type -> raftkms.cluster.v1.TransferLeadershipResponse
-	10, // 11: raftkms.cluster.v1.ClusterService.Snapshot:output_type -> raftkms.cluster.v1.SnapshotResponse
-	12, // 12: raftkms.cluster.v1.ClusterService.ReadIndex:output_type -> raftkms.cluster.v1.ReadIndexResponse
-	7,  // [7:13] is the sub-list for method output_type
-	1,  // [1:7] is the sub-list for method input_type
+	13, // 7: raftkms.cluster.v1.ClusterService.Time:input_type -> raftkms.cluster.v1.TimeRequest
+	2,  // 8: raftkms.cluster.v1.ClusterService.Status:output_type -> raftkms.cluster.v1.StatusResponse
+	4,  // 9: raftkms.cluster.v1.ClusterService.Join:output_type -> raftkms.cluster.v1.JoinResponse
+	6,  // 10: raftkms.cluster.v1.ClusterService.Remove:output_type -> raftkms.cluster.v1.RemoveResponse
+	8,  // 11: raftkms.cluster.v1.ClusterService.TransferLeadership:output_type -> raftkms.cluster.v1.TransferLeadershipResponse
+	10, // 12: raftkms.cluster.v1.ClusterService.Snapshot:output_type -> raftkms.cluster.v1.SnapshotResponse
+	12, // 13: raftkms.cluster.v1.ClusterService.ReadIndex:output_type -> raftkms.cluster.v1.ReadIndexResponse
+	14, // 14: raftkms.cluster.v1.ClusterService.Time:output_type -> raftkms.cluster.v1.TimeResponse
+	8,  // [8:15] is the sub-list for method output_type
+	1,  // [1:8] is the sub-list for method input_type
 	1,  // [1:1] is the sub-list for extension type_name
 	1,  // [1:1] is the sub-list for extension extendee
 	0,  // [0:1] is the sub-list for field type_name
@@ -762,7 +862,7 @@ func file_proto_cluster_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_cluster_v1_cluster_proto_rawDesc), len(file_proto_cluster_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -28,6 +28,7 @@ const (
 	ClusterService_TransferLeadership_FullMethodName = "/raftkms.cluster.v1.ClusterService/TransferLeadership"
 	ClusterService_Snapshot_FullMethodName           = "/raftkms.cluster.v1.ClusterService/Snapshot"
 	ClusterService_ReadIndex_FullMethodName          = "/raftkms.cluster.v1.ClusterService/ReadIndex"
+	ClusterService_Time_FullMethodName               = "/raftkms.cluster.v1.ClusterService/Time"
 )
 
 // ClusterServiceClient is the client API for ClusterService service.
@@ -48,6 +49,10 @@ type ClusterServiceClient interface {
 	// ReadIndex is asked of the leader by followers serving linearizable
 	// reads: it returns the leader's commit index once leadership is confirmed.
 	ReadIndex(ctx context.Context, in *ReadIndexRequest, opts ...grpc.CallOption) (*ReadIndexResponse, error)
+	// Time is asked of every peer by the leader: the peer's wall clock, so the
+	// leader proposes time-stamped events only while its clock agrees with a
+	// quorum of the cluster's (DESIGN §6).
+	Time(ctx context.Context, in *TimeRequest, opts ...grpc.CallOption) (*TimeResponse, error)
 }
 
 type clusterServiceClient struct {
@@ -118,6 +123,16 @@ func (c *clusterServiceClient) ReadIndex(ctx context.Context, in *ReadIndexReque
 	return out, nil
 }
 
+func (c *clusterServiceClient) Time(ctx context.Context, in *TimeRequest, opts ...grpc.CallOption) (*TimeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TimeResponse)
+	err := c.cc.Invoke(ctx, ClusterService_Time_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ClusterServiceServer is the server API for ClusterService service.
 // All implementations must embed UnimplementedClusterServiceServer
 // for forward compatibility.
@@ -136,6 +151,10 @@ type ClusterServiceServer interface {
 	// ReadIndex is asked of the leader by followers serving linearizable
 	// reads: it returns the leader's commit index once leadership is confirmed.
 	ReadIndex(context.Context, *ReadIndexRequest) (*ReadIndexResponse, error)
+	// Time is asked of every peer by the leader: the peer's wall clock, so the
+	// leader proposes time-stamped events only while its clock agrees with a
+	// quorum of the cluster's (DESIGN §6).
+	Time(context.Context, *TimeRequest) (*TimeResponse, error)
 	mustEmbedUnimplementedClusterServiceServer()
 }
 
@@ -163,6 +182,9 @@ func (UnimplementedClusterServiceServer) Snapshot(context.Context, *SnapshotRequ
 }
 func (UnimplementedClusterServiceServer) ReadIndex(context.Context, *ReadIndexRequest) (*ReadIndexResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReadIndex not implemented")
+}
+func (UnimplementedClusterServiceServer) Time(context.Context, *TimeRequest) (*TimeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Time not implemented")
 }
 func (UnimplementedClusterServiceServer) mustEmbedUnimplementedClusterServiceServer() {}
 func (UnimplementedClusterServiceServer) testEmbeddedByValue()                        {}
@@ -293,6 +315,24 @@ func _ClusterService_ReadIndex_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ClusterService_Time_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TimeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).Time(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_Time_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).Time(ctx, req.(*TimeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ClusterService_ServiceDesc is the grpc.ServiceDesc for ClusterService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -323,6 +363,10 @@ var ClusterService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReadIndex",
 			Handler:    _ClusterService_ReadIndex_Handler,
+		},
+		{
+			MethodName: "Time",
+			Handler:    _ClusterService_Time_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

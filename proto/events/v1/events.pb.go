@@ -316,6 +316,14 @@ type Envelope struct {
 	// An older binary that does not know this event may skip it instead of
 	// stopping. Only set for events that do not change key state.
 	Skippable bool `protobuf:"varint,5,opt,name=skippable,proto3" json:"skippable,omitempty"`
+	// SHA-256 of the operation and its canonical parameters, computed by the
+	// proposer from the client's request (not from the event, which carries
+	// choices such as a new key ID that differ between retries). A request ID
+	// is scoped to its principal; the same (principal, request_id) with another
+	// fingerprint is rejected (IdempotentParameterMismatchException) instead of
+	// answering with the first request's result. Empty for events that no
+	// client request caused.
+	RequestFingerprint []byte `protobuf:"bytes,6,opt,name=request_fingerprint,json=requestFingerprint,proto3" json:"request_fingerprint,omitempty"`
 	// Types that are valid to be assigned to Event:
 	//
 	//	*Envelope_CreateKey
@@ -407,6 +415,13 @@ func (x *Envelope) GetSkippable() bool {
 		return x.Skippable
 	}
 	return false
+}
+
+func (x *Envelope) GetRequestFingerprint() []byte {
+	if x != nil {
+		return x.RequestFingerprint
+	}
+	return nil
 }
 
 func (x *Envelope) GetEvent() isEnvelope_Event {
@@ -1671,12 +1686,17 @@ func (x *CreateAlias) GetTargetKeyId() string {
 	return ""
 }
 
+// UpdateAlias re-points an alias. The proposer authorized the change on the
+// alias's current target and on the new one; expected_target_key_id is that
+// current target, so a change of target in between makes this a
+// deterministic rejection rather than a change nobody authorized.
 type UpdateAlias struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	AliasName     string                 `protobuf:"bytes,1,opt,name=alias_name,json=aliasName,proto3" json:"alias_name,omitempty"`
-	TargetKeyId   string                 `protobuf:"bytes,2,opt,name=target_key_id,json=targetKeyId,proto3" json:"target_key_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state               protoimpl.MessageState `protogen:"open.v1"`
+	AliasName           string                 `protobuf:"bytes,1,opt,name=alias_name,json=aliasName,proto3" json:"alias_name,omitempty"`
+	TargetKeyId         string                 `protobuf:"bytes,2,opt,name=target_key_id,json=targetKeyId,proto3" json:"target_key_id,omitempty"`
+	ExpectedTargetKeyId string                 `protobuf:"bytes,3,opt,name=expected_target_key_id,json=expectedTargetKeyId,proto3" json:"expected_target_key_id,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *UpdateAlias) Reset() {
@@ -1723,11 +1743,21 @@ func (x *UpdateAlias) GetTargetKeyId() string {
 	return ""
 }
 
+func (x *UpdateAlias) GetExpectedTargetKeyId() string {
+	if x != nil {
+		return x.ExpectedTargetKeyId
+	}
+	return ""
+}
+
+// DeleteAlias removes an alias; expected_target_key_id guards it as for
+// UpdateAlias.
 type DeleteAlias struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	AliasName     string                 `protobuf:"bytes,1,opt,name=alias_name,json=aliasName,proto3" json:"alias_name,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state               protoimpl.MessageState `protogen:"open.v1"`
+	AliasName           string                 `protobuf:"bytes,1,opt,name=alias_name,json=aliasName,proto3" json:"alias_name,omitempty"`
+	ExpectedTargetKeyId string                 `protobuf:"bytes,2,opt,name=expected_target_key_id,json=expectedTargetKeyId,proto3" json:"expected_target_key_id,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *DeleteAlias) Reset() {
@@ -1763,6 +1793,13 @@ func (*DeleteAlias) Descriptor() ([]byte, []int) {
 func (x *DeleteAlias) GetAliasName() string {
 	if x != nil {
 		return x.AliasName
+	}
+	return ""
+}
+
+func (x *DeleteAlias) GetExpectedTargetKeyId() string {
+	if x != nil {
+		return x.ExpectedTargetKeyId
 	}
 	return ""
 }
@@ -1984,12 +2021,19 @@ func (x *UntagKey) GetTagKeys() []string {
 }
 
 // RegisterNode records where a node serves gRPC, so followers can forward
-// writes to the leader.
+// writes to the leader, and the root key it holds. The first registration
+// with a root-key check value sets the cluster's; a registration with a
+// different one is rejected, and a node whose root key does not match the
+// cluster's refuses to serve.
 type RegisterNode struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	GrpcAddr      string                 `protobuf:"bytes,2,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
-	RaftAddr      string                 `protobuf:"bytes,3,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	NodeId   string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	GrpcAddr string                 `protobuf:"bytes,2,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
+	RaftAddr string                 `protobuf:"bytes,3,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
+	// Non-secret check value of the node's root key (keycrypto CheckValue).
+	RootKeyCheck []byte `protobuf:"bytes,4,opt,name=root_key_check,json=rootKeyCheck,proto3" json:"root_key_check,omitempty"`
+	// Non-secret ID of the node's root key (keycrypto RootKey.ID).
+	RootKeyId     string `protobuf:"bytes,5,opt,name=root_key_id,json=rootKeyId,proto3" json:"root_key_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2045,18 +2089,33 @@ func (x *RegisterNode) GetRaftAddr() string {
 	return ""
 }
 
+func (x *RegisterNode) GetRootKeyCheck() []byte {
+	if x != nil {
+		return x.RootKeyCheck
+	}
+	return nil
+}
+
+func (x *RegisterNode) GetRootKeyId() string {
+	if x != nil {
+		return x.RootKeyId
+	}
+	return ""
+}
+
 var File_proto_events_v1_events_proto protoreflect.FileDescriptor
 
 const file_proto_events_v1_events_proto_rawDesc = "" +
 	"\n" +
-	"\x1cproto/events/v1/events.proto\x12\x11raftkms.events.v1\"\x9d\x0e\n" +
+	"\x1cproto/events/v1/events.proto\x12\x11raftkms.events.v1\"\xce\x0e\n" +
 	"\bEnvelope\x12%\n" +
 	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12$\n" +
 	"\x0etime_unix_nano\x18\x02 \x01(\x03R\ftimeUnixNano\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x03 \x01(\tR\trequestId\x12\x1c\n" +
 	"\tprincipal\x18\x04 \x01(\tR\tprincipal\x12\x1c\n" +
-	"\tskippable\x18\x05 \x01(\bR\tskippable\x12=\n" +
+	"\tskippable\x18\x05 \x01(\bR\tskippable\x12/\n" +
+	"\x13request_fingerprint\x18\x06 \x01(\fR\x12requestFingerprint\x12=\n" +
 	"\n" +
 	"create_key\x18\n" +
 	" \x01(\v2\x1c.raftkms.events.v1.CreateKeyH\x00R\tcreateKey\x12=\n" +
@@ -2148,14 +2207,16 @@ const file_proto_events_v1_events_proto_rawDesc = "" +
 	"\vCreateAlias\x12\x1d\n" +
 	"\n" +
 	"alias_name\x18\x01 \x01(\tR\taliasName\x12\"\n" +
-	"\rtarget_key_id\x18\x02 \x01(\tR\vtargetKeyId\"P\n" +
+	"\rtarget_key_id\x18\x02 \x01(\tR\vtargetKeyId\"\x85\x01\n" +
 	"\vUpdateAlias\x12\x1d\n" +
 	"\n" +
 	"alias_name\x18\x01 \x01(\tR\taliasName\x12\"\n" +
-	"\rtarget_key_id\x18\x02 \x01(\tR\vtargetKeyId\",\n" +
+	"\rtarget_key_id\x18\x02 \x01(\tR\vtargetKeyId\x123\n" +
+	"\x16expected_target_key_id\x18\x03 \x01(\tR\x13expectedTargetKeyId\"a\n" +
 	"\vDeleteAlias\x12\x1d\n" +
 	"\n" +
-	"alias_name\x18\x01 \x01(\tR\taliasName\"^\n" +
+	"alias_name\x18\x01 \x01(\tR\taliasName\x123\n" +
+	"\x16expected_target_key_id\x18\x02 \x01(\tR\x13expectedTargetKeyId\"^\n" +
 	"\fPutKeyPolicy\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x1f\n" +
 	"\vpolicy_name\x18\x02 \x01(\tR\n" +
@@ -2169,11 +2230,13 @@ const file_proto_events_v1_events_proto_rawDesc = "" +
 	"\x04tags\x18\x02 \x03(\v2\x16.raftkms.events.v1.TagR\x04tags\"<\n" +
 	"\bUntagKey\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x19\n" +
-	"\btag_keys\x18\x02 \x03(\tR\atagKeys\"a\n" +
+	"\btag_keys\x18\x02 \x03(\tR\atagKeys\"\xa7\x01\n" +
 	"\fRegisterNode\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
 	"\tgrpc_addr\x18\x02 \x01(\tR\bgrpcAddr\x12\x1b\n" +
-	"\traft_addr\x18\x03 \x01(\tR\braftAddr*\xa9\x01\n" +
+	"\traft_addr\x18\x03 \x01(\tR\braftAddr\x12$\n" +
+	"\x0eroot_key_check\x18\x04 \x01(\fR\frootKeyCheck\x12\x1e\n" +
+	"\vroot_key_id\x18\x05 \x01(\tR\trootKeyId*\xa9\x01\n" +
 	"\bKeyState\x12\x19\n" +
 	"\x15KEY_STATE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11KEY_STATE_ENABLED\x10\x01\x12\x16\n" +

@@ -14,6 +14,7 @@
 package kmsv1
 
 import (
+	_ "github.com/raftkms/raftkms/proto/options/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
@@ -3985,7 +3986,7 @@ var File_proto_kms_v1_kms_proto protoreflect.FileDescriptor
 
 const file_proto_kms_v1_kms_proto_rawDesc = "" +
 	"\n" +
-	"\x16proto/kms/v1/kms.proto\x12\x0eraftkms.kms.v1\x1a\x1fgoogle/protobuf/timestamp.proto\";\n" +
+	"\x16proto/kms/v1/kms.proto\x12\x0eraftkms.kms.v1\x1a\x1eproto/options/v1/options.proto\x1a\x1fgoogle/protobuf/timestamp.proto\";\n" +
 	"\x03Tag\x12\x17\n" +
 	"\atag_key\x18\x01 \x01(\tR\x06tagKey\x12\x1b\n" +
 	"\ttag_value\x18\x02 \x01(\tR\btagValue\"\xee\x05\n" +
@@ -4277,40 +4278,40 @@ const file_proto_kms_v1_kms_proto_rawDesc = "" +
 	"\x14GetKeyPolicyResponse\x12\x16\n" +
 	"\x06policy\x18\x01 \x01(\tR\x06policy\x12\x1f\n" +
 	"\vpolicy_name\x18\x02 \x01(\tR\n" +
-	"policyName2\xf8\x17\n" +
-	"\x14KeyManagementService\x12P\n" +
-	"\tCreateKey\x12 .raftkms.kms.v1.CreateKeyRequest\x1a!.raftkms.kms.v1.CreateKeyResponse\x12V\n" +
-	"\vDescribeKey\x12\".raftkms.kms.v1.DescribeKeyRequest\x1a#.raftkms.kms.v1.DescribeKeyResponse\x12M\n" +
-	"\bListKeys\x12\x1f.raftkms.kms.v1.ListKeysRequest\x1a .raftkms.kms.v1.ListKeysResponse\x12P\n" +
-	"\tEnableKey\x12 .raftkms.kms.v1.EnableKeyRequest\x1a!.raftkms.kms.v1.EnableKeyResponse\x12S\n" +
+	"policyName2\xb5\x1f\n" +
+	"\x14KeyManagementService\x12i\n" +
+	"\tCreateKey\x12 .raftkms.kms.v1.CreateKeyRequest\x1a!.raftkms.kms.v1.CreateKeyResponse\"\x17\x92\x82\x19\x13\b\x02\x10\x01\x1a\rkms:CreateKey\x12q\n" +
+	"\vDescribeKey\x12\".raftkms.kms.v1.DescribeKeyRequest\x1a#.raftkms.kms.v1.DescribeKeyResponse\"\x19\x92\x82\x19\x15\b\x01\x10\x01\x1a\x0fkms:DescribeKey\x12e\n" +
+	"\bListKeys\x12\x1f.raftkms.kms.v1.ListKeysRequest\x1a .raftkms.kms.v1.ListKeysResponse\"\x16\x92\x82\x19\x12\b\x01\x10\x01\x1a\fkms:ListKeys\x12i\n" +
+	"\tEnableKey\x12 .raftkms.kms.v1.EnableKeyRequest\x1a!.raftkms.kms.v1.EnableKeyResponse\"\x17\x92\x82\x19\x13\b\x02\x10\x01\x1a\rkms:EnableKey\x12m\n" +
 	"\n" +
-	"DisableKey\x12!.raftkms.kms.v1.DisableKeyRequest\x1a\".raftkms.kms.v1.DisableKeyResponse\x12n\n" +
-	"\x13ScheduleKeyDeletion\x12*.raftkms.kms.v1.ScheduleKeyDeletionRequest\x1a+.raftkms.kms.v1.ScheduleKeyDeletionResponse\x12h\n" +
-	"\x11CancelKeyDeletion\x12(.raftkms.kms.v1.CancelKeyDeletionRequest\x1a).raftkms.kms.v1.CancelKeyDeletionResponse\x12h\n" +
-	"\x11EnableKeyRotation\x12(.raftkms.kms.v1.EnableKeyRotationRequest\x1a).raftkms.kms.v1.EnableKeyRotationResponse\x12k\n" +
-	"\x12DisableKeyRotation\x12).raftkms.kms.v1.DisableKeyRotationRequest\x1a*.raftkms.kms.v1.DisableKeyRotationResponse\x12q\n" +
-	"\x14GetKeyRotationStatus\x12+.raftkms.kms.v1.GetKeyRotationStatusRequest\x1a,.raftkms.kms.v1.GetKeyRotationStatusResponse\x12h\n" +
-	"\x11RotateKeyOnDemand\x12(.raftkms.kms.v1.RotateKeyOnDemandRequest\x1a).raftkms.kms.v1.RotateKeyOnDemandResponse\x12e\n" +
-	"\x10ListKeyRotations\x12'.raftkms.kms.v1.ListKeyRotationsRequest\x1a(.raftkms.kms.v1.ListKeyRotationsResponse\x12J\n" +
-	"\aEncrypt\x12\x1e.raftkms.kms.v1.EncryptRequest\x1a\x1f.raftkms.kms.v1.EncryptResponse\x12J\n" +
-	"\aDecrypt\x12\x1e.raftkms.kms.v1.DecryptRequest\x1a\x1f.raftkms.kms.v1.DecryptResponse\x12P\n" +
-	"\tReEncrypt\x12 .raftkms.kms.v1.ReEncryptRequest\x1a!.raftkms.kms.v1.ReEncryptResponse\x12b\n" +
-	"\x0fGenerateDataKey\x12&.raftkms.kms.v1.GenerateDataKeyRequest\x1a'.raftkms.kms.v1.GenerateDataKeyResponse\x12\x92\x01\n" +
-	"\x1fGenerateDataKeyWithoutPlaintext\x126.raftkms.kms.v1.GenerateDataKeyWithoutPlaintextRequest\x1a7.raftkms.kms.v1.GenerateDataKeyWithoutPlaintextResponse\x12V\n" +
-	"\vCreateAlias\x12\".raftkms.kms.v1.CreateAliasRequest\x1a#.raftkms.kms.v1.CreateAliasResponse\x12V\n" +
-	"\vUpdateAlias\x12\".raftkms.kms.v1.UpdateAliasRequest\x1a#.raftkms.kms.v1.UpdateAliasResponse\x12V\n" +
-	"\vDeleteAlias\x12\".raftkms.kms.v1.DeleteAliasRequest\x1a#.raftkms.kms.v1.DeleteAliasResponse\x12V\n" +
-	"\vListAliases\x12\".raftkms.kms.v1.ListAliasesRequest\x1a#.raftkms.kms.v1.ListAliasesResponse\x12w\n" +
-	"\x16GetParametersForImport\x12-.raftkms.kms.v1.GetParametersForImportRequest\x1a..raftkms.kms.v1.GetParametersForImportResponse\x12h\n" +
-	"\x11ImportKeyMaterial\x12(.raftkms.kms.v1.ImportKeyMaterialRequest\x1a).raftkms.kms.v1.ImportKeyMaterialResponse\x12\x80\x01\n" +
-	"\x19DeleteImportedKeyMaterial\x120.raftkms.kms.v1.DeleteImportedKeyMaterialRequest\x1a1.raftkms.kms.v1.DeleteImportedKeyMaterialResponse\x12\\\n" +
-	"\rListKeyEvents\x12$.raftkms.kms.v1.ListKeyEventsRequest\x1a%.raftkms.kms.v1.ListKeyEventsResponse\x12q\n" +
-	"\x14UpdateKeyDescription\x12+.raftkms.kms.v1.UpdateKeyDescriptionRequest\x1a,.raftkms.kms.v1.UpdateKeyDescriptionResponse\x12V\n" +
-	"\vTagResource\x12\".raftkms.kms.v1.TagResourceRequest\x1a#.raftkms.kms.v1.TagResourceResponse\x12\\\n" +
-	"\rUntagResource\x12$.raftkms.kms.v1.UntagResourceRequest\x1a%.raftkms.kms.v1.UntagResourceResponse\x12e\n" +
-	"\x10ListResourceTags\x12'.raftkms.kms.v1.ListResourceTagsRequest\x1a(.raftkms.kms.v1.ListResourceTagsResponse\x12Y\n" +
-	"\fPutKeyPolicy\x12#.raftkms.kms.v1.PutKeyPolicyRequest\x1a$.raftkms.kms.v1.PutKeyPolicyResponse\x12Y\n" +
-	"\fGetKeyPolicy\x12#.raftkms.kms.v1.GetKeyPolicyRequest\x1a$.raftkms.kms.v1.GetKeyPolicyResponseB/Z-github.com/raftkms/raftkms/proto/kms/v1;kmsv1b\x06proto3"
+	"DisableKey\x12!.raftkms.kms.v1.DisableKeyRequest\x1a\".raftkms.kms.v1.DisableKeyResponse\"\x18\x92\x82\x19\x14\b\x02\x10\x01\x1a\x0ekms:DisableKey\x12\x91\x01\n" +
+	"\x13ScheduleKeyDeletion\x12*.raftkms.kms.v1.ScheduleKeyDeletionRequest\x1a+.raftkms.kms.v1.ScheduleKeyDeletionResponse\"!\x92\x82\x19\x1d\b\x02\x10\x01\x1a\x17kms:ScheduleKeyDeletion\x12\x89\x01\n" +
+	"\x11CancelKeyDeletion\x12(.raftkms.kms.v1.CancelKeyDeletionRequest\x1a).raftkms.kms.v1.CancelKeyDeletionResponse\"\x1f\x92\x82\x19\x1b\b\x02\x10\x01\x1a\x15kms:CancelKeyDeletion\x12\x89\x01\n" +
+	"\x11EnableKeyRotation\x12(.raftkms.kms.v1.EnableKeyRotationRequest\x1a).raftkms.kms.v1.EnableKeyRotationResponse\"\x1f\x92\x82\x19\x1b\b\x02\x10\x01\x1a\x15kms:EnableKeyRotation\x12\x8d\x01\n" +
+	"\x12DisableKeyRotation\x12).raftkms.kms.v1.DisableKeyRotationRequest\x1a*.raftkms.kms.v1.DisableKeyRotationResponse\" \x92\x82\x19\x1c\b\x02\x10\x01\x1a\x16kms:DisableKeyRotation\x12\x95\x01\n" +
+	"\x14GetKeyRotationStatus\x12+.raftkms.kms.v1.GetKeyRotationStatusRequest\x1a,.raftkms.kms.v1.GetKeyRotationStatusResponse\"\"\x92\x82\x19\x1e\b\x01\x10\x01\x1a\x18kms:GetKeyRotationStatus\x12\x89\x01\n" +
+	"\x11RotateKeyOnDemand\x12(.raftkms.kms.v1.RotateKeyOnDemandRequest\x1a).raftkms.kms.v1.RotateKeyOnDemandResponse\"\x1f\x92\x82\x19\x1b\b\x02\x10\x01\x1a\x15kms:RotateKeyOnDemand\x12\x85\x01\n" +
+	"\x10ListKeyRotations\x12'.raftkms.kms.v1.ListKeyRotationsRequest\x1a(.raftkms.kms.v1.ListKeyRotationsResponse\"\x1e\x92\x82\x19\x1a\b\x01\x10\x01\x1a\x14kms:ListKeyRotations\x12a\n" +
+	"\aEncrypt\x12\x1e.raftkms.kms.v1.EncryptRequest\x1a\x1f.raftkms.kms.v1.EncryptResponse\"\x15\x92\x82\x19\x11\b\x01\x10\x01\x1a\vkms:Encrypt\x12a\n" +
+	"\aDecrypt\x12\x1e.raftkms.kms.v1.DecryptRequest\x1a\x1f.raftkms.kms.v1.DecryptResponse\"\x15\x92\x82\x19\x11\b\x01\x10\x01\x1a\vkms:Decrypt\x12m\n" +
+	"\tReEncrypt\x12 .raftkms.kms.v1.ReEncryptRequest\x1a!.raftkms.kms.v1.ReEncryptResponse\"\x1b\x92\x82\x19\x17\b\x01\x10\x01\x1a\x11kms:ReEncryptFrom\x12\x81\x01\n" +
+	"\x0fGenerateDataKey\x12&.raftkms.kms.v1.GenerateDataKeyRequest\x1a'.raftkms.kms.v1.GenerateDataKeyResponse\"\x1d\x92\x82\x19\x19\b\x01\x10\x01\x1a\x13kms:GenerateDataKey\x12\xc1\x01\n" +
+	"\x1fGenerateDataKeyWithoutPlaintext\x126.raftkms.kms.v1.GenerateDataKeyWithoutPlaintextRequest\x1a7.raftkms.kms.v1.GenerateDataKeyWithoutPlaintextResponse\"-\x92\x82\x19)\b\x01\x10\x01\x1a#kms:GenerateDataKeyWithoutPlaintext\x12q\n" +
+	"\vCreateAlias\x12\".raftkms.kms.v1.CreateAliasRequest\x1a#.raftkms.kms.v1.CreateAliasResponse\"\x19\x92\x82\x19\x15\b\x02\x10\x01\x1a\x0fkms:CreateAlias\x12q\n" +
+	"\vUpdateAlias\x12\".raftkms.kms.v1.UpdateAliasRequest\x1a#.raftkms.kms.v1.UpdateAliasResponse\"\x19\x92\x82\x19\x15\b\x02\x10\x01\x1a\x0fkms:UpdateAlias\x12q\n" +
+	"\vDeleteAlias\x12\".raftkms.kms.v1.DeleteAliasRequest\x1a#.raftkms.kms.v1.DeleteAliasResponse\"\x19\x92\x82\x19\x15\b\x02\x10\x01\x1a\x0fkms:DeleteAlias\x12q\n" +
+	"\vListAliases\x12\".raftkms.kms.v1.ListAliasesRequest\x1a#.raftkms.kms.v1.ListAliasesResponse\"\x19\x92\x82\x19\x15\b\x01\x10\x01\x1a\x0fkms:ListAliases\x12\x9d\x01\n" +
+	"\x16GetParametersForImport\x12-.raftkms.kms.v1.GetParametersForImportRequest\x1a..raftkms.kms.v1.GetParametersForImportResponse\"$\x92\x82\x19 \b\x02\x10\x01\x1a\x1akms:GetParametersForImport\x12\x89\x01\n" +
+	"\x11ImportKeyMaterial\x12(.raftkms.kms.v1.ImportKeyMaterialRequest\x1a).raftkms.kms.v1.ImportKeyMaterialResponse\"\x1f\x92\x82\x19\x1b\b\x02\x10\x01\x1a\x15kms:ImportKeyMaterial\x12\xa9\x01\n" +
+	"\x19DeleteImportedKeyMaterial\x120.raftkms.kms.v1.DeleteImportedKeyMaterialRequest\x1a1.raftkms.kms.v1.DeleteImportedKeyMaterialResponse\"'\x92\x82\x19#\b\x02\x10\x01\x1a\x1dkms:DeleteImportedKeyMaterial\x12y\n" +
+	"\rListKeyEvents\x12$.raftkms.kms.v1.ListKeyEventsRequest\x1a%.raftkms.kms.v1.ListKeyEventsResponse\"\x1b\x92\x82\x19\x17\b\x01\x10\x01\x1a\x11kms:ListKeyEvents\x12\x95\x01\n" +
+	"\x14UpdateKeyDescription\x12+.raftkms.kms.v1.UpdateKeyDescriptionRequest\x1a,.raftkms.kms.v1.UpdateKeyDescriptionResponse\"\"\x92\x82\x19\x1e\b\x02\x10\x01\x1a\x18kms:UpdateKeyDescription\x12q\n" +
+	"\vTagResource\x12\".raftkms.kms.v1.TagResourceRequest\x1a#.raftkms.kms.v1.TagResourceResponse\"\x19\x92\x82\x19\x15\b\x02\x10\x01\x1a\x0fkms:TagResource\x12y\n" +
+	"\rUntagResource\x12$.raftkms.kms.v1.UntagResourceRequest\x1a%.raftkms.kms.v1.UntagResourceResponse\"\x1b\x92\x82\x19\x17\b\x02\x10\x01\x1a\x11kms:UntagResource\x12\x85\x01\n" +
+	"\x10ListResourceTags\x12'.raftkms.kms.v1.ListResourceTagsRequest\x1a(.raftkms.kms.v1.ListResourceTagsResponse\"\x1e\x92\x82\x19\x1a\b\x01\x10\x01\x1a\x14kms:ListResourceTags\x12u\n" +
+	"\fPutKeyPolicy\x12#.raftkms.kms.v1.PutKeyPolicyRequest\x1a$.raftkms.kms.v1.PutKeyPolicyResponse\"\x1a\x92\x82\x19\x16\b\x02\x10\x01\x1a\x10kms:PutKeyPolicy\x12u\n" +
+	"\fGetKeyPolicy\x12#.raftkms.kms.v1.GetKeyPolicyRequest\x1a$.raftkms.kms.v1.GetKeyPolicyResponse\"\x1a\x92\x82\x19\x16\b\x01\x10\x01\x1a\x10kms:GetKeyPolicyB/Z-github.com/raftkms/raftkms/proto/kms/v1;kmsv1b\x06proto3"
 
 var (
 	file_proto_kms_v1_kms_proto_rawDescOnce sync.Once
