@@ -240,10 +240,14 @@ func (x *StatusResponse) GetMembers() []*Member {
 }
 
 type JoinRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	RaftAddr      string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
-	GrpcAddr      string                 `protobuf:"bytes,3,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	NodeId   string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	RaftAddr string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
+	GrpcAddr string                 `protobuf:"bytes,3,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
+	// The joining node's root-key check value and ID (keycrypto): the leader
+	// refuses a node whose root key is not the cluster's.
+	RootKeyCheck  []byte `protobuf:"bytes,4,opt,name=root_key_check,json=rootKeyCheck,proto3" json:"root_key_check,omitempty"`
+	RootKeyId     string `protobuf:"bytes,5,opt,name=root_key_id,json=rootKeyId,proto3" json:"root_key_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -295,6 +299,20 @@ func (x *JoinRequest) GetRaftAddr() string {
 func (x *JoinRequest) GetGrpcAddr() string {
 	if x != nil {
 		return x.GrpcAddr
+	}
+	return ""
+}
+
+func (x *JoinRequest) GetRootKeyCheck() []byte {
+	if x != nil {
+		return x.RootKeyCheck
+	}
+	return nil
+}
+
+func (x *JoinRequest) GetRootKeyId() string {
+	if x != nil {
+		return x.RootKeyId
 	}
 	return ""
 }
@@ -767,11 +785,13 @@ const file_proto_cluster_v1_cluster_proto_rawDesc = "" +
 	"\n" +
 	"last_index\x18\a \x01(\x04R\tlastIndex\x12(\n" +
 	"\x10leader_grpc_addr\x18\b \x01(\tR\x0eleaderGrpcAddr\x124\n" +
-	"\amembers\x18\t \x03(\v2\x1a.raftkms.cluster.v1.MemberR\amembers\"`\n" +
+	"\amembers\x18\t \x03(\v2\x1a.raftkms.cluster.v1.MemberR\amembers\"\xa6\x01\n" +
 	"\vJoinRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
-	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\"\x0e\n" +
+	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\x12$\n" +
+	"\x0eroot_key_check\x18\x04 \x01(\fR\frootKeyCheck\x12\x1e\n" +
+	"\vroot_key_id\x18\x05 \x01(\tR\trootKeyId\"\x0e\n" +
 	"\fJoinResponse\"(\n" +
 	"\rRemoveRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"\x10\n" +
