@@ -764,6 +764,343 @@ func (x *TimeResponse) GetUnixNano() int64 {
 	return 0
 }
 
+type CreateAccessKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The identity the key signs as (a certificate identity's name, such as
+	// "app", or any name an admin chooses).
+	Identity      string `protobuf:"bytes,1,opt,name=identity,proto3" json:"identity,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateAccessKeyRequest) Reset() {
+	*x = CreateAccessKeyRequest{}
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateAccessKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateAccessKeyRequest) ProtoMessage() {}
+
+func (x *CreateAccessKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateAccessKeyRequest.ProtoReflect.Descriptor instead.
+func (*CreateAccessKeyRequest) Descriptor() ([]byte, []int) {
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *CreateAccessKeyRequest) GetIdentity() string {
+	if x != nil {
+		return x.Identity
+	}
+	return ""
+}
+
+type AccessKey struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	AccessKeyId string                 `protobuf:"bytes,1,opt,name=access_key_id,json=accessKeyId,proto3" json:"access_key_id,omitempty"`
+	Identity    string                 `protobuf:"bytes,2,opt,name=identity,proto3" json:"identity,omitempty"`
+	// "Active".
+	Status         string `protobuf:"bytes,3,opt,name=status,proto3" json:"status,omitempty"`
+	CreateUnixNano int64  `protobuf:"varint,4,opt,name=create_unix_nano,json=createUnixNano,proto3" json:"create_unix_nano,omitempty"`
+	// Only in CreateAccessKeyResponse.
+	SecretAccessKey string `protobuf:"bytes,5,opt,name=secret_access_key,json=secretAccessKey,proto3" json:"secret_access_key,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *AccessKey) Reset() {
+	*x = AccessKey{}
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AccessKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AccessKey) ProtoMessage() {}
+
+func (x *AccessKey) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AccessKey.ProtoReflect.Descriptor instead.
+func (*AccessKey) Descriptor() ([]byte, []int) {
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *AccessKey) GetAccessKeyId() string {
+	if x != nil {
+		return x.AccessKeyId
+	}
+	return ""
+}
+
+func (x *AccessKey) GetIdentity() string {
+	if x != nil {
+		return x.Identity
+	}
+	return ""
+}
+
+func (x *AccessKey) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *AccessKey) GetCreateUnixNano() int64 {
+	if x != nil {
+		return x.CreateUnixNano
+	}
+	return 0
+}
+
+func (x *AccessKey) GetSecretAccessKey() string {
+	if x != nil {
+		return x.SecretAccessKey
+	}
+	return ""
+}
+
+type CreateAccessKeyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AccessKey     *AccessKey             `protobuf:"bytes,1,opt,name=access_key,json=accessKey,proto3" json:"access_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateAccessKeyResponse) Reset() {
+	*x = CreateAccessKeyResponse{}
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateAccessKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateAccessKeyResponse) ProtoMessage() {}
+
+func (x *CreateAccessKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateAccessKeyResponse.ProtoReflect.Descriptor instead.
+func (*CreateAccessKeyResponse) Descriptor() ([]byte, []int) {
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *CreateAccessKeyResponse) GetAccessKey() *AccessKey {
+	if x != nil {
+		return x.AccessKey
+	}
+	return nil
+}
+
+type ListAccessKeysRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only this identity's keys; empty lists all.
+	Identity      string `protobuf:"bytes,1,opt,name=identity,proto3" json:"identity,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAccessKeysRequest) Reset() {
+	*x = ListAccessKeysRequest{}
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAccessKeysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAccessKeysRequest) ProtoMessage() {}
+
+func (x *ListAccessKeysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAccessKeysRequest.ProtoReflect.Descriptor instead.
+func (*ListAccessKeysRequest) Descriptor() ([]byte, []int) {
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ListAccessKeysRequest) GetIdentity() string {
+	if x != nil {
+		return x.Identity
+	}
+	return ""
+}
+
+type ListAccessKeysResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AccessKeys    []*AccessKey           `protobuf:"bytes,1,rep,name=access_keys,json=accessKeys,proto3" json:"access_keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAccessKeysResponse) Reset() {
+	*x = ListAccessKeysResponse{}
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAccessKeysResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAccessKeysResponse) ProtoMessage() {}
+
+func (x *ListAccessKeysResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAccessKeysResponse.ProtoReflect.Descriptor instead.
+func (*ListAccessKeysResponse) Descriptor() ([]byte, []int) {
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ListAccessKeysResponse) GetAccessKeys() []*AccessKey {
+	if x != nil {
+		return x.AccessKeys
+	}
+	return nil
+}
+
+type DeleteAccessKeyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AccessKeyId   string                 `protobuf:"bytes,1,opt,name=access_key_id,json=accessKeyId,proto3" json:"access_key_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteAccessKeyRequest) Reset() {
+	*x = DeleteAccessKeyRequest{}
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteAccessKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteAccessKeyRequest) ProtoMessage() {}
+
+func (x *DeleteAccessKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteAccessKeyRequest.ProtoReflect.Descriptor instead.
+func (*DeleteAccessKeyRequest) Descriptor() ([]byte, []int) {
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *DeleteAccessKeyRequest) GetAccessKeyId() string {
+	if x != nil {
+		return x.AccessKeyId
+	}
+	return ""
+}
+
+type DeleteAccessKeyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteAccessKeyResponse) Reset() {
+	*x = DeleteAccessKeyResponse{}
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteAccessKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteAccessKeyResponse) ProtoMessage() {}
+
+func (x *DeleteAccessKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteAccessKeyResponse.ProtoReflect.Descriptor instead.
+func (*DeleteAccessKeyResponse) Descriptor() ([]byte, []int) {
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{21}
+}
+
 var File_proto_cluster_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_proto_cluster_v1_cluster_proto_rawDesc = "" +
@@ -808,14 +1145,36 @@ const file_proto_cluster_v1_cluster_proto_rawDesc = "" +
 	"\vTimeRequest\"D\n" +
 	"\fTimeResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
-	"\tunix_nano\x18\x02 \x01(\x03R\bunixNano2\xb4\x05\n" +
+	"\tunix_nano\x18\x02 \x01(\x03R\bunixNano\"4\n" +
+	"\x16CreateAccessKeyRequest\x12\x1a\n" +
+	"\bidentity\x18\x01 \x01(\tR\bidentity\"\xb9\x01\n" +
+	"\tAccessKey\x12\"\n" +
+	"\raccess_key_id\x18\x01 \x01(\tR\vaccessKeyId\x12\x1a\n" +
+	"\bidentity\x18\x02 \x01(\tR\bidentity\x12\x16\n" +
+	"\x06status\x18\x03 \x01(\tR\x06status\x12(\n" +
+	"\x10create_unix_nano\x18\x04 \x01(\x03R\x0ecreateUnixNano\x12*\n" +
+	"\x11secret_access_key\x18\x05 \x01(\tR\x0fsecretAccessKey\"W\n" +
+	"\x17CreateAccessKeyResponse\x12<\n" +
+	"\n" +
+	"access_key\x18\x01 \x01(\v2\x1d.raftkms.cluster.v1.AccessKeyR\taccessKey\"3\n" +
+	"\x15ListAccessKeysRequest\x12\x1a\n" +
+	"\bidentity\x18\x01 \x01(\tR\bidentity\"X\n" +
+	"\x16ListAccessKeysResponse\x12>\n" +
+	"\vaccess_keys\x18\x01 \x03(\v2\x1d.raftkms.cluster.v1.AccessKeyR\n" +
+	"accessKeys\"<\n" +
+	"\x16DeleteAccessKeyRequest\x12\"\n" +
+	"\raccess_key_id\x18\x01 \x01(\tR\vaccessKeyId\"\x19\n" +
+	"\x17DeleteAccessKeyResponse2\x93\b\n" +
 	"\x0eClusterService\x12Y\n" +
 	"\x06Status\x12!.raftkms.cluster.v1.StatusRequest\x1a\".raftkms.cluster.v1.StatusResponse\"\b\x92\x82\x19\x04\b\x03\x10\x01\x12S\n" +
 	"\x04Join\x12\x1f.raftkms.cluster.v1.JoinRequest\x1a .raftkms.cluster.v1.JoinResponse\"\b\x92\x82\x19\x04\b\x02\x10\x04\x12Y\n" +
 	"\x06Remove\x12!.raftkms.cluster.v1.RemoveRequest\x1a\".raftkms.cluster.v1.RemoveResponse\"\b\x92\x82\x19\x04\b\x02\x10\x02\x12}\n" +
 	"\x12TransferLeadership\x12-.raftkms.cluster.v1.TransferLeadershipRequest\x1a..raftkms.cluster.v1.TransferLeadershipResponse\"\b\x92\x82\x19\x04\b\x02\x10\x02\x12_\n" +
 	"\bSnapshot\x12#.raftkms.cluster.v1.SnapshotRequest\x1a$.raftkms.cluster.v1.SnapshotResponse\"\b\x92\x82\x19\x04\b\x03\x10\x02\x12b\n" +
-	"\tReadIndex\x12$.raftkms.cluster.v1.ReadIndexRequest\x1a%.raftkms.cluster.v1.ReadIndexResponse\"\b\x92\x82\x19\x04\b\x03\x10\x03\x12S\n" +
+	"\tReadIndex\x12$.raftkms.cluster.v1.ReadIndexRequest\x1a%.raftkms.cluster.v1.ReadIndexResponse\"\b\x92\x82\x19\x04\b\x03\x10\x03\x12t\n" +
+	"\x0fCreateAccessKey\x12*.raftkms.cluster.v1.CreateAccessKeyRequest\x1a+.raftkms.cluster.v1.CreateAccessKeyResponse\"\b\x92\x82\x19\x04\b\x02\x10\x02\x12q\n" +
+	"\x0eListAccessKeys\x12).raftkms.cluster.v1.ListAccessKeysRequest\x1a*.raftkms.cluster.v1.ListAccessKeysResponse\"\b\x92\x82\x19\x04\b\x01\x10\x02\x12t\n" +
+	"\x0fDeleteAccessKey\x12*.raftkms.cluster.v1.DeleteAccessKeyRequest\x1a+.raftkms.cluster.v1.DeleteAccessKeyResponse\"\b\x92\x82\x19\x04\b\x02\x10\x02\x12S\n" +
 	"\x04Time\x12\x1f.raftkms.cluster.v1.TimeRequest\x1a .raftkms.cluster.v1.TimeResponse\"\b\x92\x82\x19\x04\b\x03\x10\x03B7Z5github.com/raftkms/raftkms/proto/cluster/v1;clusterv1b\x06proto3"
 
 var (
@@ -830,7 +1189,7 @@ func file_proto_cluster_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_proto_cluster_v1_cluster_proto_rawDescData
 }
 
-var file_proto_cluster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_proto_cluster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_proto_cluster_v1_cluster_proto_goTypes = []any{
 	(*StatusRequest)(nil),              // 0: raftkms.cluster.v1.StatusRequest
 	(*Member)(nil),                     // 1: raftkms.cluster.v1.Member
@@ -847,28 +1206,43 @@ var file_proto_cluster_v1_cluster_proto_goTypes = []any{
 	(*ReadIndexResponse)(nil),          // 12: raftkms.cluster.v1.ReadIndexResponse
 	(*TimeRequest)(nil),                // 13: raftkms.cluster.v1.TimeRequest
 	(*TimeResponse)(nil),               // 14: raftkms.cluster.v1.TimeResponse
+	(*CreateAccessKeyRequest)(nil),     // 15: raftkms.cluster.v1.CreateAccessKeyRequest
+	(*AccessKey)(nil),                  // 16: raftkms.cluster.v1.AccessKey
+	(*CreateAccessKeyResponse)(nil),    // 17: raftkms.cluster.v1.CreateAccessKeyResponse
+	(*ListAccessKeysRequest)(nil),      // 18: raftkms.cluster.v1.ListAccessKeysRequest
+	(*ListAccessKeysResponse)(nil),     // 19: raftkms.cluster.v1.ListAccessKeysResponse
+	(*DeleteAccessKeyRequest)(nil),     // 20: raftkms.cluster.v1.DeleteAccessKeyRequest
+	(*DeleteAccessKeyResponse)(nil),    // 21: raftkms.cluster.v1.DeleteAccessKeyResponse
 }
 var file_proto_cluster_v1_cluster_proto_depIdxs = []int32{
 	1,  // 0: raftkms.cluster.v1.StatusResponse.members:type_name -> raftkms.cluster.v1.Member
-	0,  // 1: raftkms.cluster.v1.ClusterService.Status:input_type -> raftkms.cluster.v1.StatusRequest
-	3,  // 2: raftkms.cluster.v1.ClusterService.Join:input_type -> raftkms.cluster.v1.JoinRequest
-	5,  // 3: raftkms.cluster.v1.ClusterService.Remove:input_type -> raftkms.cluster.v1.RemoveRequest
-	7,  // 4: raftkms.cluster.v1.ClusterService.TransferLeadership:input_type -> raftkms.cluster.v1.TransferLeadershipRequest
-	9,  // 5: raftkms.cluster.v1.ClusterService.Snapshot:input_type -> raftkms.cluster.v1.SnapshotRequest
-	11, // 6: raftkms.cluster.v1.ClusterService.ReadIndex:input_type -> raftkms.cluster.v1.ReadIndexRequest
-	13, // 7: raftkms.cluster.v1.ClusterService.Time:input_type -> raftkms.cluster.v1.TimeRequest
-	2,  // 8: raftkms.cluster.v1.ClusterService.Status:output_type -> raftkms.cluster.v1.StatusResponse
-	4,  // 9: raftkms.cluster.v1.ClusterService.Join:output_type -> raftkms.cluster.v1.JoinResponse
-	6,  // 10: raftkms.cluster.v1.ClusterService.Remove:output_type -> raftkms.cluster.v1.RemoveResponse
-	8,  // 11: raftkms.cluster.v1.ClusterService.TransferLeadership:output_type -> raftkms.cluster.v1.TransferLeadershipResponse
-	10, // 12: raftkms.cluster.v1.ClusterService.Snapshot:output_type -> raftkms.cluster.v1.SnapshotResponse
-	12, // 13: raftkms.cluster.v1.ClusterService.ReadIndex:output_type -> raftkms.cluster.v1.ReadIndexResponse
-	14, // 14: raftkms.cluster.v1.ClusterService.Time:output_type -> raftkms.cluster.v1.TimeResponse
-	8,  // [8:15] is the sub-list for method output_type
-	1,  // [1:8] is the sub-list for method input_type
-	1,  // [1:1] is the sub-list for extension type_name
-	1,  // [1:1] is the sub-list for extension extendee
-	0,  // [0:1] is the sub-list for field type_name
+	16, // 1: raftkms.cluster.v1.CreateAccessKeyResponse.access_key:type_name -> raftkms.cluster.v1.AccessKey
+	16, // 2: raftkms.cluster.v1.ListAccessKeysResponse.access_keys:type_name -> raftkms.cluster.v1.AccessKey
+	0,  // 3: raftkms.cluster.v1.ClusterService.Status:input_type -> raftkms.cluster.v1.StatusRequest
+	3,  // 4: raftkms.cluster.v1.ClusterService.Join:input_type -> raftkms.cluster.v1.JoinRequest
+	5,  // 5: raftkms.cluster.v1.ClusterService.Remove:input_type -> raftkms.cluster.v1.RemoveRequest
+	7,  // 6: raftkms.cluster.v1.ClusterService.TransferLeadership:input_type -> raftkms.cluster.v1.TransferLeadershipRequest
+	9,  // 7: raftkms.cluster.v1.ClusterService.Snapshot:input_type -> raftkms.cluster.v1.SnapshotRequest
+	11, // 8: raftkms.cluster.v1.ClusterService.ReadIndex:input_type -> raftkms.cluster.v1.ReadIndexRequest
+	15, // 9: raftkms.cluster.v1.ClusterService.CreateAccessKey:input_type -> raftkms.cluster.v1.CreateAccessKeyRequest
+	18, // 10: raftkms.cluster.v1.ClusterService.ListAccessKeys:input_type -> raftkms.cluster.v1.ListAccessKeysRequest
+	20, // 11: raftkms.cluster.v1.ClusterService.DeleteAccessKey:input_type -> raftkms.cluster.v1.DeleteAccessKeyRequest
+	13, // 12: raftkms.cluster.v1.ClusterService.Time:input_type -> raftkms.cluster.v1.TimeRequest
+	2,  // 13: raftkms.cluster.v1.ClusterService.Status:output_type -> raftkms.cluster.v1.StatusResponse
+	4,  // 14: raftkms.cluster.v1.ClusterService.Join:output_type -> raftkms.cluster.v1.JoinResponse
+	6,  // 15: raftkms.cluster.v1.ClusterService.Remove:output_type -> raftkms.cluster.v1.RemoveResponse
+	8,  // 16: raftkms.cluster.v1.ClusterService.TransferLeadership:output_type -> raftkms.cluster.v1.TransferLeadershipResponse
+	10, // 17: raftkms.cluster.v1.ClusterService.Snapshot:output_type -> raftkms.cluster.v1.SnapshotResponse
+	12, // 18: raftkms.cluster.v1.ClusterService.ReadIndex:output_type -> raftkms.cluster.v1.ReadIndexResponse
+	17, // 19: raftkms.cluster.v1.ClusterService.CreateAccessKey:output_type -> raftkms.cluster.v1.CreateAccessKeyResponse
+	19, // 20: raftkms.cluster.v1.ClusterService.ListAccessKeys:output_type -> raftkms.cluster.v1.ListAccessKeysResponse
+	21, // 21: raftkms.cluster.v1.ClusterService.DeleteAccessKey:output_type -> raftkms.cluster.v1.DeleteAccessKeyResponse
+	14, // 22: raftkms.cluster.v1.ClusterService.Time:output_type -> raftkms.cluster.v1.TimeResponse
+	13, // [13:23] is the sub-list for method output_type
+	3,  // [3:13] is the sub-list for method input_type
+	3,  // [3:3] is the sub-list for extension type_name
+	3,  // [3:3] is the sub-list for extension extendee
+	0,  // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_proto_cluster_v1_cluster_proto_init() }
@@ -882,7 +1256,7 @@ func file_proto_cluster_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_cluster_v1_cluster_proto_rawDesc), len(file_proto_cluster_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -347,6 +347,8 @@ type Envelope struct {
 	//	*Envelope_TagKey
 	//	*Envelope_UntagKey
 	//	*Envelope_RegisterNode
+	//	*Envelope_CreateAccessKey
+	//	*Envelope_DeleteAccessKey
 	Event         isEnvelope_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -620,6 +622,24 @@ func (x *Envelope) GetRegisterNode() *RegisterNode {
 	return nil
 }
 
+func (x *Envelope) GetCreateAccessKey() *CreateAccessKey {
+	if x != nil {
+		if x, ok := x.Event.(*Envelope_CreateAccessKey); ok {
+			return x.CreateAccessKey
+		}
+	}
+	return nil
+}
+
+func (x *Envelope) GetDeleteAccessKey() *DeleteAccessKey {
+	if x != nil {
+		if x, ok := x.Event.(*Envelope_DeleteAccessKey); ok {
+			return x.DeleteAccessKey
+		}
+	}
+	return nil
+}
+
 type isEnvelope_Event interface {
 	isEnvelope_Event()
 }
@@ -708,6 +728,14 @@ type Envelope_RegisterNode struct {
 	RegisterNode *RegisterNode `protobuf:"bytes,30,opt,name=register_node,json=registerNode,proto3,oneof"`
 }
 
+type Envelope_CreateAccessKey struct {
+	CreateAccessKey *CreateAccessKey `protobuf:"bytes,31,opt,name=create_access_key,json=createAccessKey,proto3,oneof"`
+}
+
+type Envelope_DeleteAccessKey struct {
+	DeleteAccessKey *DeleteAccessKey `protobuf:"bytes,32,opt,name=delete_access_key,json=deleteAccessKey,proto3,oneof"`
+}
+
 func (*Envelope_CreateKey) isEnvelope_Event() {}
 
 func (*Envelope_EnableKey) isEnvelope_Event() {}
@@ -749,6 +777,10 @@ func (*Envelope_TagKey) isEnvelope_Event() {}
 func (*Envelope_UntagKey) isEnvelope_Event() {}
 
 func (*Envelope_RegisterNode) isEnvelope_Event() {}
+
+func (*Envelope_CreateAccessKey) isEnvelope_Event() {}
+
+func (*Envelope_DeleteAccessKey) isEnvelope_Event() {}
 
 // Tag is one key/value tag on a key.
 type Tag struct {
@@ -2103,11 +2135,120 @@ func (x *RegisterNode) GetRootKeyId() string {
 	return ""
 }
 
+// CreateAccessKey gives an identity an access key for the AWS-protocol
+// front (SigV4). The access key ID and secret are chosen by the proposer;
+// the secret is sealed under the root key, bound to the access key ID.
+type CreateAccessKey struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	AccessKeyId string                 `protobuf:"bytes,1,opt,name=access_key_id,json=accessKeyId,proto3" json:"access_key_id,omitempty"`
+	// The identity the key signs as: the principal for key policies.
+	Identity      string `protobuf:"bytes,2,opt,name=identity,proto3" json:"identity,omitempty"`
+	SealedSecret  []byte `protobuf:"bytes,3,opt,name=sealed_secret,json=sealedSecret,proto3" json:"sealed_secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateAccessKey) Reset() {
+	*x = CreateAccessKey{}
+	mi := &file_proto_events_v1_events_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateAccessKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateAccessKey) ProtoMessage() {}
+
+func (x *CreateAccessKey) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_events_v1_events_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateAccessKey.ProtoReflect.Descriptor instead.
+func (*CreateAccessKey) Descriptor() ([]byte, []int) {
+	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *CreateAccessKey) GetAccessKeyId() string {
+	if x != nil {
+		return x.AccessKeyId
+	}
+	return ""
+}
+
+func (x *CreateAccessKey) GetIdentity() string {
+	if x != nil {
+		return x.Identity
+	}
+	return ""
+}
+
+func (x *CreateAccessKey) GetSealedSecret() []byte {
+	if x != nil {
+		return x.SealedSecret
+	}
+	return nil
+}
+
+// DeleteAccessKey removes an access key; requests signed with it fail.
+type DeleteAccessKey struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AccessKeyId   string                 `protobuf:"bytes,1,opt,name=access_key_id,json=accessKeyId,proto3" json:"access_key_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteAccessKey) Reset() {
+	*x = DeleteAccessKey{}
+	mi := &file_proto_events_v1_events_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteAccessKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteAccessKey) ProtoMessage() {}
+
+func (x *DeleteAccessKey) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_events_v1_events_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteAccessKey.ProtoReflect.Descriptor instead.
+func (*DeleteAccessKey) Descriptor() ([]byte, []int) {
+	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *DeleteAccessKey) GetAccessKeyId() string {
+	if x != nil {
+		return x.AccessKeyId
+	}
+	return ""
+}
+
 var File_proto_events_v1_events_proto protoreflect.FileDescriptor
 
 const file_proto_events_v1_events_proto_rawDesc = "" +
 	"\n" +
-	"\x1cproto/events/v1/events.proto\x12\x11raftkms.events.v1\"\xce\x0e\n" +
+	"\x1cproto/events/v1/events.proto\x12\x11raftkms.events.v1\"\xf2\x0f\n" +
 	"\bEnvelope\x12%\n" +
 	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12$\n" +
 	"\x0etime_unix_nano\x18\x02 \x01(\x03R\ftimeUnixNano\x12\x1d\n" +
@@ -2142,7 +2283,9 @@ const file_proto_events_v1_events_proto_rawDesc = "" +
 	"\x16update_key_description\x18\x1b \x01(\v2'.raftkms.events.v1.UpdateKeyDescriptionH\x00R\x14updateKeyDescription\x124\n" +
 	"\atag_key\x18\x1c \x01(\v2\x19.raftkms.events.v1.TagKeyH\x00R\x06tagKey\x12:\n" +
 	"\tuntag_key\x18\x1d \x01(\v2\x1b.raftkms.events.v1.UntagKeyH\x00R\buntagKey\x12F\n" +
-	"\rregister_node\x18\x1e \x01(\v2\x1f.raftkms.events.v1.RegisterNodeH\x00R\fregisterNodeB\a\n" +
+	"\rregister_node\x18\x1e \x01(\v2\x1f.raftkms.events.v1.RegisterNodeH\x00R\fregisterNode\x12P\n" +
+	"\x11create_access_key\x18\x1f \x01(\v2\".raftkms.events.v1.CreateAccessKeyH\x00R\x0fcreateAccessKey\x12P\n" +
+	"\x11delete_access_key\x18  \x01(\v2\".raftkms.events.v1.DeleteAccessKeyH\x00R\x0fdeleteAccessKeyB\a\n" +
 	"\x05event\"-\n" +
 	"\x03Tag\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
@@ -2236,7 +2379,13 @@ const file_proto_events_v1_events_proto_rawDesc = "" +
 	"\tgrpc_addr\x18\x02 \x01(\tR\bgrpcAddr\x12\x1b\n" +
 	"\traft_addr\x18\x03 \x01(\tR\braftAddr\x12$\n" +
 	"\x0eroot_key_check\x18\x04 \x01(\fR\frootKeyCheck\x12\x1e\n" +
-	"\vroot_key_id\x18\x05 \x01(\tR\trootKeyId*\xa9\x01\n" +
+	"\vroot_key_id\x18\x05 \x01(\tR\trootKeyId\"v\n" +
+	"\x0fCreateAccessKey\x12\"\n" +
+	"\raccess_key_id\x18\x01 \x01(\tR\vaccessKeyId\x12\x1a\n" +
+	"\bidentity\x18\x02 \x01(\tR\bidentity\x12#\n" +
+	"\rsealed_secret\x18\x03 \x01(\fR\fsealedSecret\"5\n" +
+	"\x0fDeleteAccessKey\x12\"\n" +
+	"\raccess_key_id\x18\x01 \x01(\tR\vaccessKeyId*\xa9\x01\n" +
 	"\bKeyState\x12\x19\n" +
 	"\x15KEY_STATE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11KEY_STATE_ENABLED\x10\x01\x12\x16\n" +
@@ -2278,7 +2427,7 @@ func file_proto_events_v1_events_proto_rawDescGZIP() []byte {
 }
 
 var file_proto_events_v1_events_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_proto_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_proto_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_proto_events_v1_events_proto_goTypes = []any{
 	(KeyState)(0),                     // 0: raftkms.events.v1.KeyState
 	(Origin)(0),                       // 1: raftkms.events.v1.Origin
@@ -2308,6 +2457,8 @@ var file_proto_events_v1_events_proto_goTypes = []any{
 	(*TagKey)(nil),                    // 25: raftkms.events.v1.TagKey
 	(*UntagKey)(nil),                  // 26: raftkms.events.v1.UntagKey
 	(*RegisterNode)(nil),              // 27: raftkms.events.v1.RegisterNode
+	(*CreateAccessKey)(nil),           // 28: raftkms.events.v1.CreateAccessKey
+	(*DeleteAccessKey)(nil),           // 29: raftkms.events.v1.DeleteAccessKey
 }
 var file_proto_events_v1_events_proto_depIdxs = []int32{
 	7,  // 0: raftkms.events.v1.Envelope.create_key:type_name -> raftkms.events.v1.CreateKey
@@ -2331,17 +2482,19 @@ var file_proto_events_v1_events_proto_depIdxs = []int32{
 	25, // 18: raftkms.events.v1.Envelope.tag_key:type_name -> raftkms.events.v1.TagKey
 	26, // 19: raftkms.events.v1.Envelope.untag_key:type_name -> raftkms.events.v1.UntagKey
 	27, // 20: raftkms.events.v1.Envelope.register_node:type_name -> raftkms.events.v1.RegisterNode
-	1,  // 21: raftkms.events.v1.CreateKey.origin:type_name -> raftkms.events.v1.Origin
-	6,  // 22: raftkms.events.v1.CreateKey.tags:type_name -> raftkms.events.v1.Tag
-	2,  // 23: raftkms.events.v1.RotateKey.rotation_type:type_name -> raftkms.events.v1.RotationType
-	3,  // 24: raftkms.events.v1.ImportKeyMaterial.import_type:type_name -> raftkms.events.v1.ImportType
-	4,  // 25: raftkms.events.v1.ImportKeyMaterial.expiration_model:type_name -> raftkms.events.v1.ExpirationModel
-	6,  // 26: raftkms.events.v1.TagKey.tags:type_name -> raftkms.events.v1.Tag
-	27, // [27:27] is the sub-list for method output_type
-	27, // [27:27] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	28, // 21: raftkms.events.v1.Envelope.create_access_key:type_name -> raftkms.events.v1.CreateAccessKey
+	29, // 22: raftkms.events.v1.Envelope.delete_access_key:type_name -> raftkms.events.v1.DeleteAccessKey
+	1,  // 23: raftkms.events.v1.CreateKey.origin:type_name -> raftkms.events.v1.Origin
+	6,  // 24: raftkms.events.v1.CreateKey.tags:type_name -> raftkms.events.v1.Tag
+	2,  // 25: raftkms.events.v1.RotateKey.rotation_type:type_name -> raftkms.events.v1.RotationType
+	3,  // 26: raftkms.events.v1.ImportKeyMaterial.import_type:type_name -> raftkms.events.v1.ImportType
+	4,  // 27: raftkms.events.v1.ImportKeyMaterial.expiration_model:type_name -> raftkms.events.v1.ExpirationModel
+	6,  // 28: raftkms.events.v1.TagKey.tags:type_name -> raftkms.events.v1.Tag
+	29, // [29:29] is the sub-list for method output_type
+	29, // [29:29] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_proto_events_v1_events_proto_init() }
@@ -2371,6 +2524,8 @@ func file_proto_events_v1_events_proto_init() {
 		(*Envelope_TagKey)(nil),
 		(*Envelope_UntagKey)(nil),
 		(*Envelope_RegisterNode)(nil),
+		(*Envelope_CreateAccessKey)(nil),
+		(*Envelope_DeleteAccessKey)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2378,7 +2533,7 @@ func file_proto_events_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_events_v1_events_proto_rawDesc), len(file_proto_events_v1_events_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   23,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

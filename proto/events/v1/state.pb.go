@@ -37,6 +37,7 @@ type SnapshotRecord struct {
 	//	*SnapshotRecord_Node
 	//	*SnapshotRecord_Request
 	//	*SnapshotRecord_Trailer
+	//	*SnapshotRecord_AccessKey
 	Record        isSnapshotRecord_Record `protobuf_oneof:"record"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -133,6 +134,15 @@ func (x *SnapshotRecord) GetTrailer() *SnapshotTrailer {
 	return nil
 }
 
+func (x *SnapshotRecord) GetAccessKey() *AccessKeyRecord {
+	if x != nil {
+		if x, ok := x.Record.(*SnapshotRecord_AccessKey); ok {
+			return x.AccessKey
+		}
+	}
+	return nil
+}
+
 type isSnapshotRecord_Record interface {
 	isSnapshotRecord_Record()
 }
@@ -161,6 +171,10 @@ type SnapshotRecord_Trailer struct {
 	Trailer *SnapshotTrailer `protobuf:"bytes,6,opt,name=trailer,proto3,oneof"`
 }
 
+type SnapshotRecord_AccessKey struct {
+	AccessKey *AccessKeyRecord `protobuf:"bytes,20,opt,name=access_key,json=accessKey,proto3,oneof"`
+}
+
 func (*SnapshotRecord_Header) isSnapshotRecord_Record() {}
 
 func (*SnapshotRecord_Key) isSnapshotRecord_Record() {}
@@ -173,17 +187,20 @@ func (*SnapshotRecord_Request) isSnapshotRecord_Record() {}
 
 func (*SnapshotRecord_Trailer) isSnapshotRecord_Record() {}
 
+func (*SnapshotRecord_AccessKey) isSnapshotRecord_Record() {}
+
 // SnapshotHeader opens a snapshot and says how many records follow.
 type SnapshotHeader struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	FormatVersion uint32                 `protobuf:"varint,1,opt,name=format_version,json=formatVersion,proto3" json:"format_version,omitempty"`
-	ClockUnixNano int64                  `protobuf:"varint,2,opt,name=clock_unix_nano,json=clockUnixNano,proto3" json:"clock_unix_nano,omitempty"`
-	KeyCount      uint64                 `protobuf:"varint,3,opt,name=key_count,json=keyCount,proto3" json:"key_count,omitempty"`
-	AliasCount    uint64                 `protobuf:"varint,4,opt,name=alias_count,json=aliasCount,proto3" json:"alias_count,omitempty"`
-	NodeCount     uint64                 `protobuf:"varint,5,opt,name=node_count,json=nodeCount,proto3" json:"node_count,omitempty"`
-	RequestCount  uint64                 `protobuf:"varint,6,opt,name=request_count,json=requestCount,proto3" json:"request_count,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	FormatVersion  uint32                 `protobuf:"varint,1,opt,name=format_version,json=formatVersion,proto3" json:"format_version,omitempty"`
+	ClockUnixNano  int64                  `protobuf:"varint,2,opt,name=clock_unix_nano,json=clockUnixNano,proto3" json:"clock_unix_nano,omitempty"`
+	KeyCount       uint64                 `protobuf:"varint,3,opt,name=key_count,json=keyCount,proto3" json:"key_count,omitempty"`
+	AliasCount     uint64                 `protobuf:"varint,4,opt,name=alias_count,json=aliasCount,proto3" json:"alias_count,omitempty"`
+	NodeCount      uint64                 `protobuf:"varint,5,opt,name=node_count,json=nodeCount,proto3" json:"node_count,omitempty"`
+	RequestCount   uint64                 `protobuf:"varint,6,opt,name=request_count,json=requestCount,proto3" json:"request_count,omitempty"`
+	AccessKeyCount uint64                 `protobuf:"varint,20,opt,name=access_key_count,json=accessKeyCount,proto3" json:"access_key_count,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *SnapshotHeader) Reset() {
@@ -254,6 +271,13 @@ func (x *SnapshotHeader) GetNodeCount() uint64 {
 func (x *SnapshotHeader) GetRequestCount() uint64 {
 	if x != nil {
 		return x.RequestCount
+	}
+	return 0
+}
+
+func (x *SnapshotHeader) GetAccessKeyCount() uint64 {
+	if x != nil {
+		return x.AccessKeyCount
 	}
 	return 0
 }
@@ -1072,19 +1096,91 @@ func (x *RequestRecord) GetIndex() uint64 {
 	return 0
 }
 
+// AccessKeyRecord is one access key of the AWS-protocol front; the secret
+// stays sealed under the root key.
+type AccessKeyRecord struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	AccessKeyId     string                 `protobuf:"bytes,1,opt,name=access_key_id,json=accessKeyId,proto3" json:"access_key_id,omitempty"`
+	Identity        string                 `protobuf:"bytes,2,opt,name=identity,proto3" json:"identity,omitempty"`
+	SealedSecret    []byte                 `protobuf:"bytes,3,opt,name=sealed_secret,json=sealedSecret,proto3" json:"sealed_secret,omitempty"`
+	CreatedUnixNano int64                  `protobuf:"varint,4,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *AccessKeyRecord) Reset() {
+	*x = AccessKeyRecord{}
+	mi := &file_proto_events_v1_state_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AccessKeyRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AccessKeyRecord) ProtoMessage() {}
+
+func (x *AccessKeyRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_events_v1_state_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AccessKeyRecord.ProtoReflect.Descriptor instead.
+func (*AccessKeyRecord) Descriptor() ([]byte, []int) {
+	return file_proto_events_v1_state_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *AccessKeyRecord) GetAccessKeyId() string {
+	if x != nil {
+		return x.AccessKeyId
+	}
+	return ""
+}
+
+func (x *AccessKeyRecord) GetIdentity() string {
+	if x != nil {
+		return x.Identity
+	}
+	return ""
+}
+
+func (x *AccessKeyRecord) GetSealedSecret() []byte {
+	if x != nil {
+		return x.SealedSecret
+	}
+	return nil
+}
+
+func (x *AccessKeyRecord) GetCreatedUnixNano() int64 {
+	if x != nil {
+		return x.CreatedUnixNano
+	}
+	return 0
+}
+
 var File_proto_events_v1_state_proto protoreflect.FileDescriptor
 
 const file_proto_events_v1_state_proto_rawDesc = "" +
 	"\n" +
-	"\x1bproto/events/v1/state.proto\x12\x11raftkms.events.v1\x1a\x1cproto/events/v1/events.proto\"\xf4\x02\n" +
+	"\x1bproto/events/v1/state.proto\x12\x11raftkms.events.v1\x1a\x1cproto/events/v1/events.proto\"\xb9\x03\n" +
 	"\x0eSnapshotRecord\x12;\n" +
 	"\x06header\x18\x01 \x01(\v2!.raftkms.events.v1.SnapshotHeaderH\x00R\x06header\x120\n" +
 	"\x03key\x18\x02 \x01(\v2\x1c.raftkms.events.v1.KeyRecordH\x00R\x03key\x126\n" +
 	"\x05alias\x18\x03 \x01(\v2\x1e.raftkms.events.v1.AliasRecordH\x00R\x05alias\x123\n" +
 	"\x04node\x18\x04 \x01(\v2\x1d.raftkms.events.v1.NodeRecordH\x00R\x04node\x12<\n" +
 	"\arequest\x18\x05 \x01(\v2 .raftkms.events.v1.RequestRecordH\x00R\arequest\x12>\n" +
-	"\atrailer\x18\x06 \x01(\v2\".raftkms.events.v1.SnapshotTrailerH\x00R\atrailerB\b\n" +
-	"\x06record\"\xe1\x01\n" +
+	"\atrailer\x18\x06 \x01(\v2\".raftkms.events.v1.SnapshotTrailerH\x00R\atrailer\x12C\n" +
+	"\n" +
+	"access_key\x18\x14 \x01(\v2\".raftkms.events.v1.AccessKeyRecordH\x00R\taccessKeyB\b\n" +
+	"\x06record\"\x8b\x02\n" +
 	"\x0eSnapshotHeader\x12%\n" +
 	"\x0eformat_version\x18\x01 \x01(\rR\rformatVersion\x12&\n" +
 	"\x0fclock_unix_nano\x18\x02 \x01(\x03R\rclockUnixNano\x12\x1b\n" +
@@ -1093,7 +1189,8 @@ const file_proto_events_v1_state_proto_rawDesc = "" +
 	"aliasCount\x12\x1d\n" +
 	"\n" +
 	"node_count\x18\x05 \x01(\x04R\tnodeCount\x12#\n" +
-	"\rrequest_count\x18\x06 \x01(\x04R\frequestCount\"4\n" +
+	"\rrequest_count\x18\x06 \x01(\x04R\frequestCount\x12(\n" +
+	"\x10access_key_count\x18\x14 \x01(\x04R\x0eaccessKeyCount\"4\n" +
 	"\x0fSnapshotTrailer\x12!\n" +
 	"\frecord_count\x18\x01 \x01(\x04R\vrecordCount\"\xf7\x01\n" +
 	"\rVersionRecord\x12\x18\n" +
@@ -1165,7 +1262,12 @@ const file_proto_events_v1_state_proto_rawDesc = "" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12$\n" +
 	"\x0etime_unix_nano\x18\x02 \x01(\x03R\ftimeUnixNano\x127\n" +
 	"\x06result\x18\x03 \x01(\v2\x1f.raftkms.events.v1.ResultRecordR\x06result\x12\x14\n" +
-	"\x05index\x18\x04 \x01(\x04R\x05indexB5Z3github.com/raftkms/raftkms/proto/events/v1;eventsv1b\x06proto3"
+	"\x05index\x18\x04 \x01(\x04R\x05index\"\xa2\x01\n" +
+	"\x0fAccessKeyRecord\x12\"\n" +
+	"\raccess_key_id\x18\x01 \x01(\tR\vaccessKeyId\x12\x1a\n" +
+	"\bidentity\x18\x02 \x01(\tR\bidentity\x12#\n" +
+	"\rsealed_secret\x18\x03 \x01(\fR\fsealedSecret\x12*\n" +
+	"\x11created_unix_nano\x18\x04 \x01(\x03R\x0fcreatedUnixNanoB5Z3github.com/raftkms/raftkms/proto/events/v1;eventsv1b\x06proto3"
 
 var (
 	file_proto_events_v1_state_proto_rawDescOnce sync.Once
@@ -1179,7 +1281,7 @@ func file_proto_events_v1_state_proto_rawDescGZIP() []byte {
 	return file_proto_events_v1_state_proto_rawDescData
 }
 
-var file_proto_events_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_proto_events_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_proto_events_v1_state_proto_goTypes = []any{
 	(*SnapshotRecord)(nil),         // 0: raftkms.events.v1.SnapshotRecord
 	(*SnapshotHeader)(nil),         // 1: raftkms.events.v1.SnapshotHeader
@@ -1193,11 +1295,12 @@ var file_proto_events_v1_state_proto_goTypes = []any{
 	(*NodeRecord)(nil),             // 9: raftkms.events.v1.NodeRecord
 	(*ResultRecord)(nil),           // 10: raftkms.events.v1.ResultRecord
 	(*RequestRecord)(nil),          // 11: raftkms.events.v1.RequestRecord
-	(RotationType)(0),              // 12: raftkms.events.v1.RotationType
-	(KeyState)(0),                  // 13: raftkms.events.v1.KeyState
-	(Origin)(0),                    // 14: raftkms.events.v1.Origin
-	(*Tag)(nil),                    // 15: raftkms.events.v1.Tag
-	(ExpirationModel)(0),           // 16: raftkms.events.v1.ExpirationModel
+	(*AccessKeyRecord)(nil),        // 12: raftkms.events.v1.AccessKeyRecord
+	(RotationType)(0),              // 13: raftkms.events.v1.RotationType
+	(KeyState)(0),                  // 14: raftkms.events.v1.KeyState
+	(Origin)(0),                    // 15: raftkms.events.v1.Origin
+	(*Tag)(nil),                    // 16: raftkms.events.v1.Tag
+	(ExpirationModel)(0),           // 17: raftkms.events.v1.ExpirationModel
 }
 var file_proto_events_v1_state_proto_depIdxs = []int32{
 	1,  // 0: raftkms.events.v1.SnapshotRecord.header:type_name -> raftkms.events.v1.SnapshotHeader
@@ -1206,22 +1309,23 @@ var file_proto_events_v1_state_proto_depIdxs = []int32{
 	9,  // 3: raftkms.events.v1.SnapshotRecord.node:type_name -> raftkms.events.v1.NodeRecord
 	11, // 4: raftkms.events.v1.SnapshotRecord.request:type_name -> raftkms.events.v1.RequestRecord
 	2,  // 5: raftkms.events.v1.SnapshotRecord.trailer:type_name -> raftkms.events.v1.SnapshotTrailer
-	12, // 6: raftkms.events.v1.VersionRecord.rotation_type:type_name -> raftkms.events.v1.RotationType
-	13, // 7: raftkms.events.v1.HistoryRecord.state:type_name -> raftkms.events.v1.KeyState
-	14, // 8: raftkms.events.v1.KeyRecord.origin:type_name -> raftkms.events.v1.Origin
-	13, // 9: raftkms.events.v1.KeyRecord.state:type_name -> raftkms.events.v1.KeyState
-	4,  // 10: raftkms.events.v1.KeyRecord.rotation:type_name -> raftkms.events.v1.RotationRecord
-	3,  // 11: raftkms.events.v1.KeyRecord.versions:type_name -> raftkms.events.v1.VersionRecord
-	15, // 12: raftkms.events.v1.KeyRecord.tags:type_name -> raftkms.events.v1.Tag
-	5,  // 13: raftkms.events.v1.KeyRecord.import_parameters:type_name -> raftkms.events.v1.ImportParametersRecord
-	16, // 14: raftkms.events.v1.KeyRecord.expiration_model:type_name -> raftkms.events.v1.ExpirationModel
-	6,  // 15: raftkms.events.v1.KeyRecord.history:type_name -> raftkms.events.v1.HistoryRecord
-	10, // 16: raftkms.events.v1.RequestRecord.result:type_name -> raftkms.events.v1.ResultRecord
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	12, // 6: raftkms.events.v1.SnapshotRecord.access_key:type_name -> raftkms.events.v1.AccessKeyRecord
+	13, // 7: raftkms.events.v1.VersionRecord.rotation_type:type_name -> raftkms.events.v1.RotationType
+	14, // 8: raftkms.events.v1.HistoryRecord.state:type_name -> raftkms.events.v1.KeyState
+	15, // 9: raftkms.events.v1.KeyRecord.origin:type_name -> raftkms.events.v1.Origin
+	14, // 10: raftkms.events.v1.KeyRecord.state:type_name -> raftkms.events.v1.KeyState
+	4,  // 11: raftkms.events.v1.KeyRecord.rotation:type_name -> raftkms.events.v1.RotationRecord
+	3,  // 12: raftkms.events.v1.KeyRecord.versions:type_name -> raftkms.events.v1.VersionRecord
+	16, // 13: raftkms.events.v1.KeyRecord.tags:type_name -> raftkms.events.v1.Tag
+	5,  // 14: raftkms.events.v1.KeyRecord.import_parameters:type_name -> raftkms.events.v1.ImportParametersRecord
+	17, // 15: raftkms.events.v1.KeyRecord.expiration_model:type_name -> raftkms.events.v1.ExpirationModel
+	6,  // 16: raftkms.events.v1.KeyRecord.history:type_name -> raftkms.events.v1.HistoryRecord
+	10, // 17: raftkms.events.v1.RequestRecord.result:type_name -> raftkms.events.v1.ResultRecord
+	18, // [18:18] is the sub-list for method output_type
+	18, // [18:18] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_proto_events_v1_state_proto_init() }
@@ -1237,6 +1341,7 @@ func file_proto_events_v1_state_proto_init() {
 		(*SnapshotRecord_Node)(nil),
 		(*SnapshotRecord_Request)(nil),
 		(*SnapshotRecord_Trailer)(nil),
+		(*SnapshotRecord_AccessKey)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1244,7 +1349,7 @@ func file_proto_events_v1_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_events_v1_state_proto_rawDesc), len(file_proto_events_v1_state_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
