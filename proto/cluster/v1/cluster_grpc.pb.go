@@ -52,9 +52,6 @@ type ClusterServiceClient interface {
 	// ReadIndex is asked of the leader by followers serving linearizable
 	// reads: it returns the leader's commit index once leadership is confirmed.
 	ReadIndex(ctx context.Context, in *ReadIndexRequest, opts ...grpc.CallOption) (*ReadIndexResponse, error)
-	// Time is asked of every peer by the leader: the peer's wall clock, so the
-	// leader proposes time-stamped events only while its clock agrees with a
-	// quorum of the cluster's (DESIGN §6).
 	// CreateAccessKey gives an identity an access key for the AWS-protocol
 	// front; the secret is in this answer only.
 	CreateAccessKey(ctx context.Context, in *CreateAccessKeyRequest, opts ...grpc.CallOption) (*CreateAccessKeyResponse, error)
@@ -62,6 +59,9 @@ type ClusterServiceClient interface {
 	ListAccessKeys(ctx context.Context, in *ListAccessKeysRequest, opts ...grpc.CallOption) (*ListAccessKeysResponse, error)
 	// DeleteAccessKey removes an access key.
 	DeleteAccessKey(ctx context.Context, in *DeleteAccessKeyRequest, opts ...grpc.CallOption) (*DeleteAccessKeyResponse, error)
+	// Time is asked of every peer by the leader: the peer's wall clock, so the
+	// leader proposes time-stamped events only while its clock agrees with a
+	// quorum of the cluster's (DESIGN §6).
 	Time(ctx context.Context, in *TimeRequest, opts ...grpc.CallOption) (*TimeResponse, error)
 }
 
@@ -191,9 +191,6 @@ type ClusterServiceServer interface {
 	// ReadIndex is asked of the leader by followers serving linearizable
 	// reads: it returns the leader's commit index once leadership is confirmed.
 	ReadIndex(context.Context, *ReadIndexRequest) (*ReadIndexResponse, error)
-	// Time is asked of every peer by the leader: the peer's wall clock, so the
-	// leader proposes time-stamped events only while its clock agrees with a
-	// quorum of the cluster's (DESIGN §6).
 	// CreateAccessKey gives an identity an access key for the AWS-protocol
 	// front; the secret is in this answer only.
 	CreateAccessKey(context.Context, *CreateAccessKeyRequest) (*CreateAccessKeyResponse, error)
@@ -201,6 +198,9 @@ type ClusterServiceServer interface {
 	ListAccessKeys(context.Context, *ListAccessKeysRequest) (*ListAccessKeysResponse, error)
 	// DeleteAccessKey removes an access key.
 	DeleteAccessKey(context.Context, *DeleteAccessKeyRequest) (*DeleteAccessKeyResponse, error)
+	// Time is asked of every peer by the leader: the peer's wall clock, so the
+	// leader proposes time-stamped events only while its clock agrees with a
+	// quorum of the cluster's (DESIGN §6).
 	Time(context.Context, *TimeRequest) (*TimeResponse, error)
 	mustEmbedUnimplementedClusterServiceServer()
 }
