@@ -4,6 +4,7 @@
 //	kmsd serve    one node of a real cluster
 //	kmsd gen-root-key
 //	kmsd health   exit 0 when a node is serving
+//	kmsd k8s-plugin  a Kubernetes KMS v2 plugin (docs/kubernetes.md)
 //
 // Every flag may also come from a RAFTKMS_* environment variable: --node-id
 // from RAFTKMS_NODE_ID, --min-rotation-period from RAFTKMS_MIN_ROTATION_PERIOD.
@@ -37,6 +38,8 @@ func run(args []string) int {
 		return runHealth(rest)
 	case "gen-certs":
 		return runGenCerts(rest)
+	case "k8s-plugin":
+		return runK8sPlugin(rest)
 	case "help", "-h", "--help":
 		usage()
 		return 0
@@ -55,6 +58,7 @@ commands:
   gen-root-key  print a new cluster root key (base64) to stdout
   health        exit 0 when the node at --grpc-addr is serving
   gen-certs     make a CA and node and client certificates (mutual TLS)
+  k8s-plugin    serve the Kubernetes KMS v2 API on a unix socket, backed by a cluster key
 
 Run "kmsd COMMAND -h" for the flags of a command. Every flag may also be set
 with a RAFTKMS_* environment variable (--node-id from RAFTKMS_NODE_ID).
