@@ -50,6 +50,9 @@ func callerOf(ctx context.Context) caller {
 // identify names the caller from its verified client certificate; a node
 // forwarding a call names the client in metadata.
 func (s *Server) identify(ctx context.Context, md metadata.MD) (caller, error) {
+	if p, ok := invokedPrincipal(ctx); ok {
+		return s.invokedCaller(p)
+	}
 	if !s.cfg.Auth.Enabled {
 		return caller{identity: principalAnon}, nil
 	}
