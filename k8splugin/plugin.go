@@ -122,14 +122,20 @@ func (p *Plugin) Status(ctx context.Context) (*service.StatusResponse, error) {
 		return nil, p.failed("Status", "", "DescribeKey", err)
 	}
 	md := resp.GetKeyMetadata()
-	id, err := KeyID(md.GetArn(), md.GetCurrentKeyVersion())
-	if err != nil {
-		return nil, p.failed("Status", "", "DescribeKey", status.Error(codes.Internal, "KMSInternalException: "+err.Error()))
-	}
 	healthz := HealthzOK
-	if md.KeyState != "Enabled" {
-		healthz = fmt.Sprintf("raftkms key %s is %s: it cannot wrap or unwrap DEKs", md.Arn, md.KeyState)
-		p.log.Warn("key is not usable", "key", md.Arn, "state", md.KeyState)
+	if md.GetKeyState() != "Enabled" {
+		healthz = fmt.Sprintf("raftkms key %s is %s: it cannot wrap or unwrap DEKs", md.GetArn(), md.GetKeyState())
+		p.log.Warn("key is not usable", "key", md.GetArn(), "state", md.GetKeyState())
+	}
+	id, err := KeyID(md.GetArn(), md.GetCurrentKeyVersion())
+	switch {
+	case err == nil:
+	case healthz != HealthzOK && md.GetArn() != "":
+		// A key awaiting its first imported material has no version yet;
+		// healthz already says why it is unusable.
+		id = md.GetArn()
+	default:
+		return nil, p.failed("Status", "", "DescribeKey", status.Error(codes.Internal, "KMSInternalException: "+err.Error()))
 	}
 	return &service.StatusResponse{Version: APIVersion, Healthz: healthz, KeyID: id}, nil
 }

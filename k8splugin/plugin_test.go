@@ -188,6 +188,16 @@ func TestPluginRefusals(t *testing.T) {
 		}
 	})
 
+	t.Run("awaiting imported material", func(t *testing.T) {
+		ext := must[*kmsv1.CreateKeyResponse](t, "CreateKey EXTERNAL")(kms.CreateKey(ctx, &kmsv1.CreateKeyRequest{Origin: "EXTERNAL"})).KeyMetadata
+		e := startPlugin(t, c, ext.KeyId)
+		if healthz, _ := e.status(t); healthz == "ok" || !strings.Contains(healthz, "PendingImport") {
+			t.Fatalf("Status of a key without material = %q", healthz)
+		}
+		_, err := e.api.Encrypt(ctx, &kmsapi.EncryptRequest{Plaintext: dek(t), Uid: "x"})
+		wantErr(t, "Encrypt with a key without material", err, codes.FailedPrecondition, "KMSInvalidStateException")
+	})
+
 	t.Run("alias moved", func(t *testing.T) {
 		must[*kmsv1.CreateAliasResponse](t, "CreateAlias")(kms.CreateAlias(ctx, &kmsv1.CreateAliasRequest{AliasName: "alias/k8s", TargetKeyId: md.KeyId}))
 		a := startPlugin(t, c, "alias/k8s")
