@@ -92,6 +92,9 @@ func applyCreateKey(f *FSM, c *applyCtx) *Result {
 	if r := validTags(e.Tags); r != nil {
 		return failed(e.KeyId, r)
 	}
+	if r := tagLimit(c, k); r != nil {
+		return failed(e.KeyId, r)
+	}
 	switch e.Origin {
 	case originGenerated, originService:
 		if len(e.SealedMaterial) == 0 {
@@ -264,6 +267,9 @@ func applyTagKey(f *FSM, c *applyCtx) *Result {
 		return failed(e.KeyId, r)
 	}
 	k.Tags = mergeTags(k.Tags, e.Tags)
+	if r := tagLimit(c, k); r != nil {
+		return failed(e.KeyId, r)
+	}
 	return f.commit(c, k)
 }
 
@@ -285,6 +291,14 @@ func applyUntagKey(f *FSM, c *applyCtx) *Result {
 	}
 	k.Tags = kept
 	return f.commit(c, k)
+}
+
+// tagLimit refuses (schema 2 on) a key with more than MaxTags tags.
+func tagLimit(c *applyCtx, k *Key) *Rejection {
+	if c.strict() && len(k.Tags) > MaxTags {
+		return reject(CodeLimitExceeded, "key %s would have %d tags; the limit is %d", k.ID, len(k.Tags), MaxTags)
+	}
+	return nil
 }
 
 func validTags(tags []*eventsv1.Tag) *Rejection {

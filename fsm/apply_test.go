@@ -30,6 +30,7 @@ type transitionCase struct {
 	event *eventsv1.Envelope
 	want  *Rejection // nil: must apply
 	state KeyState   // key state after, when want is nil (0: not checked)
+	wait  int64      // moves the state clock this far (harness.advance) after setup
 	check func(t *testing.T, h *harness)
 }
 
@@ -41,6 +42,9 @@ func runCases(t *testing.T, cases []transitionCase) {
 			for _, s := range tc.setup {
 				h.ok(s)
 				h.now += sec
+			}
+			if tc.wait > 0 {
+				h.advance(tc.wait)
 			}
 			if tc.want != nil {
 				h.refused(tc.event, tc.want)

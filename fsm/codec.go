@@ -7,8 +7,24 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// SchemaVersion is the newest envelope schema this build understands.
-const SchemaVersion = 1
+// SchemaVersion is the newest envelope schema this build understands, and
+// the one EncodeEntry stamps on envelopes that carry none.
+//
+// Schema 2 tightens the rules at the trust boundary; entries of schema 1
+// keep the rules they were applied under, so a log written before an upgrade
+// replays to exactly the state it produced then:
+//   - request IDs are scoped to the principal and bound to the envelope's
+//     request_fingerprint (a different request under the same ID is
+//     CodeIdempotentParameterMismatch);
+//   - the state clock moves at most MaxClockStep per entry;
+//   - UpdateAlias/DeleteAlias honour expected_target_key_id;
+//   - RegisterNode's root_key_check sets, then must match, the cluster's;
+//   - a key's history is bounded (MaxHistory) and a key has at most MaxTags
+//     tags; request IDs and principals have a maximum length.
+const SchemaVersion = 2
+
+// schemaTrust is the first schema with the rules listed above.
+const schemaTrust = 2
 
 // entryFormatV1 is the first byte of every raftkms log entry: a protobuf
 // Envelope follows. A different first byte is corruption or a newer format.

@@ -173,7 +173,8 @@ func TestRepeatedRequestIDChangesNothing(t *testing.T) {
 	r1 := h.ok(first)
 	before := h.f.Digest()
 	h.now += 10 * sec
-	// Same request ID, even with another body: the first result, no change.
+	// Same request ID and fingerprint (none here), even with another body:
+	// the first result, no change.
 	again := createKey("other")
 	again.RequestId = "req-1"
 	r2 := h.apply(again)
@@ -195,9 +196,9 @@ func TestRepeatedRequestIDChangesNothing(t *testing.T) {
 	if r := h.apply(bad2); !r.Duplicate || !errors.Is(r.Err, ErrNotFound) {
 		t.Fatalf("refusal not remembered: %+v", r)
 	}
-	// A clock jump past the window alone does not forget it: the ID is
+	// The clock passing the window alone does not forget it: the ID is
 	// also kept for IdempotencyEntries entries.
-	h.now += int64(DefaultIdempotencyWindow) + sec
+	h.advance(int64(DefaultIdempotencyWindow) + sec)
 	jumped := createKey("jumped")
 	jumped.RequestId = "req-1"
 	if r := h.apply(jumped); !r.Duplicate {
@@ -230,7 +231,7 @@ func TestRequestIDForgottenWhenOldInTimeAndEntries(t *testing.T) {
 		t.Fatal("forgotten within the time window")
 	}
 	// Past the window, and more than 5 entries back: forgotten.
-	h.now += int64(DefaultIdempotencyWindow) + sec
+	h.advance(int64(DefaultIdempotencyWindow) + sec)
 	if r := retry(); r.Duplicate || r.Err != nil {
 		t.Fatalf("remembered past both bounds: %+v", r)
 	}

@@ -24,6 +24,15 @@ const (
 	CodeIncorrectKeyMaterial Code = 9
 	CodeInvalidImportToken   Code = 10
 	CodeExpiredImportToken   Code = 11
+	// CodeIdempotentParameterMismatch: the principal already used this
+	// request ID for a different request (another fingerprint).
+	CodeIdempotentParameterMismatch Code = 12
+	// CodeAliasTargetChanged: the alias no longer points to the key the
+	// request was authorized against (UpdateAlias/DeleteAlias guard).
+	CodeAliasTargetChanged Code = 13
+	// CodeRootKeyMismatch: a node registered with a root key other than
+	// the cluster's.
+	CodeRootKeyMismatch Code = 14
 )
 
 // Rejection is the error Apply returns for a valid event that no longer
@@ -54,6 +63,10 @@ var (
 	ErrIncorrectKeyMaterial = &Rejection{CodeIncorrectKeyMaterial, "incorrect key material"}
 	ErrInvalidImportToken   = &Rejection{CodeInvalidImportToken, "invalid import token"}
 	ErrExpiredImportToken   = &Rejection{CodeExpiredImportToken, "import token expired"}
+
+	ErrIdempotentParameterMismatch = &Rejection{CodeIdempotentParameterMismatch, "request ID reused for a different request"}
+	ErrAliasTargetChanged          = &Rejection{CodeAliasTargetChanged, "alias target changed"}
+	ErrRootKeyMismatch             = &Rejection{CodeRootKeyMismatch, "root key does not match the cluster's"}
 )
 
 // ErrCorruptEntry is returned by DecodeEntry for bytes that are not a log

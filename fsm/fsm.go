@@ -5,13 +5,16 @@
 // It is pure: no clock, no randomness, no network, no disk, no goroutines.
 // Everything random or time-dependent was decided by the proposer and is
 // carried in the event; the only time is the envelope's, clamped so that the
-// state's clock never goes backwards. Key material stays sealed (opaque
+// state's clock never goes backwards nor (schema 2 on) leaps ahead by more
+// than MaxClockStep per entry. Key material stays sealed (opaque
 // bytes): this package never sees the root key.
 package fsm
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"fmt"
+	"math"
 	"sync"
 	"time"
 
@@ -32,6 +35,30 @@ const DefaultIdempotencyEntries = 100_000
 // 200 bytes each) under a sustained write load, while still covering client
 // retries by minutes even at thousands of writes a second.
 const DefaultIdempotencyMaxEntries = 1_000_000
+
+// MaxClockStep is the most one entry of schema 2 or later can move the state
+// clock forward: t = min(max(entry time, clock), clock + MaxClockStep), once
+// the clock is set (the first entry sets it). One far-future stamp from a
+// leader whose clock runs ahead therefore cannot make every rotation,
+// deletion and expiry due at once; it moves the state clock by at most this
+// much. It does not bound a leader that stamps many entries ahead: the
+// leader's own clock check against its peers does (rotation and raftnode).
+// Because the state clock advances only with entries, an idle cluster's clock
+// lags real time; a leader whose clock agrees with its peers proposes
+// catch-up RegisterNode entries while it lags, so the cap never makes a
+// waiting period shorter in real time, only (by up to the catch-up) longer.
+// Every node must use the same value, so it is a constant, not a setting.
+const MaxClockStep = 10 * time.Minute
+
+// maxRequestIDBytes and maxPrincipalBytes bound the request ID and principal
+// of schema-2 entries: both are kept in every history entry and in the
+// request table, so their size bounds a key's snapshot record. They are far
+// above what the API accepts.
+const (
+	maxRequestIDBytes   = 1024
+	maxPrincipalBytes   = 4096
+	maxFingerprintBytes = 64
+)
 
 // Config configures a state machine.
 type Config struct {
@@ -83,20 +110,40 @@ type FSM struct {
 	order    []*Key          // creation order; order[k.seq] == keys[k.ID]
 	aliases  map[string]*Alias
 	nodes    map[string]Node
-	requests map[string]*requestEntry
+	requests map[reqKey]*requestEntry
 	reqQueue []*requestEntry // apply order (so time order), for pruning
 	reqHead  int
+
+	rootKeyCheck []byte // cluster's root-key check value; nil until a RegisterNode sets it
+	rootKeyID    string // the root key's non-secret ID, with rootKeyCheck
 
 	digestMu  sync.Mutex
 	digestGen uint64
 	digest    [32]byte
 }
 
+// reqKey identifies a remembered request. Entries of schema 1 remember the
+// raw request ID (scoped false, principal ""); later ones scope it to the
+// principal, so one identity cannot collide with, or read, another's.
+type reqKey struct {
+	scoped    bool
+	principal string
+	id        string
+}
+
+func requestKey(env *eventsv1.Envelope) reqKey {
+	if env.SchemaVersion < schemaTrust {
+		return reqKey{id: env.RequestId}
+	}
+	return reqKey{scoped: true, principal: env.Principal, id: env.RequestId}
+}
+
 type requestEntry struct {
-	id     string
-	time   int64  // clamped entry time
-	index  uint64 // Raft index of the entry
-	result storedResult
+	key         reqKey
+	fingerprint []byte // request fingerprint (scoped entries only)
+	time        int64  // clamped entry time
+	index       uint64 // Raft index of the entry
+	result      storedResult
 }
 
 // remembered reports whether a request ID applied as e is still
@@ -145,8 +192,9 @@ func (f *FSM) reset() {
 	f.order = nil
 	f.aliases = map[string]*Alias{}
 	f.nodes = map[string]Node{}
-	f.requests = map[string]*requestEntry{}
+	f.requests = map[reqKey]*requestEntry{}
 	f.reqQueue, f.reqHead = nil, 0
+	f.rootKeyCheck, f.rootKeyID = nil, ""
 	f.gen++
 }
 
@@ -158,6 +206,10 @@ type applyCtx struct {
 	data    []byte // raw entry bytes, for the history hash chain
 	changed string // key ID the handler changed, for OnChange
 }
+
+// strict reports whether the entry follows the rules of schema 2 on (see
+// SchemaVersion); older entries keep the rules they were applied under.
+func (c *applyCtx) strict() bool { return c.env.SchemaVersion >= schemaTrust }
 
 type handler func(f *FSM, c *applyCtx) *Result
 
@@ -220,14 +272,20 @@ func (f *FSM) apply(index uint64, env *eventsv1.Envelope, data []byte) (*Result,
 			index, env.SchemaVersion))
 	}
 
-	t := env.TimeUnixNano
-	if t < f.clock {
-		t = f.clock
+	if r := checkEnvelope(env); r != nil {
+		return failed("", r), "" // changes nothing, not even the clock
 	}
+	t := f.entryTime(env)
 	// A repeated request returns its first result and changes nothing, not
-	// even the clock.
-	if id := env.RequestId; id != "" {
-		if e, ok := f.requests[id]; ok && f.remembered(e, t, index) {
+	// even the clock; the same ID for another request (schema 2 on) is
+	// refused and changes nothing either.
+	rk := requestKey(env)
+	if rk.id != "" {
+		if e, ok := f.requests[rk]; ok && f.remembered(e, t, index) {
+			if rk.scoped && !bytes.Equal(e.fingerprint, env.RequestFingerprint) {
+				return failed("", reject(CodeIdempotentParameterMismatch,
+					"request ID %q was already used for a different request", rk.id)), ""
+			}
 			return e.result.toResult(true), ""
 		}
 	}
@@ -237,20 +295,50 @@ func (f *FSM) apply(index uint64, env *eventsv1.Envelope, data []byte) (*Result,
 	f.gen++
 	c := &applyCtx{env: env, name: reg.name, t: t, data: data}
 	res := reg.fn(f, c)
-	if env.RequestId != "" {
-		e := &requestEntry{id: env.RequestId, time: t, index: index, result: storeResult(res)}
-		f.requests[e.id] = e
+	if rk.id != "" {
+		e := &requestEntry{key: rk, time: t, index: index, result: storeResult(res)}
+		if rk.scoped && len(env.RequestFingerprint) > 0 {
+			e.fingerprint = env.RequestFingerprint
+		}
+		f.requests[rk] = e
 		f.reqQueue = append(f.reqQueue, e)
 	}
 	return res, c.changed
+}
+
+// checkEnvelope bounds what a schema-2 envelope brings into the state.
+func checkEnvelope(env *eventsv1.Envelope) *Rejection {
+	if env.SchemaVersion < schemaTrust {
+		return nil
+	}
+	switch {
+	case len(env.RequestId) > maxRequestIDBytes:
+		return reject(CodeValidation, "request ID of %d bytes is longer than %d", len(env.RequestId), maxRequestIDBytes)
+	case len(env.Principal) > maxPrincipalBytes:
+		return reject(CodeValidation, "principal of %d bytes is longer than %d", len(env.Principal), maxPrincipalBytes)
+	case len(env.RequestFingerprint) > maxFingerprintBytes:
+		return reject(CodeValidation, "request fingerprint of %d bytes is longer than %d", len(env.RequestFingerprint), maxFingerprintBytes)
+	}
+	return nil
+}
+
+// entryTime is the clamped time of an entry: never before the state clock,
+// and (schema 2 on, once the clock is set) at most MaxClockStep after it.
+func (f *FSM) entryTime(env *eventsv1.Envelope) int64 {
+	t := max(env.TimeUnixNano, f.clock)
+	step := int64(MaxClockStep)
+	if env.SchemaVersion >= schemaTrust && f.clock != 0 && f.clock <= math.MaxInt64-step && t > f.clock+step {
+		t = f.clock + step
+	}
+	return t
 }
 
 // pruneRequests forgets request IDs that are no longer remembered. Entry
 // times are clamped and indexes grow, so the queue is in both orders.
 func (f *FSM) pruneRequests(now int64, index uint64) {
 	for f.reqHead < len(f.reqQueue) && !f.remembered(f.reqQueue[f.reqHead], now, index) {
-		if e := f.reqQueue[f.reqHead]; f.requests[e.id] == e {
-			delete(f.requests, e.id)
+		if e := f.reqQueue[f.reqHead]; f.requests[e.key] == e {
+			delete(f.requests, e.key)
 		}
 		f.reqQueue[f.reqHead] = nil
 		f.reqHead++
@@ -304,7 +392,8 @@ func (f *FSM) editKey(id string) (*Key, *Rejection) {
 	return &cp, nil
 }
 
-// commit stores a changed key and appends the event to its history chain.
+// commit stores a changed key and appends the event to its history chain;
+// from schema 2 on the history is then kept within MaxHistory entries.
 func (f *FSM) commit(c *applyCtx, k *Key) *Result {
 	prev := k.HistoryHead()
 	h := sha256.New()
@@ -321,6 +410,9 @@ func (f *FSM) commit(c *applyCtx, k *Key) *Result {
 		Version:   k.CurrentVersion(),
 		Hash:      sum,
 	})
+	if c.strict() && len(k.History) > MaxHistory {
+		k.trimHistory()
+	}
 	if old, ok := f.keys[k.ID]; ok {
 		k.seq = old.seq
 		f.order[k.seq] = k

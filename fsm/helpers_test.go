@@ -45,6 +45,19 @@ func (h *harness) apply(env *eventsv1.Envelope) *Result {
 	return h.f.ApplyEntry(h.idx, data)
 }
 
+// advance moves the state clock d forward the way a leader catches up an
+// idle cluster's clock: RegisterNode entries at most MaxClockStep apart (one
+// entry moves the clock no further, schema 2 on).
+func (h *harness) advance(d int64) {
+	h.t.Helper()
+	target := max(h.now, h.f.Clock()) + d
+	for h.f.Clock() < target {
+		h.now = min(h.f.Clock()+int64(MaxClockStep), target)
+		h.ok(ev(&eventsv1.RegisterNode{NodeId: "n0", GrpcAddr: "127.0.0.1:7000"}))
+	}
+	h.now = target
+}
+
 // ok applies an event that must succeed.
 func (h *harness) ok(env *eventsv1.Envelope) *Result {
 	h.t.Helper()

@@ -2,8 +2,10 @@ package fsm
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -15,9 +17,22 @@ import (
 // snapshotFormat is the version of the snapshot stream layout.
 const snapshotFormat = 1
 
-// maxRecordSize bounds one snapshot record when reading (a key with a very
-// long history is the largest record).
+// maxRecordSize bounds one snapshot record, for the writer and the reader
+// alike: WriteTo refuses to write a record that Restore would refuse to read
+// (ErrRecordTooLarge), so a snapshot that was written always restores.
+//
+// A key is the largest record. Under schema-2 rules it stays far below the
+// bound: at most MaxHistory history entries of at most ~5.3 KiB (principal
+// maxPrincipalBytes, request ID maxRequestIDBytes, hash and small fields),
+// about 5.2 MiB; MaxTags tags and each single field (description, policy,
+// import parameters) no larger than one log entry (maxEntrySize); versions of
+// ~100 bytes of sealed material each, so a million versions fit.
+// TestLargestKeyRecordRestores builds such a key.
 const maxRecordSize = 256 << 20
+
+// ErrRecordTooLarge is returned by Snapshot.WriteTo when one record would
+// exceed the size Restore accepts.
+var ErrRecordTooLarge = errors.New("snapshot record too large")
 
 // Snapshot is a point-in-time view of the state. Taking it copies only
 // pointers under the lock (keys are copy-on-write); writing it out streams
@@ -25,6 +40,8 @@ const maxRecordSize = 256 << 20
 type Snapshot struct {
 	gen      uint64
 	clock    int64
+	rootKey  []byte // the cluster's root-key check value
+	rootID   string
 	keys     []*Key
 	aliases  []Alias
 	nodes    []Node
@@ -38,6 +55,8 @@ func (f *FSM) Snapshot() *Snapshot {
 	s := &Snapshot{
 		gen:      f.gen,
 		clock:    f.clock,
+		rootKey:  f.rootKeyCheck,
+		rootID:   f.rootKeyID,
 		keys:     make([]*Key, len(f.order)),
 		aliases:  make([]Alias, 0, len(f.aliases)),
 		nodes:    make([]Node, 0, len(f.nodes)),
@@ -62,6 +81,7 @@ type recordWriter struct {
 	buf   []byte
 	n     int64
 	count uint64
+	limit int // largest record accepted; 0 = any (the digest hashes every state)
 }
 
 // cachedSizeOpts marshals right after Size, reusing the sizes it cached.
@@ -69,7 +89,11 @@ var cachedSizeOpts = proto.MarshalOptions{Deterministic: true, UseCachedSize: tr
 
 func (rw *recordWriter) write(rec *eventsv1.SnapshotRecord) error {
 	var err error
-	rw.buf = binary.AppendUvarint(rw.buf[:0], uint64(marshalOpts.Size(rec)))
+	size := marshalOpts.Size(rec)
+	if rw.limit > 0 && size > rw.limit {
+		return fmt.Errorf("%w: record %d is %d bytes, more than the %d a restore accepts", ErrRecordTooLarge, rw.count, size, rw.limit)
+	}
+	rw.buf = binary.AppendUvarint(rw.buf[:0], uint64(size))
 	rw.buf, err = cachedSizeOpts.MarshalAppend(rw.buf, rec)
 	if err != nil {
 		return err
@@ -81,9 +105,14 @@ func (rw *recordWriter) write(rec *eventsv1.SnapshotRecord) error {
 }
 
 // WriteTo streams the snapshot to w. The same state always gives the same
-// bytes, so the bytes' hash is the state digest.
+// bytes, so the bytes' hash is the state digest. A record larger than Restore
+// accepts is ErrRecordTooLarge: the snapshot fails, not a later restore.
 func (s *Snapshot) WriteTo(w io.Writer) (int64, error) {
-	rw := &recordWriter{w: bufio.NewWriterSize(w, 64<<10)}
+	return s.writeTo(w, maxRecordSize)
+}
+
+func (s *Snapshot) writeTo(w io.Writer, limit int) (int64, error) {
+	rw := &recordWriter{w: bufio.NewWriterSize(w, 64<<10), limit: limit}
 	write := func(rec *eventsv1.SnapshotRecord) error { return rw.write(rec) }
 	err := write(&eventsv1.SnapshotRecord{Record: &eventsv1.SnapshotRecord_Header{Header: &eventsv1.SnapshotHeader{
 		FormatVersion: snapshotFormat,
@@ -92,6 +121,8 @@ func (s *Snapshot) WriteTo(w io.Writer) (int64, error) {
 		AliasCount:    uint64(len(s.aliases)),
 		NodeCount:     uint64(len(s.nodes)),
 		RequestCount:  uint64(len(s.requests)),
+		RootKeyCheck:  s.rootKey,
+		RootKeyId:     s.rootID,
 	}}})
 	// One record of each kind is reused for every key and request, so that
 	// writing a snapshot allocates next to nothing per key.
@@ -131,7 +162,8 @@ func (s *Snapshot) WriteTo(w io.Writer) (int64, error) {
 		reqResult.Code, reqResult.Message, reqResult.KeyId = uint32(r.code), r.msg, r.keyID
 		reqResult.Version, reqResult.DeletionUnixNano = r.version, r.deletionTime
 		reqRecord.Reset()
-		reqRecord.RequestId, reqRecord.TimeUnixNano, reqRecord.Index, reqRecord.Result = e.id, e.time, e.index, reqResult
+		reqRecord.RequestId, reqRecord.TimeUnixNano, reqRecord.Index, reqRecord.Result = e.key.id, e.time, e.index, reqResult
+		reqRecord.Scoped, reqRecord.Principal, reqRecord.Fingerprint = e.key.scoped, e.key.principal, e.fingerprint
 		err = write(reqRec)
 	}
 	if err == nil {
@@ -183,6 +215,9 @@ func (kr *keyRecorder) record(k *Key) *eventsv1.KeyRecord {
 		hr.Reset()
 		hr.EventType, hr.TimeUnixNano, hr.Principal, hr.RequestId = h.Type, h.Time, h.Principal, h.RequestID
 		hr.State, hr.Version, hr.Hash = h.State, h.Version, h.Hash[:]
+	}
+	if k.HistoryDropped > 0 {
+		r.HistoryDropped, r.HistoryDroppedHead = k.HistoryDropped, k.HistoryDroppedHead[:]
 	}
 	// Rare: tags and import parameters get fresh records.
 	for _, t := range k.Tags {
@@ -241,6 +276,14 @@ func recordToKey(r *eventsv1.KeyRecord) (*Key, error) {
 			RequestID: h.RequestId, State: h.State, Version: h.Version}
 		copy(k.History[i].Hash[:], h.Hash)
 	}
+	switch {
+	case r.HistoryDropped > 0 && (len(r.HistoryDroppedHead) != 32 || len(r.History) == 0):
+		return nil, fmt.Errorf("%w: key %s dropped history without its chain head", ErrCorruptSnapshot, r.KeyId)
+	case r.HistoryDropped == 0 && len(r.HistoryDroppedHead) != 0:
+		return nil, fmt.Errorf("%w: key %s history chain head without dropped entries", ErrCorruptSnapshot, r.KeyId)
+	}
+	k.HistoryDropped = r.HistoryDropped
+	copy(k.HistoryDroppedHead[:], r.HistoryDroppedHead)
 	for _, t := range r.Tags {
 		k.Tags = append(k.Tags, Tag{Key: t.Key, Value: t.Value})
 	}
@@ -252,13 +295,13 @@ func recordToKey(r *eventsv1.KeyRecord) (*Key, error) {
 	return k, nil
 }
 
-// readRecord reads one length-delimited record.
-func readRecord(r *bufio.Reader, buf []byte, rec *eventsv1.SnapshotRecord) ([]byte, error) {
+// readRecord reads one length-delimited record of at most limit bytes.
+func readRecord(r *bufio.Reader, buf []byte, rec *eventsv1.SnapshotRecord, limit int) ([]byte, error) {
 	size, err := binary.ReadUvarint(r)
 	if err != nil {
 		return buf, fmt.Errorf("%w: %v", ErrCorruptSnapshot, err)
 	}
-	if size > maxRecordSize {
+	if size > uint64(limit) {
 		return buf, fmt.Errorf("%w: record of %d bytes", ErrCorruptSnapshot, size)
 	}
 	if uint64(cap(buf)) < size {
@@ -278,11 +321,15 @@ func readRecord(r *bufio.Reader, buf []byte, rec *eventsv1.SnapshotRecord) ([]by
 // built aside and swapped in only when the stream is complete, so a bad
 // snapshot leaves the old state as it was.
 func (f *FSM) Restore(r io.Reader) error {
+	return f.restore(r, maxRecordSize)
+}
+
+func (f *FSM) restore(r io.Reader, limit int) error {
 	br := bufio.NewReaderSize(r, 64<<10)
 	var buf []byte
 	var err error
 	rec := &eventsv1.SnapshotRecord{}
-	if buf, err = readRecord(br, buf, rec); err != nil {
+	if buf, err = readRecord(br, buf, rec, limit); err != nil {
 		return err
 	}
 	hdr := rec.GetHeader()
@@ -292,14 +339,19 @@ func (f *FSM) Restore(r io.Reader) error {
 	n := &FSM{cfg: f.cfg}
 	n.reset()
 	n.clock = hdr.ClockUnixNano
+	if len(hdr.RootKeyCheck) > 0 {
+		n.rootKeyCheck, n.rootKeyID = bytes.Clone(hdr.RootKeyCheck), hdr.RootKeyId
+	} else if hdr.RootKeyId != "" {
+		return fmt.Errorf("%w: root-key ID without a check value", ErrCorruptSnapshot)
+	}
 	// Counts come from the stream, so cap preallocation.
 	n.order = make([]*Key, 0, min(hdr.KeyCount, 1<<20))
 	n.keys = make(map[string]*Key, min(hdr.KeyCount, 1<<20))
-	n.requests = make(map[string]*requestEntry, min(hdr.RequestCount, 1<<20))
+	n.requests = make(map[reqKey]*requestEntry, min(hdr.RequestCount, 1<<20))
 	var records uint64 = 1
 	for {
 		rec.Reset()
-		if buf, err = readRecord(br, buf, rec); err != nil {
+		if buf, err = readRecord(br, buf, rec, limit); err != nil {
 			return err
 		}
 		if t := rec.GetTrailer(); t != nil {
@@ -330,10 +382,14 @@ func (f *FSM) Restore(r io.Reader) error {
 		case *eventsv1.SnapshotRecord_Request:
 			q := x.Request
 			res := q.GetResult()
-			e := &requestEntry{id: q.RequestId, time: q.TimeUnixNano, index: q.Index, result: storedResult{
-				code: Code(res.GetCode()), msg: res.GetMessage(), keyID: res.GetKeyId(), version: res.GetVersion(),
-				deletionTime: res.GetDeletionUnixNano()}}
-			n.requests[e.id] = e
+			if !q.Scoped && (q.Principal != "" || len(q.Fingerprint) > 0) {
+				return fmt.Errorf("%w: unscoped request ID with a principal or fingerprint", ErrCorruptSnapshot)
+			}
+			e := &requestEntry{key: reqKey{scoped: q.Scoped, principal: q.Principal, id: q.RequestId},
+				fingerprint: bytes.Clone(q.Fingerprint), time: q.TimeUnixNano, index: q.Index, result: storedResult{
+					code: Code(res.GetCode()), msg: res.GetMessage(), keyID: res.GetKeyId(), version: res.GetVersion(),
+					deletionTime: res.GetDeletionUnixNano()}}
+			n.requests[e.key] = e
 			n.reqQueue = append(n.reqQueue, e)
 		default:
 			return fmt.Errorf("%w: unexpected record", ErrCorruptSnapshot)
@@ -347,6 +403,7 @@ func (f *FSM) Restore(r io.Reader) error {
 	f.mu.Lock()
 	f.clock, f.keys, f.order, f.aliases, f.nodes = n.clock, n.keys, n.order, n.aliases, n.nodes
 	f.requests, f.reqQueue, f.reqHead = n.requests, n.reqQueue, 0
+	f.rootKeyCheck, f.rootKeyID = n.rootKeyCheck, n.rootKeyID
 	f.gen++
 	f.mu.Unlock()
 	if f.cfg.OnChange != nil {
@@ -368,7 +425,7 @@ func (f *FSM) Digest() [32]byte {
 	}
 	s := f.Snapshot()
 	h := sha256.New()
-	if _, err := s.WriteTo(h); err != nil {
+	if _, err := s.writeTo(h, 0); err != nil {
 		panic(fmt.Sprintf("fsm: digest: %v", err)) // a hash never fails to write
 	}
 	copy(f.digest[:], h.Sum(nil))

@@ -29,6 +29,25 @@ const (
 	OriginService   = eventsv1.Origin_ORIGIN_SERVICE
 )
 
+// MaxHistory bounds a key's retained event history (schema-2 entries on):
+// when an event would make it longer, the oldest historyTrimBatch entries
+// after the first are dropped at once, so a key keeps between
+// MaxHistory-historyTrimBatch and MaxHistory entries and trimming copies the
+// list once per historyTrimBatch events, not on every one. History[0], the
+// creating event, is always kept (its principal is the key's creator);
+// versions are never dropped. Every node runs the same rule on the same
+// entries, so the trimmed history is the same everywhere. It is a constant
+// because every node must use the same value.
+const MaxHistory = 1000
+
+// historyTrimBatch is how many entries one trim drops (see MaxHistory).
+const historyTrimBatch = 100
+
+// MaxTags is the most tags a key may have (AWS KMS's limit); a schema-2
+// CreateKey or TagKey that would exceed it is rejected with
+// CodeLimitExceeded.
+const MaxTags = 50
+
 // StateName is the AWS spelling of a key state ("Enabled", "PendingDeletion", …).
 func StateName(s KeyState) string { return stateName(s) }
 
@@ -55,7 +74,12 @@ type Key struct {
 	Import      *ImportParams   // latest import parameters (EXTERNAL keys)
 	Expiration  ExpirationModel // of the imported material
 	ValidTo     int64           // imported material expires then; 0 = never
-	History     []HistoryEntry  // every applied event, hash-chained
+	History     []HistoryEntry  // applied events, hash-chained; History[0] is the creating event
+	// HistoryDropped is how many entries were dropped from the history to
+	// bound it (the ones right after History[0]); HistoryDroppedHead is the
+	// chain head of the last of them, from which History[1].Hash chains.
+	HistoryDropped     uint64
+	HistoryDroppedHead [32]byte
 
 	seq int // position in creation order
 }
@@ -134,6 +158,32 @@ func (k *Key) Version(n uint32) *Version {
 func (k *Key) HasMaterial() bool {
 	n := len(k.Versions)
 	return n > 0 && len(k.Versions[n-1].Sealed) > 0
+}
+
+// Creator is the principal of the event that created the key ("" for the
+// system). It survives history trimming.
+func (k *Key) Creator() string {
+	if len(k.History) == 0 {
+		return ""
+	}
+	return k.History[0].Principal
+}
+
+// trimHistory drops the oldest entries after the first so that
+// MaxHistory-historyTrimBatch remain. It builds a new slice: the old one may
+// still be shared with a snapshot or a reader.
+func (k *Key) trimHistory() {
+	keep := MaxHistory - historyTrimBatch - 1 // newest entries kept after History[0]
+	drop := len(k.History) - 1 - keep         // History[1 : 1+drop] go
+	if drop <= 0 {
+		return
+	}
+	h := make([]HistoryEntry, 1+keep, MaxHistory+1)
+	h[0] = k.History[0]
+	copy(h[1:], k.History[1+drop:])
+	k.HistoryDroppedHead = k.History[drop].Hash
+	k.HistoryDropped += uint64(drop)
+	k.History = h
 }
 
 // HistoryHead is the hash chain head of the key's history.
@@ -266,6 +316,18 @@ func (f *FSM) Clock() int64 {
 	return f.clock
 }
 
+// RootKeyCheck is the cluster's root-key check value and root-key ID, as set
+// by the first RegisterNode that carried one; nil and "" until then. A node
+// whose own root key gives another check value must not serve.
+func (f *FSM) RootKeyCheck() (check []byte, rootKeyID string) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.rootKeyCheck == nil {
+		return nil, ""
+	}
+	return append([]byte(nil), f.rootKeyCheck...), f.rootKeyID
+}
+
 // AppliedIndex is the Raft index of the last entry applied to this state machine.
 func (f *FSM) AppliedIndex() uint64 {
 	f.mu.RLock()
@@ -273,7 +335,8 @@ func (f *FSM) AppliedIndex() uint64 {
 	return f.applied
 }
 
-// History returns a key's event history (read-only).
+// History returns a key's retained event history (read-only); see
+// MaxHistory and Key.HistoryDropped for what was dropped.
 func (f *FSM) History(id string) ([]HistoryEntry, bool) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()

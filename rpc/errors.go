@@ -63,6 +63,10 @@ var rejectionNames = map[fsm.Code]struct {
 	fsm.CodeIncorrectKeyMaterial: {codes.InvalidArgument, "IncorrectKeyMaterialException"},
 	fsm.CodeInvalidImportToken:   {codes.InvalidArgument, "InvalidImportTokenException"},
 	fsm.CodeExpiredImportToken:   {codes.InvalidArgument, "ExpiredImportTokenException"},
+
+	fsm.CodeIdempotentParameterMismatch: {codes.FailedPrecondition, "IdempotentParameterMismatchException"},
+	fsm.CodeAliasTargetChanged:          {codes.FailedPrecondition, "KMSInvalidStateException"},
+	fsm.CodeRootKeyMismatch:             {codes.FailedPrecondition, "RootKeyMismatchException"},
 }
 
 // toStatus turns any error of the server into a gRPC status whose message

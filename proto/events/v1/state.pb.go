@@ -199,8 +199,12 @@ type SnapshotHeader struct {
 	NodeCount      uint64                 `protobuf:"varint,5,opt,name=node_count,json=nodeCount,proto3" json:"node_count,omitempty"`
 	RequestCount   uint64                 `protobuf:"varint,6,opt,name=request_count,json=requestCount,proto3" json:"request_count,omitempty"`
 	AccessKeyCount uint64                 `protobuf:"varint,20,opt,name=access_key_count,json=accessKeyCount,proto3" json:"access_key_count,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The cluster's root-key check value and root-key ID, set by the first
+	// RegisterNode that carried one (empty until then).
+	RootKeyCheck  []byte `protobuf:"bytes,7,opt,name=root_key_check,json=rootKeyCheck,proto3" json:"root_key_check,omitempty"`
+	RootKeyId     string `protobuf:"bytes,8,opt,name=root_key_id,json=rootKeyId,proto3" json:"root_key_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SnapshotHeader) Reset() {
@@ -280,6 +284,20 @@ func (x *SnapshotHeader) GetAccessKeyCount() uint64 {
 		return x.AccessKeyCount
 	}
 	return 0
+}
+
+func (x *SnapshotHeader) GetRootKeyCheck() []byte {
+	if x != nil {
+		return x.RootKeyCheck
+	}
+	return nil
+}
+
+func (x *SnapshotHeader) GetRootKeyId() string {
+	if x != nil {
+		return x.RootKeyId
+	}
+	return ""
 }
 
 // SnapshotTrailer closes a snapshot, so a truncated stream is detected.
@@ -667,8 +685,14 @@ type KeyRecord struct {
 	ExpirationModel   ExpirationModel         `protobuf:"varint,15,opt,name=expiration_model,json=expirationModel,proto3,enum=raftkms.events.v1.ExpirationModel" json:"expiration_model,omitempty"`
 	ValidToUnixNano   int64                   `protobuf:"varint,16,opt,name=valid_to_unix_nano,json=validToUnixNano,proto3" json:"valid_to_unix_nano,omitempty"`
 	History           []*HistoryRecord        `protobuf:"bytes,17,rep,name=history,proto3" json:"history,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// How many history entries were dropped to keep the history bounded
+	// (history[0], the creating event, is always kept; the dropped ones
+	// came right after it).
+	HistoryDropped uint64 `protobuf:"varint,18,opt,name=history_dropped,json=historyDropped,proto3" json:"history_dropped,omitempty"`
+	// Chain head of the last dropped entry: history[1].hash chains from it.
+	HistoryDroppedHead []byte `protobuf:"bytes,19,opt,name=history_dropped_head,json=historyDroppedHead,proto3" json:"history_dropped_head,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *KeyRecord) Reset() {
@@ -816,6 +840,20 @@ func (x *KeyRecord) GetValidToUnixNano() int64 {
 func (x *KeyRecord) GetHistory() []*HistoryRecord {
 	if x != nil {
 		return x.History
+	}
+	return nil
+}
+
+func (x *KeyRecord) GetHistoryDropped() uint64 {
+	if x != nil {
+		return x.HistoryDropped
+	}
+	return 0
+}
+
+func (x *KeyRecord) GetHistoryDroppedHead() []byte {
+	if x != nil {
+		return x.HistoryDroppedHead
 	}
 	return nil
 }
@@ -1033,7 +1071,13 @@ type RequestRecord struct {
 	TimeUnixNano int64                  `protobuf:"varint,2,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
 	Result       *ResultRecord          `protobuf:"bytes,3,opt,name=result,proto3" json:"result,omitempty"`
 	// Raft index of the entry (0 in snapshots written before it was kept).
-	Index         uint64 `protobuf:"varint,4,opt,name=index,proto3" json:"index,omitempty"`
+	Index uint64 `protobuf:"varint,4,opt,name=index,proto3" json:"index,omitempty"`
+	// Set for request IDs applied under schema 2 or later: the ID is scoped
+	// to principal and bound to fingerprint. Unset (all three empty) for the
+	// unscoped IDs of older entries.
+	Scoped        bool   `protobuf:"varint,5,opt,name=scoped,proto3" json:"scoped,omitempty"`
+	Principal     string `protobuf:"bytes,6,opt,name=principal,proto3" json:"principal,omitempty"`
+	Fingerprint   []byte `protobuf:"bytes,7,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1094,6 +1138,27 @@ func (x *RequestRecord) GetIndex() uint64 {
 		return x.Index
 	}
 	return 0
+}
+
+func (x *RequestRecord) GetScoped() bool {
+	if x != nil {
+		return x.Scoped
+	}
+	return false
+}
+
+func (x *RequestRecord) GetPrincipal() string {
+	if x != nil {
+		return x.Principal
+	}
+	return ""
+}
+
+func (x *RequestRecord) GetFingerprint() []byte {
+	if x != nil {
+		return x.Fingerprint
+	}
+	return nil
 }
 
 // AccessKeyRecord is one access key of the AWS-protocol front; the secret
@@ -1180,7 +1245,7 @@ const file_proto_events_v1_state_proto_rawDesc = "" +
 	"\atrailer\x18\x06 \x01(\v2\".raftkms.events.v1.SnapshotTrailerH\x00R\atrailer\x12C\n" +
 	"\n" +
 	"access_key\x18\x14 \x01(\v2\".raftkms.events.v1.AccessKeyRecordH\x00R\taccessKeyB\b\n" +
-	"\x06record\"\x8b\x02\n" +
+	"\x06record\"\xd1\x02\n" +
 	"\x0eSnapshotHeader\x12%\n" +
 	"\x0eformat_version\x18\x01 \x01(\rR\rformatVersion\x12&\n" +
 	"\x0fclock_unix_nano\x18\x02 \x01(\x03R\rclockUnixNano\x12\x1b\n" +
@@ -1190,7 +1255,9 @@ const file_proto_events_v1_state_proto_rawDesc = "" +
 	"\n" +
 	"node_count\x18\x05 \x01(\x04R\tnodeCount\x12#\n" +
 	"\rrequest_count\x18\x06 \x01(\x04R\frequestCount\x12(\n" +
-	"\x10access_key_count\x18\x14 \x01(\x04R\x0eaccessKeyCount\"4\n" +
+	"\x10access_key_count\x18\x14 \x01(\x04R\x0eaccessKeyCount\x12$\n" +
+	"\x0eroot_key_check\x18\a \x01(\fR\frootKeyCheck\x12\x1e\n" +
+	"\vroot_key_id\x18\b \x01(\tR\trootKeyId\"4\n" +
 	"\x0fSnapshotTrailer\x12!\n" +
 	"\frecord_count\x18\x01 \x01(\x04R\vrecordCount\"\xf7\x01\n" +
 	"\rVersionRecord\x12\x18\n" +
@@ -1220,7 +1287,7 @@ const file_proto_events_v1_state_proto_rawDesc = "" +
 	"request_id\x18\x04 \x01(\tR\trequestId\x121\n" +
 	"\x05state\x18\x05 \x01(\x0e2\x1b.raftkms.events.v1.KeyStateR\x05state\x12\x18\n" +
 	"\aversion\x18\x06 \x01(\rR\aversion\x12\x12\n" +
-	"\x04hash\x18\a \x01(\fR\x04hash\"\xbd\x06\n" +
+	"\x04hash\x18\a \x01(\fR\x04hash\"\x98\a\n" +
 	"\tKeyRecord\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x121\n" +
@@ -1239,7 +1306,9 @@ const file_proto_events_v1_state_proto_rawDesc = "" +
 	"\x11import_parameters\x18\x0e \x01(\v2).raftkms.events.v1.ImportParametersRecordR\x10importParameters\x12M\n" +
 	"\x10expiration_model\x18\x0f \x01(\x0e2\".raftkms.events.v1.ExpirationModelR\x0fexpirationModel\x12+\n" +
 	"\x12valid_to_unix_nano\x18\x10 \x01(\x03R\x0fvalidToUnixNano\x12:\n" +
-	"\ahistory\x18\x11 \x03(\v2 .raftkms.events.v1.HistoryRecordR\ahistory\"\xa8\x01\n" +
+	"\ahistory\x18\x11 \x03(\v2 .raftkms.events.v1.HistoryRecordR\ahistory\x12'\n" +
+	"\x0fhistory_dropped\x18\x12 \x01(\x04R\x0ehistoryDropped\x120\n" +
+	"\x14history_dropped_head\x18\x13 \x01(\fR\x12historyDroppedHead\"\xa8\x01\n" +
 	"\vAliasRecord\x12\x1d\n" +
 	"\n" +
 	"alias_name\x18\x01 \x01(\tR\taliasName\x12\"\n" +
@@ -1256,13 +1325,16 @@ const file_proto_events_v1_state_proto_rawDesc = "" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x15\n" +
 	"\x06key_id\x18\x03 \x01(\tR\x05keyId\x12\x18\n" +
 	"\aversion\x18\x04 \x01(\rR\aversion\x12,\n" +
-	"\x12deletion_unix_nano\x18\x05 \x01(\x03R\x10deletionUnixNano\"\xa3\x01\n" +
+	"\x12deletion_unix_nano\x18\x05 \x01(\x03R\x10deletionUnixNano\"\xfb\x01\n" +
 	"\rRequestRecord\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12$\n" +
 	"\x0etime_unix_nano\x18\x02 \x01(\x03R\ftimeUnixNano\x127\n" +
 	"\x06result\x18\x03 \x01(\v2\x1f.raftkms.events.v1.ResultRecordR\x06result\x12\x14\n" +
-	"\x05index\x18\x04 \x01(\x04R\x05index\"\xa2\x01\n" +
+	"\x05index\x18\x04 \x01(\x04R\x05index\x12\x16\n" +
+	"\x06scoped\x18\x05 \x01(\bR\x06scoped\x12\x1c\n" +
+	"\tprincipal\x18\x06 \x01(\tR\tprincipal\x12 \n" +
+	"\vfingerprint\x18\a \x01(\fR\vfingerprint\"\xa2\x01\n" +
 	"\x0fAccessKeyRecord\x12\"\n" +
 	"\raccess_key_id\x18\x01 \x01(\tR\vaccessKeyId\x12\x1a\n" +
 	"\bidentity\x18\x02 \x01(\tR\bidentity\x12#\n" +
