@@ -18,7 +18,10 @@ import (
 )
 
 // randomLog makes n encoded entries of every event type over a few keys, so
-// that many are accepted and many refused.
+// that many are accepted and many refused. The first fifth are schema-1
+// entries (a log that spans an upgrade); the schema-2 rules get reused
+// request IDs with other fingerprints, alias guards, root-key checks, tag
+// limits and far-future stamps to decide on.
 func randomLog(t testing.TB, seed int64, n int) [][]byte {
 	t.Helper()
 	rng := rand.New(rand.NewSource(seed))
@@ -66,29 +69,87 @@ func randomLog(t testing.TB, seed int64, n int) [][]byte {
 		case 15:
 			env = ev(&eventsv1.CreateAlias{AliasName: fmt.Sprint("alias/a", rng.Intn(3)), TargetKeyId: k})
 		case 16:
-			env = ev(&eventsv1.UpdateAlias{AliasName: fmt.Sprint("alias/a", rng.Intn(3)), TargetKeyId: k})
+			env = ev(&eventsv1.UpdateAlias{AliasName: fmt.Sprint("alias/a", rng.Intn(3)), TargetKeyId: k,
+				ExpectedTargetKeyId: guard(rng, keys)})
 		case 17:
-			env = ev(&eventsv1.DeleteAlias{AliasName: fmt.Sprint("alias/a", rng.Intn(3))})
+			env = ev(&eventsv1.DeleteAlias{AliasName: fmt.Sprint("alias/a", rng.Intn(3)), ExpectedTargetKeyId: guard(rng, keys)})
 		case 18:
-			env = ev(&eventsv1.TagKey{KeyId: k, Tags: []*eventsv1.Tag{{Key: fmt.Sprint("t", rng.Intn(3)), Value: "v"}}})
+			tags := []*eventsv1.Tag{{Key: fmt.Sprint("t", rng.Intn(3)), Value: "v"}}
+			if rng.Intn(4) == 0 { // sometimes many, to reach the tag limit
+				for range 20 {
+					tags = append(tags, &eventsv1.Tag{Key: fmt.Sprint("m", rng.Intn(80)), Value: "v"})
+				}
+			}
+			env = ev(&eventsv1.TagKey{KeyId: k, Tags: tags})
 		case 19:
 			env = ev(&eventsv1.PutKeyPolicy{KeyId: k, Policy: fmt.Sprint(`{"n":`, rng.Intn(9), `}`)})
 		default:
-			env = ev(&eventsv1.RegisterNode{NodeId: fmt.Sprint("n", rng.Intn(3)), GrpcAddr: "127.0.0.1:1"})
+			var check []byte
+			if c := rng.Intn(3); c > 0 {
+				check = []byte{byte(c)} // two root keys: the first one seen wins
+			}
+			env = ev(&eventsv1.RegisterNode{NodeId: fmt.Sprint("n", rng.Intn(3)), GrpcAddr: "127.0.0.1:1",
+				RootKeyCheck: check, RootKeyId: fmt.Sprint("rk", check)})
 		}
-		// Time mostly moves forward, sometimes backwards (skewed proposers).
+		// Time mostly moves forward, sometimes backwards (skewed proposers),
+		// and now and then one stamp is a day ahead.
 		now += int64(rng.Intn(3000)-500) * int64(1e6)
 		env.TimeUnixNano = now
+		if rng.Intn(200) == 0 {
+			env.TimeUnixNano = now + 86400*sec
+		}
 		if rng.Intn(4) > 0 {
-			// Some request IDs repeat: those entries must change nothing.
+			// Some request IDs repeat: those entries must change nothing,
+			// or (schema 2, another fingerprint) be refused.
 			env.RequestId = "r" + strconv.Itoa(rng.Intn(n))
+			env.RequestFingerprint = []byte{byte(rng.Intn(2))}
 		}
 		env.Principal = "p" + strconv.Itoa(rng.Intn(2))
+		if i < n/5 {
+			env.SchemaVersion = 1
+		}
 		data, err := EncodeEntry(env)
 		if err != nil {
 			t.Fatal(err)
 		}
 		out = append(out, data)
+	}
+	return out
+}
+
+// guard is an alias's expected target: none, or one of the keys.
+func guard(rng *rand.Rand, keys []string) string {
+	if rng.Intn(2) == 0 {
+		return ""
+	}
+	return keys[rng.Intn(len(keys))]
+}
+
+// hotLog is randomLog with one key written after every entry: its first
+// 1,200 events are schema 1 (history unbounded), the rest schema 2, so the
+// log crosses both the upgrade and the history bound.
+func hotLog(t testing.TB, seed int64, n int) [][]byte {
+	t.Helper()
+	enc := func(env *eventsv1.Envelope, schema uint32) []byte {
+		env.SchemaVersion, env.TimeUnixNano = schema, 1 // clamped to the state clock
+		data, err := EncodeEntry(env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return data
+	}
+	out := [][]byte{enc(createKey("hot"), 1)}
+	for i, e := range randomLog(t, seed, n) {
+		schema := uint32(SchemaVersion)
+		if i < 1200 {
+			schema = 1
+		}
+		hot := ev(&eventsv1.TagKey{KeyId: "hot", Tags: []*eventsv1.Tag{{Key: "i", Value: strconv.Itoa(i)}}})
+		if i%50 == 0 {
+			hot = ev(&eventsv1.RotateKey{KeyId: "hot", RotationType: onDemand, ExpectedCurrentVersion: uint32(1 + i/50),
+				SealedMaterial: mat("hot", uint32(2+i/50))})
+		}
+		out = append(out, e, enc(hot, schema))
 	}
 	return out
 }
@@ -116,7 +177,43 @@ func snapshotBytes(t testing.TB, f *FSM) []byte {
 
 func TestDeterminism(t *testing.T) {
 	for seed := int64(1); seed <= 5; seed++ {
-		log := randomLog(t, seed, 3000)
+		checkDeterministic(t, seed, randomLog(t, seed, 3000))
+	}
+	// The random log exercises every schema-2 rule.
+	f, _ := New(Config{})
+	seen := map[Code]int{}
+	for i, data := range randomLog(t, 1, 3000) {
+		var rej *Rejection
+		if r := f.ApplyEntry(uint64(i+1), data); errors.As(r.Err, &rej) && !r.Duplicate {
+			seen[rej.Code]++
+		}
+	}
+	for _, c := range []Code{CodeIdempotentParameterMismatch, CodeAliasTargetChanged, CodeRootKeyMismatch, CodeLimitExceeded} {
+		if seen[c] == 0 {
+			t.Errorf("the random log never gives code %d: %v", c, seen)
+		}
+	}
+}
+
+// TestDeterminismBoundedHistory: the same, with one key's history growing
+// under schema 1, trimmed by its first schema-2 event and bounded after.
+func TestDeterminismBoundedHistory(t *testing.T) {
+	for seed := int64(1); seed <= 2; seed++ {
+		log := hotLog(t, seed, 3000)
+		f := checkDeterministic(t, seed, log)
+		k, _ := f.Key("hot")
+		if k == nil || k.HistoryDropped == 0 || len(k.History) > MaxHistory || k.CurrentVersion() < 50 {
+			t.Fatalf("seed %d: the hot key does not exercise the bound: %+v", seed, k)
+		}
+	}
+}
+
+// checkDeterministic: the log gives two state machines the same digest and
+// snapshot bytes; a restore of the snapshot gives the same state, which
+// then goes on like the original.
+func checkDeterministic(t *testing.T, seed int64, log [][]byte) *FSM {
+	t.Helper()
+	{
 		a, b := applyAll(t, log), applyAll(t, log)
 		if a.Digest() != b.Digest() {
 			t.Fatalf("seed %d: same log, different digests", seed)
@@ -146,6 +243,7 @@ func TestDeterminism(t *testing.T) {
 			t.Fatalf("seed %d: diverged after restore", seed)
 		}
 		checkVersionsContiguous(t, a)
+		return a
 	}
 }
 
