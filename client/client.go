@@ -56,6 +56,13 @@ type Config struct {
 	// of it (while the caller's context still has time) is retried like an
 	// Unavailable answer. Zero: attempts are bounded only by the caller.
 	AttemptTimeout time.Duration
+	// FailFast ends a call as soon as retrying cannot help it: at once when
+	// a connection fails in a way no retry cures (a TLS handshake failure,
+	// a plaintext client talking to a TLS node), and when every endpoint
+	// has failed to connect during the call. Without it such failures are
+	// retried like any Unavailable answer, which suits long-lived clients
+	// that wait for nodes to come back; kmsctl sets it.
+	FailFast bool
 	// StaleOK sends the stale-ok header on every call, so reads skip the
 	// linearizable read-index round (see WithStaleOK for one call).
 	StaleOK bool

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -52,6 +53,7 @@ func (c *Client) intercept(ctx context.Context, method string, req, reply any, c
 
 	addr := c.address(cc)
 	var lastErr error
+	unreachable := map[string]bool{} // endpoints that failed to connect (FailFast)
 	for attempt := 1; ; attempt++ {
 		var trailer metadata.MD
 		err := c.attempt(ctx, addr, method, req, reply, append(opts[:len(opts):len(opts)], grpc.Trailer(&trailer)))
@@ -64,6 +66,15 @@ func (c *Client) intercept(ctx context.Context, method string, req, reply any, c
 		lastErr = err
 		if attempt >= c.cfg.MaxAttempts {
 			return lastErr
+		}
+		if c.cfg.FailFast && connectionFailed(err) {
+			if incurable(err) {
+				return err
+			}
+			unreachable[addr] = true
+			if c.allUnreachable(unreachable) {
+				return err
+			}
 		}
 		if hint := firstValue(trailer, mdLeader); hint != "" && hint != addr {
 			// The node named the leader: go there at once.
@@ -119,6 +130,41 @@ func (c *Client) retryable(ctx context.Context, err error) bool {
 		return c.cfg.AttemptTimeout > 0
 	}
 	return false
+}
+
+// connectionFailed reports whether an Unavailable error came from the
+// connection rather than from a node: raftkms nodes start every message
+// with an exception name ("KMSInternalException: no leader"), gRPC's
+// transport errors do not.
+func connectionFailed(err error) bool {
+	if status.Code(err) != codes.Unavailable {
+		return false
+	}
+	name, _, _ := strings.Cut(status.Convert(err).Message(), ":")
+	return !isExceptionName(name)
+}
+
+// incurable reports connection failures that fail the same way every time:
+// the TLS handshake failed, or the node did not speak HTTP/2 as expected (a
+// plaintext client talking to a TLS node).
+func incurable(err error) bool {
+	msg := status.Convert(err).Message()
+	for _, s := range []string{"authentication handshake failed", "tls:", "x509:", "server preface"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// allUnreachable reports whether every configured endpoint is in the set.
+func (c *Client) allUnreachable(set map[string]bool) bool {
+	for _, e := range c.cfg.Endpoints {
+		if !set[e] {
+			return false
+		}
+	}
+	return true
 }
 
 // backoff is the wait after the given failed attempt: exponential, capped,

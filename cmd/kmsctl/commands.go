@@ -24,19 +24,19 @@ func register(name, summary, flags string, run func(e *env, p *params) (any, err
 	if _, dup := commands[name]; dup {
 		panic("kmsctl: command registered twice: " + name)
 	}
-	commands[name] = &command{name: name, summary: summary, flags: parseFlagSpecs(flags), run: run}
+	commands[name] = &command{name: name, summary: summary, flags: parseFlagSpecs(name, flags), run: run}
 }
 
 // pageFlags are the paging flags of list commands: AWS's own --limit and
 // --marker (one call, NextMarker printed), and the AWS CLI's --max-items,
 // --page-size and --starting-token (automatic pagination).
-const pageFlags = " limit=int marker max-items=int page-size=int starting-token"
+const pageFlags = " limit marker max-items page-size starting-token"
 
 func init() {
 	register("create-key", "Creates a KMS key.",
-		"policy description key-usage key-spec customer-master-key-spec origin tags=list "+
-			"bypass-policy-lockout-safety-check=bool managed=bool", createKey)
-	register("describe-key", "Shows a key's metadata.", "key-id! grant-tokens=list", describeKey)
+		"policy description key-usage key-spec customer-master-key-spec origin tags "+
+			"bypass-policy-lockout-safety-check managed", createKey)
+	register("describe-key", "Shows a key's metadata.", "key-id! grant-tokens", describeKey)
 	register("list-keys", "Lists the keys.", pageFlags[1:], listKeys)
 	register("enable-key", "Enables a key.", "key-id!", func(e *env, p *params) (any, error) {
 		_, err := e.kms().EnableKey(e.ctx, &kmsv1.EnableKeyRequest{KeyId: p.str("key-id")})
@@ -47,7 +47,7 @@ func init() {
 		return nil, err
 	})
 	register("schedule-key-deletion", "Schedules a key's deletion after a waiting period.",
-		"key-id! pending-window-in-days=int pending-window=duration", scheduleKeyDeletion)
+		"key-id! pending-window-in-days pending-window", scheduleKeyDeletion)
 	register("cancel-key-deletion", "Cancels a scheduled deletion; the key is left disabled.", "key-id!",
 		func(e *env, p *params) (any, error) {
 			r, err := e.kms().CancelKeyDeletion(e.ctx, &kmsv1.CancelKeyDeletionRequest{KeyId: p.str("key-id")})
@@ -57,7 +57,7 @@ func init() {
 			return keyIDDoc{r.GetKeyId()}, nil
 		})
 	register("enable-key-rotation", "Turns on automatic rotation.",
-		"key-id! rotation-period-in-days=int rotation-period=duration", enableKeyRotation)
+		"key-id! rotation-period-in-days rotation-period", enableKeyRotation)
 	register("disable-key-rotation", "Turns off automatic rotation.", "key-id!", func(e *env, p *params) (any, error) {
 		_, err := e.kms().DisableKeyRotation(e.ctx, &kmsv1.DisableKeyRotationRequest{KeyId: p.str("key-id")})
 		return nil, err
@@ -235,9 +235,6 @@ func pagerOf(p *params) (pager, error) {
 	if err != nil {
 		return pg, err
 	}
-	if limit < 0 || pageSize < 0 || maxItems < 0 {
-		return pg, usagef("--limit, --page-size and --max-items must not be negative")
-	}
 	pg.manual = p.has("limit") || p.has("marker") || p.global.noPaginate
 	if pg.manual && (p.has("max-items") || p.has("page-size") || p.has("starting-token")) {
 		return pg, usagef("--limit and --marker page by hand; they do not go with --max-items, --page-size or --starting-token")
@@ -264,7 +261,9 @@ func collect[T any](pg pager, fetch func(marker string, limit int32) ([]T, strin
 		if !truncated {
 			next = ""
 		}
-		return append(all, items...), paging{NextMarker: next, Truncated: truncated}, nil
+		// Paging by hand prints the raw answer, Truncated even when false,
+		// as the AWS CLI does without pagination.
+		return append(all, items...), paging{NextMarker: next, Truncated: &truncated}, nil
 	}
 	marker := pg.marker
 	for {

@@ -10,16 +10,16 @@ import (
 
 func init() {
 	register("encrypt", "Encrypts up to 4 KiB of plaintext under a key.",
-		"key-id! plaintext! encryption-context grant-tokens=list encryption-algorithm", encrypt)
+		"key-id! plaintext! encryption-context grant-tokens encryption-algorithm", encrypt)
 	register("decrypt", "Decrypts a ciphertext blob.",
-		"ciphertext-blob! encryption-context grant-tokens=list key-id encryption-algorithm", decrypt)
+		"ciphertext-blob! encryption-context grant-tokens key-id encryption-algorithm", decrypt)
 	register("re-encrypt", "Decrypts a ciphertext and encrypts it again under another key (or context).",
 		"ciphertext-blob! source-encryption-context source-key-id destination-key-id! "+
-			"destination-encryption-context source-encryption-algorithm destination-encryption-algorithm grant-tokens=list", reEncrypt)
+			"destination-encryption-context source-encryption-algorithm destination-encryption-algorithm grant-tokens", reEncrypt)
 	register("generate-data-key", "Makes a data key: its plaintext and its ciphertext under a key.",
-		"key-id! encryption-context number-of-bytes=int key-spec grant-tokens=list", generateDataKey)
+		"key-id! encryption-context number-of-bytes key-spec grant-tokens", generateDataKey)
 	register("generate-data-key-without-plaintext", "Makes a data key and returns only its ciphertext.",
-		"key-id! encryption-context number-of-bytes=int key-spec grant-tokens=list", generateDataKeyWithoutPlaintext)
+		"key-id! encryption-context number-of-bytes key-spec grant-tokens", generateDataKeyWithoutPlaintext)
 	register("get-parameters-for-import", "Gets a wrapping public key and an import token for key material.",
 		"key-id! wrapping-algorithm! wrapping-key-spec! output-dir", getParametersForImport)
 	register("import-key-material", "Imports wrapped key material into an EXTERNAL key.",

@@ -32,7 +32,7 @@ func init() {
 			_, err = e.kms().UpdateKeyDescription(e.ctx, &kmsv1.UpdateKeyDescriptionRequest{KeyId: p.str("key-id"), Description: d})
 			return nil, err
 		})
-	register("tag-resource", "Adds or changes tags of a key.", "key-id! tags!=list", func(e *env, p *params) (any, error) {
+	register("tag-resource", "Adds or changes tags of a key.", "key-id! tags!", func(e *env, p *params) (any, error) {
 		tags, err := parseTags(p.list("tags"))
 		if err != nil {
 			return nil, err
@@ -40,7 +40,7 @@ func init() {
 		_, err = e.kms().TagResource(e.ctx, &kmsv1.TagResourceRequest{KeyId: p.str("key-id"), Tags: tags})
 		return nil, err
 	})
-	register("untag-resource", "Removes tags from a key.", "key-id! tag-keys!=list", func(e *env, p *params) (any, error) {
+	register("untag-resource", "Removes tags from a key.", "key-id! tag-keys!", func(e *env, p *params) (any, error) {
 		keys, err := parseStringList("tag-keys", p.list("tag-keys"))
 		if err != nil {
 			return nil, err
@@ -49,7 +49,7 @@ func init() {
 		return nil, err
 	})
 	register("list-resource-tags", "Lists a key's tags.", "key-id!"+pageFlags, listResourceTags)
-	register("put-key-policy", "Sets a key's policy.", "key-id! policy-name policy! bypass-policy-lockout-safety-check=bool",
+	register("put-key-policy", "Sets a key's policy.", "key-id! policy-name policy! bypass-policy-lockout-safety-check",
 		func(e *env, p *params) (any, error) {
 			policy, err := p.text("policy")
 			if err != nil {

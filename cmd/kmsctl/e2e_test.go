@@ -79,8 +79,8 @@ func kmsctl(t *testing.T, args ...string) string {
 func kmsctlFails(t *testing.T, exception string, args ...string) {
 	t.Helper()
 	code, out, errOut := runCLI(args...)
-	if code != exitService || out != "" || !strings.HasPrefix(errOut, "ERROR ("+exception+"): ") {
-		t.Fatalf("kmsctl %s: exit %d, stdout %q, stderr %q; want exit 1 and ERROR (%s)", strings.Join(args, " "), code, out, errOut, exception)
+	if code != exitService || out != "" || !strings.HasPrefix(errOut, "\nAn error occurred ("+exception+") when calling the ") {
+		t.Fatalf("kmsctl %s: exit %d, stdout %q, stderr %q; want exit 254 and An error occurred (%s)", strings.Join(args, " "), code, out, errOut, exception)
 	}
 }
 

@@ -1,80 +1,14 @@
 package main
 
 import (
-	"fmt"
-	"os"
 	"sort"
 	"strconv"
 	"strings"
-	"time"
-
-	"github.com/raftkms/raftkms/pki"
 )
-
-// usageError is a mistake in the command line or its inputs: it is printed
-// as a ValidationException and exits with code 2, before any call is made.
-type usageError struct{ msg string }
-
-func (e *usageError) Error() string { return e.msg }
-
-func usagef(format string, args ...any) error {
-	return &usageError{fmt.Sprintf(format, args...)}
-}
-
-// flagKind says how a flag takes its value, as the AWS CLI does: a string
-// or number takes the next argument, a list takes every argument up to the
-// next flag, and a boolean takes none (--no-NAME turns it off).
-type flagKind int
-
-const (
-	kindString flagKind = iota
-	kindInt
-	kindBool
-	kindList
-	kindDuration
-)
-
-// flagSpec describes one flag of a command.
-type flagSpec struct {
-	name     string
-	kind     flagKind
-	required bool
-}
-
-// parseFlagSpecs reads a command's flags from a compact list:
-// "key-id!" is a required string, "limit=int", "tags=list", "managed=bool",
-// "rotation-period=duration".
-func parseFlagSpecs(s string) []flagSpec {
-	var out []flagSpec
-	for _, f := range strings.Fields(s) {
-		spec := flagSpec{}
-		name, kind, _ := strings.Cut(f, "=")
-		if strings.HasSuffix(name, "!") {
-			spec.required = true
-			name = strings.TrimSuffix(name, "!")
-		}
-		spec.name = name
-		switch kind {
-		case "":
-			spec.kind = kindString
-		case "int":
-			spec.kind = kindInt
-		case "bool":
-			spec.kind = kindBool
-		case "list":
-			spec.kind = kindList
-		case "duration":
-			spec.kind = kindDuration
-		default:
-			panic("kmsctl: bad flag kind in " + f)
-		}
-		out = append(out, spec)
-	}
-	return out
-}
 
 // params are the parsed flags of one command.
 type params struct {
+	cmd    *command
 	values map[string][]string // as given; a list flag may hold many
 	bools  map[string]bool
 	global *globals
@@ -103,16 +37,28 @@ func (p *params) list(name string) []string { return p.values[name] }
 
 func (p *params) flag(name string) bool { return p.bools[name] }
 
-// int32 is an integer flag's value, 0 when absent.
+// int32 is an integer flag's value, 0 when absent. A value below the
+// flag's minimum fails as AWS's parameter validation fails it.
 func (p *params) int32(name string) (int32, error) {
 	if !p.has(name) {
 		return 0, nil
 	}
-	n, err := strconv.ParseInt(strings.TrimSpace(p.str(name)), 10, 32)
+	v := strings.TrimSpace(p.str(name))
+	n, err := strconv.ParseInt(v, 10, 32)
 	if err != nil {
-		return 0, usagef("invalid value for --%s: %q is not an integer", name, p.str(name))
+		return 0, paramf("Error parsing parameter '--%s': invalid literal for int() with base 10: '%s'", name, p.str(name))
+	}
+	if d, ok := p.spec(name); ok && d.hasMin && n < d.min {
+		return 0, validationf("Invalid range for parameter %s, value: %d, valid range: %d-inf", paramName(name, d.flagDef), n, d.min)
 	}
 	return int32(n), nil
+}
+
+func (p *params) spec(name string) (flagSpec, bool) {
+	if p.cmd == nil {
+		return flagSpec{}, false
+	}
+	return findSpec(p.cmd.flags, name)
 }
 
 // seconds is a Go-duration flag's value in whole seconds, 0 when absent.
@@ -152,80 +98,9 @@ func (p *params) context(name string) (map[string]string, error) {
 	}
 	m, err := parseEncryptionContext(s)
 	if err != nil {
-		return nil, usagef("Error parsing parameter '--%s': %v", name, err)
+		return nil, paramf("Error parsing parameter '--%s': %v", name, err)
 	}
 	return m, nil
-}
-
-// globals are the flags every command accepts, before or after its name.
-type globals struct {
-	endpoints    string
-	output       string // json or text
-	query        string
-	hasQuery     bool
-	binaryFormat string // base64 or raw-in-base64-out
-	staleOK      bool
-	timeout      time.Duration
-	noPaginate   bool
-	help         bool
-	tls          pki.Files // --cert, --key, --ca: mutual TLS to a production cluster
-}
-
-// globalSpecs are the global flags. --region, --profile and --no-cli-pager
-// are accepted and ignored so that scripts written for `aws kms` run as
-// they are.
-var globalSpecs = parseFlagSpecs("endpoints output query cli-binary-format stale-ok=bool timeout=duration " +
-	"no-paginate=bool help=bool region profile no-cli-pager=bool ca cert key")
-
-func defaultGlobals() *globals {
-	g := &globals{output: "json", binaryFormat: "base64", timeout: 30 * time.Second}
-	g.endpoints = os.Getenv("RAFTKMS_ENDPOINTS")
-	g.tls = pki.Files{CA: os.Getenv("RAFTKMS_CA"), Cert: os.Getenv("RAFTKMS_CERT"), Key: os.Getenv("RAFTKMS_KEY")}
-	if g.endpoints == "" {
-		g.endpoints = "127.0.0.1:7001"
-	}
-	return g
-}
-
-func (g *globals) set(name, value string, on bool) error {
-	switch name {
-	case "endpoints":
-		g.endpoints = value
-	case "output":
-		if value != "json" && value != "text" {
-			return usagef("argument --output: invalid choice: %q (choose from 'json', 'text')", value)
-		}
-		g.output = value
-	case "query":
-		if _, err := parseQuery(value); err != nil {
-			return usagef("Bad value for --query %s: %v", value, err)
-		}
-		g.query, g.hasQuery = value, true
-	case "cli-binary-format":
-		if value != "base64" && value != "raw-in-base64-out" {
-			return usagef("argument --cli-binary-format: invalid choice: %q (choose from 'base64', 'raw-in-base64-out')", value)
-		}
-		g.binaryFormat = value
-	case "stale-ok":
-		g.staleOK = on
-	case "timeout":
-		d, err := time.ParseDuration(value)
-		if err != nil || d <= 0 {
-			return usagef("invalid value for --timeout: %q is not a positive Go duration (like 30s)", value)
-		}
-		g.timeout = d
-	case "no-paginate":
-		g.noPaginate = on
-	case "ca":
-		g.tls.CA = value
-	case "cert":
-		g.tls.Cert = value
-	case "key":
-		g.tls.Key = value
-	case "help":
-		g.help = on
-	}
-	return nil
 }
 
 func findSpec(specs []flagSpec, name string) (flagSpec, bool) {
@@ -256,16 +131,22 @@ type parsed struct {
 	cmd    *command
 	group  string // "cluster" while its subcommand is missing
 	params *params
-	help   bool // "help" given after the command
+	help   bool     // "help" given after the command
+	topic  []string // words after "kmsctl help": the command to explain
 }
 
 // parseArgs reads a command line in one pass. Global flags are recognised
 // anywhere; a command's own flags only after its name, as in the AWS CLI.
+// Then --cli-input-json or --cli-input-yaml fill the flags not given, and
+// required flags are checked.
 func parseArgs(args []string) (*parsed, error) {
 	g := defaultGlobals()
 	out := &parsed{params: newParams(g)}
 	for i := 0; i < len(args); i++ {
 		tok := args[i]
+		if tok == "-h" {
+			tok = "--help"
+		}
 		if !strings.HasPrefix(tok, "--") || tok == "--" {
 			if err := out.positional(tok); err != nil {
 				return nil, err
@@ -285,7 +166,7 @@ func parseArgs(args []string) (*parsed, error) {
 		}
 		if !ok {
 			if out.cmd == nil && out.group == "" {
-				return nil, usagef("Unknown options: %s (command flags go after the command name)", tok)
+				return nil, usagef("Unknown options: %s (a command's own flags go after the command name)", tok)
 			}
 			return nil, usagef("Unknown options: %s", tok)
 		}
@@ -295,12 +176,19 @@ func parseArgs(args []string) (*parsed, error) {
 			if hasValue {
 				b, err := strconv.ParseBool(value)
 				if err != nil {
-					return nil, usagef("argument --%s takes no value", spec.name)
+					return nil, usagef("argument --%s: expected no value or true/false, got %q", spec.name, value)
 				}
 				on = on && b
 			}
 		case hasValue:
 			values = []string{value}
+		case spec.name == "generate-cli-skeleton":
+			// Its value is optional, as in the AWS CLI.
+			values = []string{"input"}
+			if i+1 < len(args) && (args[i+1] == "input" || args[i+1] == "yaml-input" || args[i+1] == "output") {
+				i++
+				values[0] = args[i]
+			}
 		case spec.kind == kindList:
 			for i+1 < len(args) && !strings.HasPrefix(args[i+1], "--") {
 				i++
@@ -332,16 +220,27 @@ func parseArgs(args []string) (*parsed, error) {
 			out.params.values[spec.name] = append(out.params.values[spec.name], values...)
 		}
 	}
-	if out.cmd != nil && !out.help && !g.help {
-		var missing []string
-		for _, s := range out.cmd.flags {
-			if s.required && !out.params.has(s.name) {
-				missing = append(missing, "--"+s.name)
-			}
+	out.params.cmd = out.cmd
+	if out.cmd == nil || out.help || g.help || g.version {
+		return out, nil
+	}
+	if g.inputJSON != "" && g.inputYAML != "" {
+		return nil, usagef("give --cli-input-json or --cli-input-yaml, not both")
+	}
+	if err := fillFromInput(out.params); err != nil {
+		return nil, err
+	}
+	if g.skeleton != "" {
+		return out, nil
+	}
+	var missing []string
+	for _, s := range out.cmd.flags {
+		if s.required && !out.params.has(s.name) {
+			missing = append(missing, "--"+s.name)
 		}
-		if len(missing) > 0 {
-			return nil, usagef("the following arguments are required: %s", strings.Join(missing, ", "))
-		}
+	}
+	if len(missing) > 0 {
+		return nil, usagef("the following arguments are required: %s", strings.Join(missing, ", "))
 	}
 	return out, nil
 }
@@ -359,28 +258,42 @@ func isFlag(arg string, cmdSpecs []flagSpec) bool {
 }
 
 // positional handles a word that is not a flag: the command, the
-// subcommand of a group, or "help".
+// subcommand of a group, "help", or the topic of "kmsctl help TOPIC".
 func (p *parsed) positional(word string) error {
+	g := p.params.global
 	switch {
 	case word == "help" && (p.cmd != nil || p.group != ""):
 		p.help = true
-	case word == "help":
-		p.params.global.help = true
-	case p.cmd == nil && p.group == "" && groups[word]:
-		p.group = word
+	case word == "help" && !g.help:
+		g.help = true
+	case g.help && p.cmd == nil && p.group == "" && len(p.topic) == 0 && word != "help":
+		// "kmsctl help encrypt", "kmsctl help cluster status": the words name
+		// the command, read below as if "help" came after it.
+		p.topic = append(p.topic, word)
+		return p.command(word)
 	case p.cmd == nil:
-		name := word
-		if p.group != "" {
-			name = p.group + " " + word
-		}
-		cmd, ok := commands[name]
-		if !ok {
-			return usagef("invalid choice: %q; run 'kmsctl help' for the commands", name)
-		}
-		p.cmd, p.group = cmd, ""
+		return p.command(word)
 	default:
 		return usagef("Unknown options: %s", word)
 	}
+	return nil
+}
+
+// command takes a word as the command (or group, or subcommand) name.
+func (p *parsed) command(word string) error {
+	if p.cmd == nil && p.group == "" && groups[word] {
+		p.group = word
+		return nil
+	}
+	name := word
+	if p.group != "" {
+		name = p.group + " " + word
+	}
+	cmd, ok := commands[name]
+	if !ok {
+		return usagef("argument command: Invalid choice %q; run 'kmsctl help' for the commands", name)
+	}
+	p.cmd, p.group = cmd, ""
 	return nil
 }
 

@@ -25,7 +25,7 @@ const (
 func readParamFile(flag, path, prefix string) ([]byte, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, usagef("Error parsing parameter '--%s': Unable to load paramfile %s%s: %v", flag, prefix, path, err)
+		return nil, paramf("Error parsing parameter '--%s': Unable to load paramfile %s%s: %v", flag, prefix, path, err)
 	}
 	return b, nil
 }
@@ -61,7 +61,7 @@ func loadBlob(flag, v string, raw bool) ([]byte, error) {
 	}
 	b, err := decodeBase64(v)
 	if err != nil {
-		return nil, usagef("Error parsing parameter '--%s': invalid base64 (use fileb://PATH for raw bytes): %v", flag, err)
+		return nil, otherf("Invalid base64: %q (--%s takes base64; use fileb://PATH for raw bytes)", v, flag)
 	}
 	return b, nil
 }
@@ -247,11 +247,11 @@ func parseTags(args []string) ([]*kmsv1.Tag, error) {
 				TagValue *string `json:"TagValue"`
 			}
 			if err := json.Unmarshal([]byte(t), &list); err != nil {
-				return nil, usagef("Error parsing parameter '--tags': invalid JSON: %v", err)
+				return nil, paramf("Error parsing parameter '--tags': invalid JSON: %v", err)
 			}
 			for _, e := range list {
 				if e.TagKey == nil || e.TagValue == nil {
-					return nil, usagef("Error parsing parameter '--tags': each tag needs TagKey and TagValue")
+					return nil, paramf("Error parsing parameter '--tags': each tag needs TagKey and TagValue")
 				}
 				tags = append(tags, &kmsv1.Tag{TagKey: *e.TagKey, TagValue: *e.TagValue})
 			}
@@ -259,7 +259,7 @@ func parseTags(args []string) ([]*kmsv1.Tag, error) {
 		}
 		pairs, err := parseShorthand(a)
 		if err != nil {
-			return nil, usagef("Error parsing parameter '--tags': %v", err)
+			return nil, paramf("Error parsing parameter '--tags': %v", err)
 		}
 		tag := &kmsv1.Tag{}
 		var haveKey, haveValue bool
@@ -270,11 +270,11 @@ func parseTags(args []string) ([]*kmsv1.Tag, error) {
 			case "TagValue":
 				tag.TagValue, haveValue = p.value, true
 			default:
-				return nil, usagef("Error parsing parameter '--tags': unknown key %q (want TagKey and TagValue)", p.key)
+				return nil, paramf("Error parsing parameter '--tags': unknown key %q (want TagKey and TagValue)", p.key)
 			}
 		}
 		if !haveKey || !haveValue {
-			return nil, usagef("Error parsing parameter '--tags': %q needs TagKey=KEY,TagValue=VALUE", a)
+			return nil, paramf("Error parsing parameter '--tags': %q needs TagKey=KEY,TagValue=VALUE", a)
 		}
 		tags = append(tags, tag)
 	}
@@ -292,7 +292,7 @@ func parseStringList(flag string, args []string) ([]string, error) {
 		if t := strings.TrimSpace(a); strings.HasPrefix(t, "[") {
 			var list []string
 			if err := json.Unmarshal([]byte(t), &list); err != nil {
-				return nil, usagef("Error parsing parameter '--%s': invalid JSON list of strings: %v", flag, err)
+				return nil, paramf("Error parsing parameter '--%s': invalid JSON list of strings: %v", flag, err)
 			}
 			return list, nil
 		}
@@ -306,10 +306,10 @@ func parseStringList(flag string, args []string) ([]string, error) {
 func parseSeconds(flag, v string) (int64, error) {
 	d, err := time.ParseDuration(strings.TrimSpace(v))
 	if err != nil {
-		return 0, usagef("invalid value for --%s: %q is not a Go duration (like 2s, 90m, 2160h)", flag, v)
+		return 0, paramf("Error parsing parameter '--%s': %q is not a Go duration (like 2s, 90m, 2160h)", flag, v)
 	}
 	if d < time.Second || d%time.Second != 0 {
-		return 0, usagef("invalid value for --%s: %v is not a positive whole number of seconds", flag, d)
+		return 0, paramf("Error parsing parameter '--%s': %v is not a positive whole number of seconds", flag, d)
 	}
 	return int64(d / time.Second), nil
 }
@@ -339,5 +339,5 @@ func parseTimestamp(flag, v string) (time.Time, error) {
 			return t, nil
 		}
 	}
-	return time.Time{}, usagef("invalid value for --%s: %q is not an ISO 8601 timestamp or epoch seconds", flag, v)
+	return time.Time{}, paramf("Error parsing parameter '--%s': %q is not an ISO 8601 timestamp or epoch seconds", flag, v)
 }

@@ -2,7 +2,7 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -21,9 +21,18 @@ func writeFile(t *testing.T, name string, data []byte) string {
 	return path
 }
 
-func isUsage(err error) bool {
-	var ue *usageError
-	return errors.As(err, &ue)
+// isUsage reports whether err is a command-line or parameter error: one
+// that exits 252 before anything is sent.
+func isUsage(err error) bool { return err != nil && fail(io.Discard, err, "", nil) == exitUsage }
+
+// isLocal reports whether err is one that kmsctl finds itself: exit 252 or
+// 255 (bad base64 is 255 in the AWS CLI), never a service error.
+func isLocal(err error) bool {
+	if err == nil {
+		return false
+	}
+	code := fail(io.Discard, err, "", nil)
+	return code == exitUsage || code == exitOther
 }
 
 func TestLoadBlob(t *testing.T) {
@@ -50,8 +59,8 @@ func TestLoadBlob(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := loadBlob("plaintext", tc.value, tc.raw)
 			if tc.fails {
-				if err == nil || !isUsage(err) {
-					t.Fatalf("loadBlob(%q) = %q, %v; want a usage error", tc.value, got, err)
+				if err == nil || !isLocal(err) {
+					t.Fatalf("loadBlob(%q) = %q, %v; want a local error", tc.value, got, err)
 				}
 				return
 			}

@@ -14,6 +14,8 @@ const jsonIndent = "    "
 
 // printResult prints a command's answer in the chosen output format, after
 // applying --query. A nil answer (AWS's empty responses) prints nothing.
+// Text and table output leave out raftkms's extension fields (unless the
+// query names them), so their columns are the AWS CLI's.
 func printResult(w io.Writer, result any, g *globals) error {
 	if result == nil {
 		return nil
@@ -21,24 +23,44 @@ func printResult(w io.Writer, result any, g *globals) error {
 	if !g.hasQuery && g.output == "json" {
 		return writeJSON(w, result)
 	}
+	var q *compiledQuery
+	if g.hasQuery {
+		var err error
+		if q, err = compileQuery(g.query); err != nil {
+			return usagef("argument --query: Bad value for --query %s: %v", g.query, err)
+		}
+	}
+	if g.output == "text" || g.output == "table" {
+		var keep map[string]bool
+		if q != nil {
+			keep = q.fields
+		}
+		result = withoutExtensions(result, keep)
+	}
 	v, err := toValue(result)
 	if err != nil {
 		return err
 	}
-	if g.hasQuery {
-		q, err := parseQuery(g.query)
-		if err != nil {
-			return usagef("Bad value for --query %s: %v", g.query, err)
-		}
+	if q != nil {
 		if v, err = q.eval(v); err != nil {
-			return usagef("--query %s: %v", g.query, err)
+			return otherf("Bad value for --query %s: %v", g.query, err)
 		}
 	}
-	if g.output == "text" {
+	switch g.output {
+	case "text":
 		var b strings.Builder
 		formatText(&b, v, "", nil)
 		_, err := io.WriteString(w, b.String())
 		return err
+	case "table":
+		_, err := io.WriteString(w, formatTable(v, g.operation, terminalWidth()))
+		return err
+	case "yaml":
+		return writeYAML(w, v)
+	case "yaml-stream":
+		// kmsctl gathers every page before it prints, so the stream has one
+		// item: the whole answer.
+		return writeYAML(w, []any{v})
 	}
 	return writeJSON(w, v)
 }

@@ -30,6 +30,8 @@ func render(t *testing.T, v any, g *globals) string {
 
 func jsonOut() *globals { return &globals{output: "json"} }
 
+func ptr[T any](v T) *T { return &v }
+
 func TestAWSTime(t *testing.T) {
 	inUTC(t)
 	for in, want := range map[time.Time]string{
@@ -116,7 +118,8 @@ func TestFieldNames(t *testing.T) {
 		{reEncryptDoc{[]byte("c"), "src", "dst", "SYMMETRIC_DEFAULT", "SYMMETRIC_DEFAULT"},
 			`{"CiphertextBlob":"Yw==","SourceKeyId":"src","KeyId":"dst","SourceEncryptionAlgorithm":"SYMMETRIC_DEFAULT","DestinationEncryptionAlgorithm":"SYMMETRIC_DEFAULT"}`},
 		{listKeysDoc{Keys: []keyListEntry{{"id", "arn"}}}, `{"Keys":[{"KeyId":"id","KeyArn":"arn"}]}`},
-		{listKeysDoc{Keys: []keyListEntry{}, paging: paging{NextMarker: "m", Truncated: true}}, `{"Keys":[],"NextMarker":"m","Truncated":true}`},
+		{listKeysDoc{Keys: []keyListEntry{}, paging: paging{NextMarker: "m", Truncated: ptr(true)}}, `{"Keys":[],"NextMarker":"m","Truncated":true}`},
+		{listKeysDoc{Keys: []keyListEntry{}, paging: paging{Truncated: ptr(false)}}, `{"Keys":[],"Truncated":false}`},
 		{rotationStatusDoc{KeyID: "arn"}, `{"KeyRotationEnabled":false,"KeyId":"arn"}`},
 		{rotationStatusDoc{true, "arn", 90, ts, ts, 0},
 			`{"KeyRotationEnabled":true,"KeyId":"arn","RotationPeriodInDays":90,"NextRotationDate":"1970-01-01T00:00:00+00:00","OnDemandRotationStartDate":"1970-01-01T00:00:00+00:00"}`},

@@ -13,7 +13,8 @@ import (
 
 // The types below are the JSON documents kmsctl prints: AWS response shapes
 // with AWS field names, in AWS field order, omitting what AWS omits. Fields
-// marked "raftkms extension" have no AWS counterpart. Byte slices print as
+// tagged ext:"raftkms" have no AWS counterpart: JSON and YAML print them,
+// text and table output leave them out so that their columns are AWS's. Byte slices print as
 // base64, as the AWS CLI prints blobs.
 
 // outputLocation is the zone timestamps are printed in: the local one, as
@@ -63,7 +64,7 @@ type keyMetadataOut struct {
 	EncryptionAlgorithms        []string `json:"EncryptionAlgorithms,omitempty"`
 	MultiRegion                 bool     `json:"MultiRegion"`
 	PendingDeletionWindowInDays int32    `json:"PendingDeletionWindowInDays,omitempty"`
-	CurrentKeyVersion           uint32   `json:"CurrentKeyVersion,omitempty"` // raftkms extension
+	CurrentKeyVersion           uint32   `json:"CurrentKeyVersion,omitempty" ext:"raftkms"`
 }
 
 // keyMetadataDoc is the answer of create-key and describe-key.
@@ -94,12 +95,12 @@ func keyMetadataOf(m *kmsv1.KeyMetadata) keyMetadataDoc {
 	}}
 }
 
-// paging is the tail of a list answer: NextMarker and Truncated when the
-// caller pages by hand (--limit, --marker) and the list is truncated;
+// paging is the tail of a list answer: Truncated (and NextMarker when it
+// is true) when the caller pages by hand (--limit, --marker, --no-paginate);
 // NextToken when --max-items stopped auto-pagination early.
 type paging struct {
 	NextMarker string `json:"NextMarker,omitempty"`
-	Truncated  bool   `json:"Truncated,omitempty"`
+	Truncated  *bool  `json:"Truncated,omitempty"`
 	NextToken  string `json:"NextToken,omitempty"`
 }
 
@@ -130,19 +131,19 @@ type rotationStatusDoc struct {
 	RotationPeriodInDays      int32    `json:"RotationPeriodInDays,omitempty"`
 	NextRotationDate          *awsTime `json:"NextRotationDate,omitempty"`
 	OnDemandRotationStartDate *awsTime `json:"OnDemandRotationStartDate,omitempty"`
-	RotationPeriodSeconds     int64    `json:"RotationPeriodSeconds,omitempty"` // raftkms extension
+	RotationPeriodSeconds     int64    `json:"RotationPeriodSeconds,omitempty" ext:"raftkms"`
 }
 
 type keyVersionDoc struct {
 	KeyID      string `json:"KeyId"`
-	KeyVersion uint32 `json:"KeyVersion,omitempty"` // raftkms extension
+	KeyVersion uint32 `json:"KeyVersion,omitempty" ext:"raftkms"`
 }
 
 type rotationEntry struct {
 	KeyID        string   `json:"KeyId"`
 	RotationDate *awsTime `json:"RotationDate,omitempty"`
 	RotationType string   `json:"RotationType"`
-	KeyVersion   uint32   `json:"KeyVersion,omitempty"` // raftkms extension
+	KeyVersion   uint32   `json:"KeyVersion,omitempty" ext:"raftkms"`
 }
 
 type listKeyRotationsDoc struct {
