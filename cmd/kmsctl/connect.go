@@ -228,7 +228,7 @@ func shortNetError(err error) string {
 func tlsReason(text string) string {
 	for _, marker := range []string{"tls: ", "x509: "} {
 		if i := strings.Index(text, marker); i >= 0 {
-			return strings.TrimRight(text[i:], `"`)
+			return strings.ReplaceAll(strings.TrimRight(text[i:], `"`), `\"`, `"`)
 		}
 	}
 	return text

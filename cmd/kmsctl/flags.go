@@ -49,7 +49,7 @@ func (p *params) int32(name string) (int32, error) {
 		return 0, paramf("Error parsing parameter '--%s': invalid literal for int() with base 10: '%s'", name, p.str(name))
 	}
 	if d, ok := p.spec(name); ok && d.hasMin && n < d.min {
-		return 0, validationf("Invalid range for parameter %s, value: %d, valid range: %d-inf", paramName(name, d.flagDef), n, d.min)
+		return 0, validationf("Invalid range for parameter %s, value: %d, valid range: %d-inf", paramName(name, flagDef{}), n, d.min)
 	}
 	return int32(n), nil
 }
