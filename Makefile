@@ -96,8 +96,12 @@ cluster: image secrets
 	    sleep 1; \
 	  done; \
 	done
-	@echo "cluster healthy: kmsctl --endpoints 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003" \
-	  "--ca $(CERTS)/ca.pem --cert $(CERTS)/admin.pem --key $(CERTS)/admin-key.pem cluster status"
+	@eps=""; for n in 1 2 3; do \
+	  ep=$$($(COMPOSE_ENV) $(COMPOSE) -p $(PROJECT) $(COMPOSE_FILES) port kms$$n 700$$n 2>/dev/null | tail -n 1); \
+	  eps="$$eps$${eps:+,}$${ep:-127.0.0.1:700$$n}"; \
+	done; \
+	echo "cluster healthy; its gRPC endpoints on this host: $$eps"; \
+	echo "  kmsctl --endpoints $$eps --ca $(CERTS)/ca.pem --cert $(CERTS)/admin.pem --key $(CERTS)/admin-key.pem cluster status"
 
 # Stops and removes the containers and network; the volumes (the keys!) stay.
 # `docker compose -p raftkms down -v` deletes them too.

@@ -332,9 +332,10 @@ func (h *harness) kmsctl(out any, svcs []string, args ...string) error {
 // the one it still takes for the leader). Every such error is logged.
 const transientRetry = 15 * time.Second
 
-// transientErrors are the kmsctl error names the test retries: AWS clients
-// retry them (they are HTTP 5xx answers).
-var transientErrors = []string{"(DependencyTimeoutException)", "(KMSInternalException)"}
+// transientErrors are the kmsctl errors the test retries: AWS clients
+// retry them (HTTP 5xx answers, and connections refused while a node
+// restarts; kmsctl itself gives up at once when no endpoint connects).
+var transientErrors = []string{"(DependencyTimeoutException)", "(KMSInternalException)", "Could not connect to the endpoint URL"}
 
 // kmsctlRetry is kmsctl, retried for up to transientRetry while it fails
 // with a transient error. Wrong answers are never retried: they are not
