@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -169,6 +170,8 @@ func (c *connInfo) explain(st *status.Status) (msg string, local bool) {
 	text := st.Message()
 	url := c.url(addr)
 	switch {
+	case dialErr != nil && isTimeout(dialErr):
+		return fmt.Sprintf("Connect timeout on endpoint URL: %q (no connection within --cli-connect-timeout %s)", url, c.g.connectTimeout), true
 	case dialErr != nil:
 		return fmt.Sprintf("Could not connect to the endpoint URL: %q (%s)", url, shortNetError(dialErr)), true
 	case !c.tls && (strings.Contains(text, "server preface") || strings.Contains(text, "EOF") || strings.Contains(text, "frame")):
@@ -212,7 +215,17 @@ func (c *connInfo) timeoutMessage() string {
 		}
 		return fmt.Sprintf("Connect timeout on endpoint URL: %q (no node answered within --timeout %s)", c.url(addr), c.g.timeout)
 	}
+	if c.g.readTimeout > 0 {
+		return fmt.Sprintf("Read timeout on endpoint URL: %q (no answer within --cli-read-timeout %s, or --timeout %s)",
+			c.url(addr), c.g.readTimeout, c.g.timeout)
+	}
 	return fmt.Sprintf("Read timeout on endpoint URL: %q (no answer within --timeout %s)", c.url(addr), c.g.timeout)
+}
+
+// isTimeout reports a dial that ran out of time.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // shortNetError drops the "dial tcp ADDR:" that repeats the address.

@@ -200,3 +200,49 @@ func TestQueryJSONKeepsFieldOrder(t *testing.T) {
 		t.Fatalf("scalar query printed %q", got)
 	}
 }
+
+// TestTableOutput checks the layout of table output: a title box, one row
+// per list element under the field names, nested lists in inner boxes.
+func TestTableOutput(t *testing.T) {
+	inUTC(t)
+	doc := listAliasesDoc{Aliases: []aliasEntry{{AliasName: "alias/a", AliasArn: "arn:a", TargetKeyID: "k1"}, {AliasName: "alias/b", AliasArn: "arn:b"}}}
+	got := render(t, doc, &globals{output: "table", operation: "ListAliases"})
+	want := "" +
+		"----------------------------------------------\n" +
+		"|                ListAliases                 |\n" +
+		"+--------------------------------------------+\n" +
+		"||                 Aliases                  ||\n" +
+		"|+------------+-------------+---------------+|\n" +
+		"||  AliasArn  |  AliasName  |  TargetKeyId  ||\n" +
+		"|+------------+-------------+---------------+|\n" +
+		"||  arn:a     |  alias/a    |  k1           ||\n" +
+		"||  arn:b     |  alias/b    |               ||\n" +
+		"|+------------+-------------+---------------+|\n"
+	if got != want {
+		t.Fatalf("table:\n%s\nwant:\n%s", got, want)
+	}
+	for _, line := range strings.Split(strings.TrimSuffix(got, "\n"), "\n") {
+		if len(line) != len("----------------------------------------------") {
+			t.Fatalf("line %q is not as wide as the others", line)
+		}
+	}
+	// Too wide for the terminal: the one-row box turns into name | value rows.
+	t.Setenv("COLUMNS", "40")
+	got = render(t, keyMetadataOf(&kmsv1.KeyMetadata{KeyId: "1234abcd-12ab-34cd-56ef-1234567890ab", KeyState: "Enabled", Arn: "arn:x"}),
+		&globals{output: "table", operation: "DescribeKey"})
+	if !strings.Contains(got, "||  KeyState      |  Enabled   ") || strings.Contains(got, "CurrentKeyVersion") {
+		t.Fatalf("vertical table:\n%s", got)
+	}
+}
+
+func TestYAMLOutput(t *testing.T) {
+	inUTC(t)
+	doc := keyMetadataOf(&kmsv1.KeyMetadata{AwsAccountId: "000000000000", KeyId: "k", KeyState: "Enabled", CurrentKeyVersion: 2,
+		EncryptionAlgorithms: []string{"SYMMETRIC_DEFAULT"}})
+	got := render(t, doc, &globals{output: "yaml"})
+	want := "KeyMetadata:\n  AWSAccountId: \"000000000000\"\n  KeyId: k\n  Arn: \"\"\n  Enabled: false\n  Description: \"\"\n" +
+		"  KeyState: Enabled\n  EncryptionAlgorithms:\n    - SYMMETRIC_DEFAULT\n  MultiRegion: false\n  CurrentKeyVersion: 2\n"
+	if got != want {
+		t.Fatalf("yaml:\n%q\nwant\n%q", got, want)
+	}
+}
