@@ -1,22 +1,23 @@
 package keycrypto
 
-import (
-	"crypto/aes"
-	"crypto/cipher"
-	"sync"
-)
+import "sync"
 
-// DefaultCacheKeys bounds how many keys a Cache holds AEADs for.
+// DefaultCacheKeys bounds how many keys a Cache holds version keys for.
 const DefaultCacheKeys = 100_000
 
-// Cache keeps one AES-256-GCM AEAD per key version, so Encrypt and Decrypt
+// Cache keeps one VersionKey per key version, so Encrypt and Decrypt
 // unseal a version's material once per node, not once per call. Unsealed
-// material lives only inside the AEADs held here, in memory.
+// material lives only inside the VersionKeys held here, in memory: the raw
+// bytes are cleared as soon as the VersionKey is built, and what remains
+// (the AES key schedule, the HMAC's hashed key blocks) is internal to the
+// standard library, which offers no way to wipe it. Forget and Purge drop
+// the references, so the garbage collector reclaims it; a call already
+// holding a VersionKey finishes with it safely.
 type Cache struct {
 	max int
 
 	mu   sync.RWMutex
-	keys map[string]map[uint32]cipher.AEAD
+	keys map[string]map[uint32]*VersionKey
 }
 
 // NewCache makes a cache for up to maxKeys keys (0 = DefaultCacheKeys).
@@ -24,28 +25,26 @@ func NewCache(maxKeys int) *Cache {
 	if maxKeys <= 0 {
 		maxKeys = DefaultCacheKeys
 	}
-	return &Cache{max: maxKeys, keys: map[string]map[uint32]cipher.AEAD{}}
+	return &Cache{max: maxKeys, keys: map[string]map[uint32]*VersionKey{}}
 }
 
-// Get returns the AEAD of a key version, calling open for its plaintext
-// material on a miss. The material is cleared once the AEAD is built.
-func (c *Cache) Get(keyID string, version uint32, open func() ([]byte, error)) (cipher.AEAD, error) {
+// Get returns the VersionKey of a key version, calling open for its
+// plaintext material on a miss. The material is cleared once the
+// VersionKey is built.
+func (c *Cache) Get(keyID string, version uint32, open func() ([]byte, error)) (*VersionKey, error) {
 	c.mu.RLock()
-	a, ok := c.keys[keyID][version]
+	k, ok := c.keys[keyID][version]
 	c.mu.RUnlock()
 	if ok {
-		return a, nil
+		return k, nil
 	}
 	material, err := open()
 	if err != nil {
 		return nil, err
 	}
-	defer clear(material)
-	block, err := aes.NewCipher(material)
+	k, err = NewVersionKey(keyID, version, material)
+	clear(material)
 	if err != nil {
-		return nil, err
-	}
-	if a, err = cipher.NewGCM(block); err != nil {
 		return nil, err
 	}
 	c.mu.Lock()
@@ -59,17 +58,18 @@ func (c *Cache) Get(keyID string, version uint32, open func() ([]byte, error)) (
 				break
 			}
 		}
-		vs = map[uint32]cipher.AEAD{}
+		vs = map[uint32]*VersionKey{}
 		c.keys[keyID] = vs
 	}
 	if old, ok := vs[version]; ok {
 		return old, nil
 	}
-	vs[version] = a
-	return a, nil
+	vs[version] = k
+	return k, nil
 }
 
-// Forget drops every cached AEAD of a key (its material was deleted or expired).
+// Forget drops every cached version of a key (its material was deleted or
+// expired).
 func (c *Cache) Forget(keyID string) {
 	c.mu.Lock()
 	delete(c.keys, keyID)
@@ -79,7 +79,7 @@ func (c *Cache) Forget(keyID string) {
 // Purge drops everything (the whole state was replaced by a snapshot).
 func (c *Cache) Purge() {
 	c.mu.Lock()
-	c.keys = map[string]map[uint32]cipher.AEAD{}
+	c.keys = map[string]map[uint32]*VersionKey{}
 	c.mu.Unlock()
 }
 

@@ -1,6 +1,9 @@
 package keycrypto
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Sentinel errors. Messages never carry key material or plaintext.
 var (
@@ -16,7 +19,23 @@ var (
 	// ErrSealed is sealed material that does not open under this root key
 	// for the key ID and version it claims: corruption, or the wrong root key.
 	ErrSealed = errors.New("sealed material does not open under this root key")
+	// ErrWrongRootKey is a sealed blob that names another root key than the
+	// one this node holds: the node was started with the wrong root key file.
+	// Errors that match it also match ErrSealed, and their message names both
+	// root-key IDs (never key bytes).
+	ErrWrongRootKey = errors.New("sealed under a different root key")
 	// ErrUnwrap is imported key material that cannot be unwrapped with the
 	// import parameters.
 	ErrUnwrap = errors.New("wrapped key material cannot be unwrapped")
 )
+
+// wrongRootKeyError is ErrWrongRootKey with the two root-key IDs.
+type wrongRootKeyError struct{ sealed, held string }
+
+func (e *wrongRootKeyError) Error() string {
+	return fmt.Sprintf("sealed under root key %s, but this node holds root key %s (is --root-key-file the cluster's root key?)", e.sealed, e.held)
+}
+
+func (e *wrongRootKeyError) Is(target error) bool {
+	return target == ErrWrongRootKey || target == ErrSealed
+}

@@ -5,8 +5,10 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"io"
 	"testing"
 )
 
@@ -19,17 +21,41 @@ func testRoot(t testing.TB) *RootKey {
 	return r
 }
 
-func testAEAD(t testing.TB) cipher.AEAD {
+// testMaterial is the version key of the tests' ciphertexts.
+var testMaterial = bytes.Repeat([]byte{7}, 32)
+
+func testVK(t testing.TB, keyID string, version uint32) *VersionKey {
 	t.Helper()
-	block, err := aes.NewCipher(bytes.Repeat([]byte{7}, 32))
+	k, err := NewVersionKey(keyID, version, testMaterial)
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := cipher.NewGCM(block)
+	return k
+}
+
+// encryptV1 writes a format 1 blob as raftkms did before format 2, so the
+// tests can check that such blobs keep opening.
+func encryptV1(t testing.TB, keyID string, version uint32, random io.Reader, plaintext, ec []byte) []byte {
+	t.Helper()
+	block, err := aes.NewCipher(testMaterial)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return a
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hdrLen := 2 + len(keyID) + 4
+	out := make([]byte, hdrLen+nonceSize)
+	out[0] = CiphertextFormatV1
+	out[1] = byte(len(keyID))
+	copy(out[2:], keyID)
+	binary.BigEndian.PutUint32(out[2+len(keyID):], version)
+	if _, err := io.ReadFull(random, out[hdrLen:]); err != nil {
+		t.Fatal(err)
+	}
+	aad := append(append([]byte(nil), out[:hdrLen]...), ec...)
+	return aead.Seal(out, out[hdrLen:], plaintext, aad)
 }
 
 func TestRootKeyEncodeParse(t *testing.T) {
@@ -111,41 +137,64 @@ func TestFingerprint(t *testing.T) {
 }
 
 func TestCiphertextRoundTrip(t *testing.T) {
-	aead := testAEAD(t)
+	const id = "1234abcd-12ab-34cd-56ef-1234567890ab"
+	k := testVK(t, id, 7)
 	ec := CanonicalContext(map[string]string{"purpose": "test", "app": "x"})
 	for _, pt := range [][]byte{{0}, []byte("hello"), bytes.Repeat([]byte{9}, 4096)} {
-		blob, err := Encrypt(aead, "1234abcd-12ab-34cd-56ef-1234567890ab", 7, rand.Reader, pt, ec)
-		if err != nil {
-			t.Fatal(err)
-		}
-		h, body, err := ParseCiphertext(blob)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if h.KeyID != "1234abcd-12ab-34cd-56ef-1234567890ab" || h.Version != 7 {
-			t.Fatalf("header = %+v", h)
-		}
-		got, err := Decrypt(aead, h, body, ec)
-		if err != nil || !bytes.Equal(got, pt) {
-			t.Fatalf("Decrypt: %v", err)
+		for _, format := range []byte{CiphertextFormatV1, CiphertextFormatV2} {
+			var blob []byte
+			if format == CiphertextFormatV1 {
+				blob = encryptV1(t, id, 7, rand.Reader, pt, ec)
+			} else {
+				var err error
+				if blob, err = k.Encrypt(rand.Reader, pt, ec); err != nil {
+					t.Fatal(err)
+				}
+			}
+			h, body, err := ParseCiphertext(blob)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if h.KeyID != id || h.Version != 7 || h.Format != format {
+				t.Fatalf("header = %+v, want format %d", h, format)
+			}
+			got, err := k.Decrypt(h, body, ec)
+			if err != nil || !bytes.Equal(got, pt) {
+				t.Fatalf("format %d: Decrypt: %v", format, err)
+			}
 		}
 	}
 }
 
 func TestCiphertextTamper(t *testing.T) {
-	aead := testAEAD(t)
+	k := testVK(t, "key", 2)
 	ec := CanonicalContext(map[string]string{"a": "b"})
-	blob, err := Encrypt(aead, "key", 2, rand.Reader, []byte("secret"), ec)
+	v2, err := k.Encrypt(rand.Reader, []byte("secret"), ec)
 	if err != nil {
 		t.Fatal(err)
 	}
+	v1 := encryptV1(t, "key", 2, rand.Reader, []byte("secret"), ec)
+	t.Run("format1", func(t *testing.T) { tamper(t, k, v1, ec) })
+	t.Run("format2", func(t *testing.T) { tamper(t, k, v2, ec) })
+	b := append([]byte(nil), v2...)
+	b[0] = 0x03
+	if _, _, err := ParseCiphertext(b); !errors.Is(err, ErrUnsupportedFormat) || !errors.Is(err, ErrInvalidCiphertext) {
+		t.Fatalf("format 3: %v", err)
+	}
+}
+
+// tamper checks that no flipped bit, truncation or wrong context opens.
+func tamper(t *testing.T, k *VersionKey, blob, ec []byte) {
 	open := func(b, ec []byte) error {
 		h, body, err := ParseCiphertext(b)
 		if err != nil {
 			return err
 		}
-		_, err = Decrypt(aead, h, body, ec)
+		_, err = k.Decrypt(h, body, ec)
 		return err
+	}
+	if err := open(blob, ec); err != nil {
+		t.Fatalf("untouched blob: %v", err)
 	}
 	// Every flipped bit is refused (or names another key/version, which the
 	// API resolves and then fails to open).
@@ -166,10 +215,19 @@ func TestCiphertextTamper(t *testing.T) {
 			t.Fatalf("context %v: err = %v", wrong, err)
 		}
 	}
-	b := append([]byte(nil), blob...)
-	b[0] = 0x02
-	if err := open(b, ec); !errors.Is(err, ErrUnsupportedFormat) {
-		t.Fatalf("format 2: %v", err)
+	// The same bytes under another key version, or other material, do not open.
+	h, body, _ := ParseCiphertext(blob)
+	other, err := NewVersionKey("key", 2, bytes.Repeat([]byte{8}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, vk := range map[string]*VersionKey{"other material": other, "other version": testVK(t, "key", 3), "other key": testVK(t, "kez", 2)} {
+		if _, err := vk.Decrypt(h, body, ec); !errors.Is(err, ErrInvalidCiphertext) {
+			t.Fatalf("%s: err = %v", name, err)
+		}
+	}
+	if _, err := k.Decrypt(Header{}, body, ec); !errors.Is(err, ErrInvalidCiphertext) {
+		t.Fatalf("unparsed header: %v", err)
 	}
 }
 
@@ -246,6 +304,18 @@ func TestCache(t *testing.T) {
 	}
 	if _, err := c.Get("bad", 1, func() ([]byte, error) { return nil, ErrSealed }); !errors.Is(err, ErrSealed) {
 		t.Fatalf("open error not returned: %v", err)
+	}
+	// The material handed to the cache is cleared once used.
+	var given []byte
+	k, err := c.Get("k4", 2, func() ([]byte, error) { given = bytes.Repeat([]byte{5}, 32); return given, nil })
+	if err != nil || k.KeyID() != "k4" || k.Version() != 2 {
+		t.Fatalf("Get = %v, %v", k, err)
+	}
+	if !bytes.Equal(given, make([]byte, 32)) {
+		t.Fatal("material not cleared after building the version key")
+	}
+	if _, err := c.Get("k5", 1, func() ([]byte, error) { return []byte("short"), nil }); err == nil {
+		t.Fatal("5-byte material accepted")
 	}
 }
 

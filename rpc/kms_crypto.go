@@ -2,7 +2,6 @@ package rpc
 
 import (
 	"context"
-	"crypto/cipher"
 	"google.golang.org/grpc/codes"
 
 	"github.com/raftkms/raftkms/fsm"
@@ -28,9 +27,9 @@ func usable(k *fsm.Key) error {
 	return &fsm.Rejection{Code: fsm.CodeInvalidState, Msg: "key " + k.ID + " is " + fsm.StateName(k.State)}
 }
 
-// aeadFor returns the cached AEAD of one key version, opening its sealed
-// material under the root key on first use.
-func (s *Server) aeadFor(k *fsm.Key, version uint32) (cipher.AEAD, error) {
+// versionKey returns the cached version key of one key version, opening its
+// sealed material under the root key on first use.
+func (s *Server) versionKey(k *fsm.Key, version uint32) (*keycrypto.VersionKey, error) {
 	v := k.Version(version)
 	if v == nil {
 		return nil, invalidCiphertextErr("the ciphertext names a key version that does not exist")
@@ -48,11 +47,11 @@ func (s *Server) encryptWith(k *fsm.Key, plaintext []byte, ec map[string]string)
 		return nil, err
 	}
 	version := k.CurrentVersion()
-	aead, err := s.aeadFor(k, version)
+	vk, err := s.versionKey(k, version)
 	if err != nil {
 		return nil, err
 	}
-	return keycrypto.Encrypt(aead, k.ID, version, s.rand, plaintext, keycrypto.CanonicalContext(ec))
+	return vk.Encrypt(s.rand, plaintext, keycrypto.CanonicalContext(ec))
 }
 
 // decryptBlob finds the key and version a ciphertext names and opens it.
@@ -87,11 +86,11 @@ func (s *Server) decryptBlob(ctx context.Context, blob []byte, ec map[string]str
 	if err := usable(k); err != nil {
 		return nil, nil, err
 	}
-	aead, err := s.aeadFor(k, hdr.Version)
+	vk, err := s.versionKey(k, hdr.Version)
 	if err != nil {
 		return nil, nil, err
 	}
-	pt, err := keycrypto.Decrypt(aead, hdr, body, keycrypto.CanonicalContext(ec))
+	pt, err := vk.Decrypt(hdr, body, keycrypto.CanonicalContext(ec))
 	if err != nil {
 		return nil, nil, err
 	}

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/aes"
-	"crypto/cipher"
 	"crypto/rand"
 	"encoding/hex"
 	"net"
@@ -17,13 +15,13 @@ import (
 )
 
 // bareKMS is the gRPC baseline: the crypto calls of KeyManagementService
-// served by a bare gRPC server from a map of cached AES-256-GCM AEADs, with
+// served by a bare gRPC server from a map of cached version keys, with
 // the same ciphertext format as raftkms. No Raft, no read-index round, no
 // interceptor, no key states: what is left is the cost of gRPC on loopback
 // and of the AEAD itself, the limit a node can reach for crypto RPCs.
 type bareKMS struct {
 	kmsv1.UnimplementedKeyManagementServiceServer
-	keys sync.Map // key ID → cipher.AEAD; written in setup only
+	keys sync.Map // key ID → *keycrypto.VersionKey; written in setup only
 }
 
 // CreateKey makes a key in memory; kmsbench calls it only in setup, so
@@ -36,34 +34,30 @@ func (b *bareKMS) CreateKey(ctx context.Context, req *kmsv1.CreateKeyRequest) (*
 	}
 	rand.Read(id[:])
 	h := hex.EncodeToString(id[:])
-	block, err := aes.NewCipher(raw[:])
-	if err != nil {
-		return nil, status.Error(codes.Internal, err.Error())
-	}
-	aead, err := cipher.NewGCM(block)
-	if err != nil {
-		return nil, status.Error(codes.Internal, err.Error())
-	}
 	// UUID-shaped, so ciphertexts are as long as raftkms's.
 	keyID := h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
-	b.keys.Store(keyID, aead)
+	vk, err := keycrypto.NewVersionKey(keyID, 1, raw[:])
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	b.keys.Store(keyID, vk)
 	return &kmsv1.CreateKeyResponse{KeyMetadata: &kmsv1.KeyMetadata{KeyId: keyID}}, nil
 }
 
-func (b *bareKMS) aead(id string) (cipher.AEAD, error) {
+func (b *bareKMS) versionKey(id string) (*keycrypto.VersionKey, error) {
 	a, ok := b.keys.Load(id)
 	if !ok {
 		return nil, status.Error(codes.NotFound, "no such key")
 	}
-	return a.(cipher.AEAD), nil
+	return a.(*keycrypto.VersionKey), nil
 }
 
 func (b *bareKMS) Encrypt(ctx context.Context, req *kmsv1.EncryptRequest) (*kmsv1.EncryptResponse, error) {
-	aead, err := b.aead(req.KeyId)
+	vk, err := b.versionKey(req.KeyId)
 	if err != nil {
 		return nil, err
 	}
-	blob, err := keycrypto.Encrypt(aead, req.KeyId, 1, rand.Reader, req.Plaintext, keycrypto.CanonicalContext(req.EncryptionContext))
+	blob, err := vk.Encrypt(rand.Reader, req.Plaintext, keycrypto.CanonicalContext(req.EncryptionContext))
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
@@ -75,11 +69,11 @@ func (b *bareKMS) Decrypt(ctx context.Context, req *kmsv1.DecryptRequest) (*kmsv
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	aead, err := b.aead(h.KeyID)
+	vk, err := b.versionKey(h.KeyID)
 	if err != nil {
 		return nil, err
 	}
-	pt, err := keycrypto.Decrypt(aead, h, body, keycrypto.CanonicalContext(req.EncryptionContext))
+	pt, err := vk.Decrypt(h, body, keycrypto.CanonicalContext(req.EncryptionContext))
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
@@ -87,7 +81,7 @@ func (b *bareKMS) Decrypt(ctx context.Context, req *kmsv1.DecryptRequest) (*kmsv
 }
 
 func (b *bareKMS) GenerateDataKey(ctx context.Context, req *kmsv1.GenerateDataKeyRequest) (*kmsv1.GenerateDataKeyResponse, error) {
-	aead, err := b.aead(req.KeyId)
+	vk, err := b.versionKey(req.KeyId)
 	if err != nil {
 		return nil, err
 	}
@@ -99,7 +93,7 @@ func (b *bareKMS) GenerateDataKey(ctx context.Context, req *kmsv1.GenerateDataKe
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
-	blob, err := keycrypto.Encrypt(aead, req.KeyId, 1, rand.Reader, pt, keycrypto.CanonicalContext(req.EncryptionContext))
+	blob, err := vk.Encrypt(rand.Reader, pt, keycrypto.CanonicalContext(req.EncryptionContext))
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}

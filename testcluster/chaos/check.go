@@ -2,8 +2,6 @@ package chaos
 
 import (
 	"context"
-	"crypto/aes"
-	"crypto/cipher"
 	"fmt"
 	"path/filepath"
 	"sort"
@@ -310,11 +308,11 @@ func checkCiphertexts(t *testing.T, c *testcluster.Cluster, w *Workload) {
 	}
 	for _, i := range live {
 		f := c.FSM(i)
-		aeads := map[string]cipher.AEAD{}
+		vks := map[string]*keycrypto.VersionKey{}
 		bad := 0
 		for _, b := range blobs {
 			name := fmt.Sprintf("%s/%d", b.Key, b.Version)
-			aead, ok := aeads[name]
+			vk, ok := vks[name]
 			if !ok {
 				k, found := f.Key(b.Key)
 				var v *fsm.Version
@@ -331,14 +329,16 @@ func checkCiphertexts(t *testing.T, c *testcluster.Cluster, w *Workload) {
 					t.Errorf("node %d: unseal key %s version %d: %v", i, b.Key, b.Version, err)
 					continue
 				}
-				block, _ := aes.NewCipher(material)
-				aead, _ = cipher.NewGCM(block)
-				aeads[name] = aead
+				if vk, err = keycrypto.NewVersionKey(b.Key, b.Version, material); err != nil {
+					t.Errorf("node %d: key %s version %d: %v", i, b.Key, b.Version, err)
+					continue
+				}
+				vks[name] = vk
 			}
 			hdr, body, err := keycrypto.ParseCiphertext(b.Blob)
 			if err == nil {
 				var pt []byte
-				pt, err = keycrypto.Decrypt(aead, hdr, body, keycrypto.CanonicalContext(map[string]string{"key": b.Key}))
+				pt, err = vk.Decrypt(hdr, body, keycrypto.CanonicalContext(map[string]string{"key": b.Key}))
 				if err == nil && string(pt) != b.Plaintext {
 					err = fmt.Errorf("wrong plaintext")
 				}
