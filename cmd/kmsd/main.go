@@ -55,7 +55,7 @@ func usage() {
 commands:
   dev           run a whole cluster (3 nodes by default) in one process on 127.0.0.1
   serve         run one node of a cluster
-  gen-root-key  print a new cluster root key (base64) to stdout
+  gen-root-key  print a new cluster root key (base64) to stdout, or -o FILE to create FILE (mode 0600)
   health        exit 0 when the node at --grpc-addr is serving
   gen-certs     make a CA and node and client certificates (mutual TLS)
   k8s-plugin    serve the Kubernetes KMS v2 API on a unix socket, backed by a cluster key

@@ -12,9 +12,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/raftkms/raftkms/keycrypto"
 	kmsv1 "github.com/raftkms/raftkms/proto/kms/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -245,4 +247,130 @@ func captureStderr(t *testing.T, fn func()) string {
 	w.Close()
 	b, _ := io.ReadAll(r)
 	return string(b)
+}
+
+// syncBuffer collects a process's output while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestRootKeyFile: `gen-root-key -o` creates the key file with mode 0600
+// and never replaces an existing one; `serve` warns, naming the file and its
+// mode, when the file is open to group or others, and not when it is 0600.
+func TestRootKeyFile(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs kmsd processes; skipped in -short mode")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "kmsd")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	keyFile := filepath.Join(dir, "root.key")
+	var stdout, stderr strings.Builder
+	gen := exec.Command(bin, "gen-root-key", "-o", keyFile)
+	gen.Stdout, gen.Stderr = &stdout, &stderr
+	if err := gen.Run(); err != nil {
+		t.Fatalf("gen-root-key -o: %v\n%s", err, stderr.String())
+	}
+	st, err := os.Stat(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Fatalf("key file mode %#o, want 0600", st.Mode().Perm())
+	}
+	written, err := os.ReadFile(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := keycrypto.ParseRootKey(written)
+	if err != nil {
+		t.Fatalf("written key does not parse: %v", err)
+	}
+	if stdout.Len() != 0 || strings.Contains(stderr.String(), strings.TrimSpace(string(written))) {
+		t.Fatalf("the key went to the terminal: stdout %q, stderr %q", stdout.String(), stderr.String())
+	}
+	if !strings.Contains(stderr.String(), root.ID()) {
+		t.Errorf("gen-root-key -o does not name the new key's ID: %q", stderr.String())
+	}
+	out, err := exec.Command(bin, "gen-root-key", "--output", keyFile).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "already exists") {
+		t.Fatalf("second gen-root-key -o: %v, %q; want a refusal", err, out)
+	}
+	if again, _ := os.ReadFile(keyFile); string(again) != string(written) {
+		t.Fatal("an existing root key file was overwritten")
+	}
+	if key, err := exec.Command(bin, "gen-root-key").Output(); err != nil {
+		t.Fatal(err)
+	} else if _, err := keycrypto.ParseRootKey(key); err != nil {
+		t.Fatalf("gen-root-key to stdout: %v", err)
+	}
+
+	// serve runs one node until it logs that it serves, and returns its log.
+	serve := func(name string) string {
+		t.Helper()
+		raft := freePort(t)
+		cmd := exec.Command(bin, "serve", "--node-id", "n1", "--grpc-addr", freePort(t), "--raft-addr", raft,
+			"--data-dir", filepath.Join(dir, name), "--root-key-file", keyFile, "--peers", "n1="+raft, "--insecure")
+		var log syncBuffer
+		cmd.Stderr = &log
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
+		defer func() {
+			cmd.Process.Kill()
+			<-exited
+		}()
+		deadline := time.Now().Add(30 * time.Second)
+		for !strings.Contains(log.String(), "kmsd serving") {
+			select {
+			case err := <-exited:
+				exited <- err
+				t.Fatalf("kmsd serve exited: %v\n%s", err, log.String())
+			case <-time.After(50 * time.Millisecond):
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("kmsd serve did not start serving:\n%s", log.String())
+			}
+		}
+		return log.String()
+	}
+	if err := os.Chmod(keyFile, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	log := serve("open")
+	var warning string
+	for _, line := range strings.Split(log, "\n") {
+		if strings.Contains(line, "root key file is readable or writable by group or others") {
+			warning = line
+		}
+	}
+	if !strings.Contains(warning, "[WARN]") || !strings.Contains(warning, "file="+keyFile) || !strings.Contains(warning, "mode=0644") {
+		t.Fatalf("no warning naming the file and its mode for a 0644 root key file:\n%s", log)
+	}
+	if !strings.Contains(log, "root_key_id="+root.ID()) || strings.Contains(log, strings.TrimSpace(string(written))) {
+		t.Fatalf("the log does not name the root key by its ID alone:\n%s", log)
+	}
+	if err := os.Chmod(keyFile, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if log := serve("closed"); strings.Contains(log, "root key file is readable") {
+		t.Fatalf("warning for a 0600 root key file:\n%s", log)
+	}
 }

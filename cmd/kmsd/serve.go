@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"github.com/raftkms/raftkms/keycrypto"
 	"github.com/raftkms/raftkms/raftnode"
 	"github.com/raftkms/raftkms/rpc"
 	"github.com/raftkms/raftkms/server"
@@ -139,18 +138,15 @@ func runServe(args []string) int {
 		return fail(err)
 	}
 	defer closeAudit()
-	raw, err := os.ReadFile(*rootKeyFile)
+	root, rootMode, err := readRootKeyFile(*rootKeyFile)
 	if err != nil {
-		return fail(fmt.Errorf("reading the root key: %w", err))
-	}
-	root, err := keycrypto.ParseRootKey(raw)
-	if err != nil {
-		return fail(fmt.Errorf("root key file %s: %w", *rootKeyFile, err))
+		return fail(err)
 	}
 	if err := os.MkdirAll(*dataDir, 0o700); err != nil {
 		return fail(err)
 	}
 	log := c.logger("kmsd")
+	logRootKeyFile(log, *rootKeyFile, rootMode, root)
 	if implicitInsecure {
 		log.Warn("no TLS configured: this node runs INSECURE (no client authentication, no key policies) and binds loopback only; " +
 			"give --tls-cert, --tls-key and --tls-ca for a real cluster, or --insecure to say you mean it")

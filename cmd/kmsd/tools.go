@@ -18,6 +18,10 @@ import (
 
 func runGenRootKey(args []string) int {
 	fs := flag.NewFlagSet("kmsd gen-root-key", flag.ContinueOnError)
+	var output string
+	const outputUsage = "write the key to this new file (mode 0600; never overwrites) instead of stdout"
+	fs.StringVar(&output, "output", "", outputUsage)
+	fs.StringVar(&output, "o", "", outputUsage+" (short for --output)")
 	if err := parseFlags(fs, args); err != nil {
 		return usageErr(err)
 	}
@@ -25,7 +29,16 @@ func runGenRootKey(args []string) int {
 	if err != nil {
 		return fail(err)
 	}
-	os.Stdout.Write(keycrypto.EncodeRootKey(root))
+	enc := keycrypto.EncodeRootKey(root)
+	defer clear(enc)
+	if output == "" {
+		os.Stdout.Write(enc)
+		return 0
+	}
+	if err := writeRootKeyFile(output, enc); err != nil {
+		return fail(err)
+	}
+	fmt.Fprintf(os.Stderr, "kmsd: wrote a new root key (ID %s) to %s, mode 0600\n", root.ID(), output)
 	return 0
 }
 
