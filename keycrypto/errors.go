@@ -33,7 +33,7 @@ var (
 type wrongRootKeyError struct{ sealed, held string }
 
 func (e *wrongRootKeyError) Error() string {
-	return fmt.Sprintf("sealed under root key %s, but this node holds root key %s (is --root-key-file the cluster's root key?)", e.sealed, e.held)
+	return fmt.Sprintf("sealed under root key %s, but this node holds root key %s", e.sealed, e.held)
 }
 
 func (e *wrongRootKeyError) Is(target error) bool {
