@@ -31,7 +31,7 @@ func randomLog(t testing.TB, seed int64, n int) [][]byte {
 	for i := 0; i < n; i++ {
 		k := keys[rng.Intn(len(keys))]
 		var env *eventsv1.Envelope
-		switch rng.Intn(21) {
+		switch rng.Intn(23) {
 		case 0:
 			if k[0] == 'x' {
 				env = createExternal(k)
@@ -83,6 +83,11 @@ func randomLog(t testing.TB, seed int64, n int) [][]byte {
 			env = ev(&eventsv1.TagKey{KeyId: k, Tags: tags})
 		case 19:
 			env = ev(&eventsv1.PutKeyPolicy{KeyId: k, Policy: fmt.Sprint(`{"n":`, rng.Intn(9), `}`)})
+		case 20:
+			env = ev(&eventsv1.CreateAccessKey{AccessKeyId: fmt.Sprint("AK", rng.Intn(4)), Identity: "p" + strconv.Itoa(rng.Intn(2)),
+				SealedSecret: []byte(fmt.Sprint("sealed", rng.Intn(9)))})
+		case 21:
+			env = ev(&eventsv1.DeleteAccessKey{AccessKeyId: fmt.Sprint("AK", rng.Intn(4))})
 		default:
 			var check []byte
 			if c := rng.Intn(3); c > 0 {

@@ -114,6 +114,8 @@ type FSM struct {
 	reqQueue []*requestEntry // apply order (so time order), for pruning
 	reqHead  int
 
+	accessKeys map[string]*AccessKey // AWS-protocol access keys by ID; never modified in place
+
 	rootKeyCheck []byte // cluster's root-key check value; nil until a RegisterNode sets it
 	rootKeyID    string // the root key's non-secret ID, with rootKeyCheck
 
@@ -195,6 +197,7 @@ func (f *FSM) reset() {
 	f.requests = map[reqKey]*requestEntry{}
 	f.reqQueue, f.reqHead = nil, 0
 	f.rootKeyCheck, f.rootKeyID = nil, ""
+	f.accessKeys = map[string]*AccessKey{}
 	f.gen++
 }
 

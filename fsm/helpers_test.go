@@ -164,6 +164,10 @@ func ev(e any) *eventsv1.Envelope {
 		env.Event = &eventsv1.Envelope_UntagKey{UntagKey: x}
 	case *eventsv1.RegisterNode:
 		env.Event = &eventsv1.Envelope_RegisterNode{RegisterNode: x}
+	case *eventsv1.CreateAccessKey:
+		env.Event = &eventsv1.Envelope_CreateAccessKey{CreateAccessKey: x}
+	case *eventsv1.DeleteAccessKey:
+		env.Event = &eventsv1.Envelope_DeleteAccessKey{DeleteAccessKey: x}
 	default:
 		panic(fmt.Sprintf("ev: %T", e))
 	}

@@ -45,6 +45,7 @@ type Snapshot struct {
 	keys     []*Key
 	aliases  []Alias
 	nodes    []Node
+	access   []*AccessKey
 	requests []*requestEntry
 }
 
@@ -62,6 +63,7 @@ func (f *FSM) Snapshot() *Snapshot {
 		nodes:    make([]Node, 0, len(f.nodes)),
 		requests: make([]*requestEntry, len(f.reqQueue)-f.reqHead),
 	}
+	s.access = sortedAccessKeys(f.accessKeys, "")
 	copy(s.keys, f.order)
 	copy(s.requests, f.reqQueue[f.reqHead:])
 	for _, a := range f.aliases {
@@ -115,14 +117,15 @@ func (s *Snapshot) writeTo(w io.Writer, limit int) (int64, error) {
 	rw := &recordWriter{w: bufio.NewWriterSize(w, 64<<10), limit: limit}
 	write := func(rec *eventsv1.SnapshotRecord) error { return rw.write(rec) }
 	err := write(&eventsv1.SnapshotRecord{Record: &eventsv1.SnapshotRecord_Header{Header: &eventsv1.SnapshotHeader{
-		FormatVersion: snapshotFormat,
-		ClockUnixNano: s.clock,
-		KeyCount:      uint64(len(s.keys)),
-		AliasCount:    uint64(len(s.aliases)),
-		NodeCount:     uint64(len(s.nodes)),
-		RequestCount:  uint64(len(s.requests)),
-		RootKeyCheck:  s.rootKey,
-		RootKeyId:     s.rootID,
+		FormatVersion:  snapshotFormat,
+		ClockUnixNano:  s.clock,
+		KeyCount:       uint64(len(s.keys)),
+		AliasCount:     uint64(len(s.aliases)),
+		NodeCount:      uint64(len(s.nodes)),
+		RequestCount:   uint64(len(s.requests)),
+		AccessKeyCount: uint64(len(s.access)),
+		RootKeyCheck:   s.rootKey,
+		RootKeyId:      s.rootID,
 	}}})
 	// One record of each kind is reused for every key and request, so that
 	// writing a snapshot allocates next to nothing per key.
@@ -149,6 +152,13 @@ func (s *Snapshot) writeTo(w io.Writer, limit int) (int64, error) {
 		}
 		err = write(&eventsv1.SnapshotRecord{Record: &eventsv1.SnapshotRecord_Node{Node: &eventsv1.NodeRecord{
 			NodeId: n.ID, GrpcAddr: n.GRPCAddr, RaftAddr: n.RaftAddr}}})
+	}
+	for _, a := range s.access {
+		if err != nil {
+			break
+		}
+		err = write(&eventsv1.SnapshotRecord{Record: &eventsv1.SnapshotRecord_AccessKey{AccessKey: &eventsv1.AccessKeyRecord{
+			AccessKeyId: a.ID, Identity: a.Identity, SealedSecret: a.SealedSecret, CreatedUnixNano: a.CreatedAt}}})
 	}
 	reqResult := &eventsv1.ResultRecord{}
 	reqRecord := &eventsv1.RequestRecord{}
@@ -379,6 +389,16 @@ func (f *FSM) restore(r io.Reader, limit int) error {
 		case *eventsv1.SnapshotRecord_Node:
 			nd := x.Node
 			n.nodes[nd.NodeId] = Node{ID: nd.NodeId, GRPCAddr: nd.GrpcAddr, RaftAddr: nd.RaftAddr}
+		case *eventsv1.SnapshotRecord_AccessKey:
+			a := x.AccessKey
+			if a.AccessKeyId == "" {
+				return fmt.Errorf("%w: access key record without ID", ErrCorruptSnapshot)
+			}
+			if _, dup := n.accessKeys[a.AccessKeyId]; dup {
+				return fmt.Errorf("%w: duplicate access key %s", ErrCorruptSnapshot, a.AccessKeyId)
+			}
+			n.accessKeys[a.AccessKeyId] = &AccessKey{ID: a.AccessKeyId, Identity: a.Identity,
+				SealedSecret: bytes.Clone(a.SealedSecret), CreatedAt: a.CreatedUnixNano}
 		case *eventsv1.SnapshotRecord_Request:
 			q := x.Request
 			res := q.GetResult()
@@ -396,7 +416,8 @@ func (f *FSM) restore(r io.Reader, limit int) error {
 		}
 	}
 	if uint64(len(n.order)) != hdr.KeyCount || uint64(len(n.aliases)) != hdr.AliasCount ||
-		uint64(len(n.nodes)) != hdr.NodeCount || uint64(len(n.reqQueue)) != hdr.RequestCount {
+		uint64(len(n.nodes)) != hdr.NodeCount || uint64(len(n.reqQueue)) != hdr.RequestCount ||
+		uint64(len(n.accessKeys)) != hdr.AccessKeyCount {
 		return fmt.Errorf("%w: record counts do not match the header", ErrCorruptSnapshot)
 	}
 
@@ -404,6 +425,7 @@ func (f *FSM) restore(r io.Reader, limit int) error {
 	f.clock, f.keys, f.order, f.aliases, f.nodes = n.clock, n.keys, n.order, n.aliases, n.nodes
 	f.requests, f.reqQueue, f.reqHead = n.requests, n.reqQueue, 0
 	f.rootKeyCheck, f.rootKeyID = n.rootKeyCheck, n.rootKeyID
+	f.accessKeys = n.accessKeys
 	f.gen++
 	f.mu.Unlock()
 	if f.cfg.OnChange != nil {

@@ -1,5 +1,5 @@
 // The raftkms snapshot format: a stream of length-delimited SnapshotRecord
-// messages (header first, then keys in creation order, aliases, nodes and
+// messages (header first, then keys in creation order, aliases, nodes, access keys and
 // remembered request IDs). Streaming keeps a snapshot of a million keys from
 // needing one giant buffer. Material stays sealed under the root key.
 
