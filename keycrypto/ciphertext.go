@@ -12,8 +12,9 @@ import (
 	"sort"
 )
 
-// Ciphertext blob layouts. Encrypt writes format 2; Decrypt reads both, so
-// every ciphertext a client ever got keeps opening.
+// Ciphertext blob layouts. VersionKey.Encrypt writes format 2;
+// VersionKey.Decrypt reads both, so every ciphertext a client ever got
+// keeps opening.
 //
 // Format 1 (before per-message keys):
 //
@@ -45,7 +46,8 @@ import (
 // derivation, so the same material imported into two keys still yields
 // unrelated message keys.
 //
-// The version key is 32 uniformly random bytes, so it serves directly as
+// The version key is a uniformly random AES-256 key (generated, or imported
+// as one, as AWS KMS requires of imported material), so it serves directly as
 // HKDF's pseudorandom key (RFC 5869 section 3.3: the extract step is for
 // input that is not yet a uniform key); the expand step is then one
 // HMAC-SHA-256 keyed by the version key, whose padded key blocks are hashed
@@ -58,7 +60,8 @@ import (
 // seals exactly one message, so the fixed nonce is never reused under a key;
 // what must not repeat is the 256-bit salt, and n messages repeat one with
 // probability about n^2/2^257: at most 2^-32 up to n = 2^112 messages per
-// version, beyond reach at any rate (2^64 messages at 10^9/s take 584 years).
+// version, beyond reach at any rate (at 10^9 messages/s, 2^112 messages take
+// about 10^17 years).
 const (
 	CiphertextFormatV1 byte = 0x01
 	CiphertextFormatV2 byte = 0x02

@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -263,5 +264,44 @@ func TestCanonicalContextRefusesNonMinimalLengths(t *testing.T) {
 		if m, err := ParseCanonicalContext(bad); err == nil {
 			t.Errorf("ParseCanonicalContext(%x) = %v, want an error", bad, m)
 		}
+	}
+}
+
+// One VersionKey serves many calls at once (run with -race): format 2
+// clones the keyed HMAC per message and never writes the shared one.
+func TestVersionKeyConcurrent(t *testing.T) {
+	k := testVK(t, "k", 1)
+	ec := CanonicalContext(map[string]string{"a": "b"})
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pt := []byte{byte(g)}
+			for range 200 {
+				blob, err := k.Encrypt(rand.Reader, pt, ec)
+				if err != nil {
+					errs <- err
+					return
+				}
+				h, body, err := ParseCiphertext(blob)
+				if err == nil {
+					var got []byte
+					if got, err = k.Decrypt(h, body, ec); err == nil && !bytes.Equal(got, pt) {
+						err = errors.New("wrong plaintext")
+					}
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
 	}
 }
