@@ -309,7 +309,8 @@ func (f *FSM) Node(id string) (Node, bool) {
 	return n, ok
 }
 
-// Clock is the state's clock: the largest event time applied, Unix nanoseconds.
+// Clock is the state's clock, Unix nanoseconds: the clamped time of the last
+// entry applied (it never goes back, and moves at most MaxClockStep per entry).
 func (f *FSM) Clock() int64 {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
