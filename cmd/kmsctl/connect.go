@@ -30,6 +30,8 @@ type connInfo struct {
 	debug  io.Writer // nil unless --debug
 	mu     sync.Mutex
 	op     string           // the API operation of the last call ("DescribeKey")
+	asked  bool             // a node asked for a client certificate in a TLS handshake
+	ours   bool             // and kmsctl had one to give (--cert)
 	dialed map[string]error // last dial result per address; nil error: connected
 	last   string           // the address dialed last
 }
@@ -73,12 +75,25 @@ func (c *connInfo) tlsConfig() (*tls.Config, error) {
 	if (f.Cert == "") != (f.Key == "") {
 		return nil, usagef("--cert and --key go together: give both (your client certificate and its private key)")
 	}
+	var pair *tls.Certificate
 	if f.Cert != "" {
-		pair, err := tls.LoadX509KeyPair(f.Cert, f.Key)
+		p, err := tls.LoadX509KeyPair(f.Cert, f.Key)
 		if err != nil {
 			return nil, otherf("Unable to load the client certificate --cert %s with --key %s: %v", f.Cert, f.Key, err)
 		}
-		cfg.Certificates = []tls.Certificate{pair}
+		pair = &p
+	}
+	// Note that the node asked for a client certificate: when it then
+	// drops the connection, the certificate (or its absence) is why, even
+	// if the alert saying so is lost in the race with the first write.
+	cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		c.mu.Lock()
+		c.asked, c.ours = true, pair != nil
+		c.mu.Unlock()
+		if pair == nil {
+			return &tls.Certificate{}, nil
+		}
+		return pair, nil
 	}
 	if f.CA != "" {
 		pem, err := os.ReadFile(f.CA)
@@ -163,6 +178,7 @@ func (c *connInfo) explain(st *status.Status) (msg string, local bool) {
 	c.mu.Lock()
 	addr := c.last
 	dialErr := c.dialed[addr]
+	asked, ours := c.asked, c.ours
 	c.mu.Unlock()
 	if addr == "" {
 		addr = strings.Split(c.g.endpoints, ",")[0]
@@ -174,6 +190,9 @@ func (c *connInfo) explain(st *status.Status) (msg string, local bool) {
 		return fmt.Sprintf("Connect timeout on endpoint URL: %q (no connection within --cli-connect-timeout %s)", url, c.g.connectTimeout), true
 	case dialErr != nil:
 		return fmt.Sprintf("Could not connect to the endpoint URL: %q (%s)", url, shortNetError(dialErr)), true
+	case strings.Contains(text, "HTTP/1."):
+		return fmt.Sprintf("Could not connect to the endpoint URL: %q: the endpoint answers HTTP/1.1, not gRPC. "+
+			"kmsctl talks to a node's gRPC port (kmsd --grpc-addr; 7001 with kmsd dev), not its AWS-protocol port", url), true
 	case !c.tls && (strings.Contains(text, "server preface") || strings.Contains(text, "EOF") || strings.Contains(text, "frame")):
 		return fmt.Sprintf("Could not connect to the endpoint URL: %q: the node speaks TLS and kmsctl connected without it. "+
 			"Give --ca FILE (and --cert FILE --key FILE when the cluster wants client certificates), "+
@@ -181,7 +200,7 @@ func (c *connInfo) explain(st *status.Status) (msg string, local bool) {
 	case c.tls && strings.Contains(text, "first record does not look like a TLS handshake"):
 		return fmt.Sprintf("SSL validation failed for %s: the node does not speak TLS. "+
 			"Drop --ca/--cert/--key (and $RAFTKMS_CA, $RAFTKMS_CERT, $RAFTKMS_KEY), or use --endpoint-url http://%s", url, addr), true
-	case c.tls && strings.Contains(text, "certificate required"):
+	case c.tls && (strings.Contains(text, "certificate required") || (asked && !ours && !strings.Contains(text, "x509:"))):
 		return fmt.Sprintf("SSL validation failed for %s: the node requires a client certificate. "+
 			"Give --cert FILE --key FILE (kmsd gen-certs writes NAME.pem and NAME-key.pem)", url), true
 	case c.tls && (strings.Contains(text, "unknown authority") || strings.Contains(text, "x509:")):
@@ -190,7 +209,8 @@ func (c *connInfo) explain(st *status.Status) (msg string, local bool) {
 			hint = "connect by a name the node's certificate holds"
 		}
 		return fmt.Sprintf("SSL validation failed for %s: %s; %s", url, tlsReason(text), hint), true
-	case c.tls && (strings.Contains(text, "bad certificate") || strings.Contains(text, "unknown certificate")):
+	case c.tls && (strings.Contains(text, "bad certificate") || strings.Contains(text, "unknown certificate") ||
+		(asked && ours && !strings.Contains(text, "x509:"))):
 		return fmt.Sprintf("SSL validation failed for %s: the node refused the client certificate given by --cert "+
 			"(is it signed by the cluster's CA?): %s", url, tlsReason(text)), true
 	case c.tls && strings.Contains(text, "tls:"):

@@ -2,6 +2,8 @@ package main
 
 import (
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -19,7 +21,7 @@ import (
 type tlsFiles struct {
 	dir                                          string
 	ca, nodeCert, nodeKey, clientCert, clientKey string
-	otherCA                                      string
+	otherCA, strangerCert, strangerKey           string // a CA, and a client of it, that the cluster does not trust
 }
 
 func makeTLSFiles(t *testing.T) tlsFiles {
@@ -29,14 +31,14 @@ func makeTLSFiles(t *testing.T) tlsFiles {
 		t.Fatal(err)
 	}
 	other := filepath.Join(t.TempDir(), "other")
-	if err := pki.WriteSet(other, nil, nil, nil, time.Hour); err != nil {
+	if err := pki.WriteSet(other, nil, []string{"stranger"}, nil, time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	return tlsFiles{
 		dir: dir, ca: filepath.Join(dir, "ca.pem"),
 		nodeCert: filepath.Join(dir, "kms1.pem"), nodeKey: filepath.Join(dir, "kms1-key.pem"),
 		clientCert: filepath.Join(dir, "app.pem"), clientKey: filepath.Join(dir, "app-key.pem"),
-		otherCA: filepath.Join(other, "ca.pem"),
+		otherCA: filepath.Join(other, "ca.pem"), strangerCert: filepath.Join(other, "stranger.pem"), strangerKey: filepath.Join(other, "stranger-key.pem"),
 	}
 }
 
@@ -80,6 +82,9 @@ func TestConnectionFailures(t *testing.T) {
 	tlsAddr := startTLSFake(t, f)
 	_, plainAddr := startFakeKMS(t)
 	dead := deadAddr(t)
+	httpSrv := httptest.NewServer(http.NotFoundHandler()) // an HTTP/1.1 server, like the AWS-protocol port
+	t.Cleanup(httpSrv.Close)
+	httpAddr := strings.TrimPrefix(httpSrv.URL, "http://")
 	t.Setenv("RAFTKMS_CA", "")
 	t.Setenv("RAFTKMS_CERT", "")
 	t.Setenv("RAFTKMS_KEY", "")
@@ -103,10 +108,14 @@ func TestConnectionFailures(t *testing.T) {
 			[]string{"SSL validation failed for https://" + tlsAddr, "requires a client certificate", "--cert FILE --key FILE"}},
 		{"TLS with a CA that did not sign the node", append([]string{"--endpoints", tlsAddr}, "--ca", f.otherCA, "--cert", f.clientCert, "--key", f.clientKey),
 			exitOther, []string{"SSL validation failed", "--ca FILE"}},
+		{"a client certificate the node does not trust", []string{"--endpoints", tlsAddr, "--ca", f.ca, "--cert", f.strangerCert, "--key", f.strangerKey},
+			exitOther, []string{"SSL validation failed", "refused the client certificate given by --cert"}},
 		{"https endpoint-url, system roots", []string{"--endpoint-url", "https://" + tlsAddr}, exitOther,
 			[]string{"SSL validation failed for https://" + tlsAddr, "--ca FILE"}},
 		{"TLS client, plaintext node", append([]string{"--endpoints", plainAddr}, mtls...), exitOther,
 			[]string{"the node does not speak TLS", "--endpoint-url http://" + plainAddr}},
+		{"an HTTP/1.1 server", []string{"--endpoints", httpAddr}, exitOther,
+			[]string{"answers HTTP/1.1, not gRPC", "gRPC port"}},
 		{"cert without key", []string{"--endpoints", tlsAddr, "--ca", f.ca, "--cert", f.clientCert}, exitUsage,
 			[]string{"--cert and --key go together"}},
 		{"missing CA file", []string{"--endpoints", tlsAddr, "--ca", filepath.Join(f.dir, "nope.pem")}, exitOther,
