@@ -34,6 +34,7 @@ type AuditRecord struct {
 	Identity  string `json:"identity"`
 	Via       string `json:"via,omitempty"`
 	Operation string `json:"operation"`
+	Action    string `json:"action,omitempty"`
 	KeyID     string `json:"key_id,omitempty"`
 	RequestID string `json:"request_id"`
 	Code      string `json:"code"`
@@ -77,13 +78,14 @@ func auditKey(req any) string {
 	return ""
 }
 
-func (a *auditLog) record(c caller, method, requestID string, req any, err error, forwarded bool) {
+func (a *auditLog) record(c caller, m *method, requestID string, req any, err error, forwarded bool) {
 	rec := AuditRecord{
 		Time:      a.now().UTC().Format(time.RFC3339Nano),
 		Node:      a.node,
 		Identity:  c.identity,
 		Via:       c.via,
-		Operation: method[strings.LastIndex(method, "/")+1:],
+		Operation: m.name[strings.LastIndex(m.name, "/")+1:],
+		Action:    m.action,
 		KeyID:     auditKey(req),
 		RequestID: requestID,
 		Code:      "OK",

@@ -3,14 +3,16 @@ package rpc
 import (
 	"context"
 	"fmt"
-	"strings"
 
 	"github.com/raftkms/raftkms/fsm"
 	"github.com/raftkms/raftkms/pki"
+	optionsv1 "github.com/raftkms/raftkms/proto/options/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // Auth configures authentication and authorization. With Enabled false (dev
@@ -32,10 +34,12 @@ const mdPrincipal = "x-raftkms-principal"
 
 type callerKey struct{}
 
-// caller is who made a call.
+// caller is who made a call, as pki.Trust classified it.
 type caller struct {
-	identity string // the client's identity
-	via      string // the node that forwarded the call, or ""
+	identity string   // the client's identity (for a forwarded call, the one the node named)
+	role     pki.Role // what that identity is allowed to be
+	nodeID   string   // for a node identity, the node it speaks for
+	via      string   // the node identity that forwarded the call, or ""
 }
 
 func withCaller(ctx context.Context, c caller) context.Context {
@@ -47,14 +51,16 @@ func callerOf(ctx context.Context) caller {
 	return c
 }
 
-// identify names the caller from its verified client certificate; a node
-// forwarding a call names the client in metadata.
+// identify names the caller from its verified client certificate, through
+// pki.Trust (the one place that decides what a certificate is). A node
+// forwarding a call names the client in metadata; that name is believed only
+// from a node certificate, and only from the node the call says forwarded it.
 func (s *Server) identify(ctx context.Context, md metadata.MD) (caller, error) {
 	if p, ok := invokedPrincipal(ctx); ok {
 		return s.invokedCaller(p)
 	}
 	if !s.cfg.Auth.Enabled {
-		return caller{identity: principalAnon}, nil
+		return caller{identity: principalAnon, role: pki.RoleClient}, nil
 	}
 	p, ok := peer.FromContext(ctx)
 	if !ok {
@@ -64,14 +70,26 @@ func (s *Server) identify(ctx context.Context, md metadata.MD) (caller, error) {
 	if !ok {
 		return caller{}, accessDenied("a client certificate is required")
 	}
-	id := pki.PeerIdentity(info.State)
-	if id == "" {
-		return caller{}, accessDenied("a verified client certificate is required")
+	pc := s.trust.ClassifyConn(info.State)
+	if pc.Role == pki.RoleNone {
+		return caller{}, accessDenied("a verified client certificate with a valid identity is required")
 	}
-	if fwd := firstMD(md, mdPrincipal); fwd != "" && pki.IsNodeIdentity(id) {
-		return caller{identity: fwd, via: id}, nil
+	fwd, by := md.Get(mdPrincipal), md.Get(mdForwardedBy)
+	if len(fwd) == 0 && len(by) == 0 {
+		return caller{identity: pc.Identity, role: pc.Role, nodeID: pc.NodeID}, nil
 	}
-	return caller{identity: id}, nil
+	if pc.Role != pki.RoleNode {
+		return caller{identity: pc.Identity, role: pc.Role}, accessDenied("%s is not a node and may not forward calls", pc.Identity)
+	}
+	if len(fwd) != 1 || len(by) != 1 || by[0] != pc.NodeID {
+		return caller{identity: pc.Identity, role: pc.Role, nodeID: pc.NodeID},
+			accessDenied("a forwarded call names one principal and the node that forwards it (%s)", pc.NodeID)
+	}
+	fc := s.trust.Classify(fwd[0])
+	if fc.Role == pki.RoleNone {
+		return caller{identity: pc.Identity, role: pc.Role, nodeID: pc.NodeID}, accessDenied("the forwarded principal is not a valid identity")
+	}
+	return caller{identity: fc.Identity, role: fc.Role, nodeID: fc.NodeID, via: pc.Identity}, nil
 }
 
 func accessDenied(format string, args ...any) error {
@@ -87,40 +105,56 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-func (s *Server) isAdmin(identity string) bool { return contains(s.cfg.Auth.Admins, identity) }
-
-// clusterMethods are ClusterService calls and who may make them: "admin"
-// (admins), "node" (nodes and admins), "any" (every authenticated identity).
-var clusterMethods = map[string]string{
-	"Status": "any", "Join": "node", "Remove": "admin", "TransferLeadership": "admin",
-	"Snapshot": "admin", "ReadIndex": "node",
-}
-
-// authorizeMethod checks the calls that concern no single key.
-func (s *Server) authorizeMethod(c caller, fullMethod string) error {
+// authorizeMethod checks the method table's audience of a call, and the
+// calls that concern no single key.
+func (s *Server) authorizeMethod(c caller, m *method, req any) error {
 	if !s.cfg.Auth.Enabled {
 		return nil
 	}
-	if name, ok := strings.CutPrefix(fullMethod, "/raftkms.cluster.v1.ClusterService/"); ok {
-		switch clusterMethods[name] {
-		case "any":
-			return nil
-		case "node":
-			if pki.IsNodeIdentity(c.identity) || s.isAdmin(c.identity) {
-				return nil
-			}
-		default:
-			if s.isAdmin(c.identity) {
-				return nil
-			}
+	switch m.audience {
+	case optionsv1.Audience_AUDIENCE_CLIENT:
+		if m.action == "kms:CreateKey" && len(s.cfg.Auth.KeyCreators) > 0 && !contains(s.cfg.Auth.KeyCreators, c.identity) {
+			return accessDenied("%s may not create keys", c.identity)
 		}
-		return accessDenied("%s may not call %s", c.identity, name)
+		return nil
+	case optionsv1.Audience_AUDIENCE_ADMIN:
+		if c.role == pki.RoleAdmin {
+			return nil
+		}
+	case optionsv1.Audience_AUDIENCE_NODE:
+		// Calls nodes make to each other are never forwarded on anyone's
+		// behalf: the peer itself must be a node.
+		if c.role == pki.RoleNode && c.via == "" {
+			return nil
+		}
+	case optionsv1.Audience_AUDIENCE_SELF_NODE_OR_ADMIN:
+		if c.role == pki.RoleAdmin {
+			return nil
+		}
+		if c.role == pki.RoleNode && c.nodeID != "" && c.nodeID == requestNodeID(req) {
+			return nil
+		}
+		if c.role == pki.RoleNode {
+			return accessDenied("%s may not call %s for node %q; a node speaks only for itself", c.identity, m.name, requestNodeID(req))
+		}
+	default:
+		return internalErr("method %s has an unknown audience", m.name)
 	}
-	if fullMethod == "/raftkms.kms.v1.KeyManagementService/CreateKey" &&
-		len(s.cfg.Auth.KeyCreators) > 0 && !contains(s.cfg.Auth.KeyCreators, c.identity) {
-		return accessDenied("%s may not create keys", c.identity)
+	return accessDenied("%s may not call %s", c.identity, m.name)
+}
+
+// requestNodeID is the node a request names (its node_id field).
+func requestNodeID(req any) string {
+	msg, ok := req.(proto.Message)
+	if !ok {
+		return ""
 	}
-	return nil
+	pr := msg.ProtoReflect()
+	fd := pr.Descriptor().Fields().ByName(nodeIDField)
+	if fd == nil || fd.Kind() != protoreflect.StringKind {
+		return ""
+	}
+	return pr.Get(fd).String()
 }
 
 // adminActions are what admins may always do on any key, for recovery.
@@ -132,8 +166,9 @@ func (s *Server) authorize(ctx context.Context, k *fsm.Key, action string) error
 	if !s.cfg.Auth.Enabled {
 		return nil
 	}
-	id := callerOf(ctx).identity
-	if adminActions[action] && s.isAdmin(id) {
+	c := callerOf(ctx)
+	id := c.identity
+	if adminActions[action] && c.role == pki.RoleAdmin {
 		return nil
 	}
 	doc := k.Policy

@@ -173,7 +173,11 @@ func (s *Server) JoinVia(ctx context.Context, addr, raftAddr string) error {
 	if err != nil {
 		return err
 	}
-	ctx = metadata.AppendToOutgoingContext(ctx, MDRequestID, "join/"+s.cfg.NodeID+"/"+newRequestID())
+	id := "join/" + s.cfg.NodeID + "/" + newRequestID()
+	if len(id) > maxRequestID {
+		id = "join/" + newRequestID() // a long node ID: the ID must stay valid
+	}
+	ctx = metadata.AppendToOutgoingContext(ctx, MDRequestID, id)
 	_, err = clusterv1.NewClusterServiceClient(conn).Join(ctx, &clusterv1.JoinRequest{
 		NodeId: s.cfg.NodeID, RaftAddr: raftAddr, GrpcAddr: s.cfg.GRPCAddr})
 	return err

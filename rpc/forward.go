@@ -2,17 +2,11 @@ package rpc
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
-	"strings"
 
 	"github.com/raftkms/raftkms/raftnode"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protoreflect"
-	"google.golang.org/protobuf/reflect/protoregistry"
 )
 
 // gRPC metadata keys of the raftkms API.
@@ -30,81 +24,56 @@ const (
 	mdForwardedBy = "x-raftkms-forwarded-by"
 )
 
-// writeMethods are the RPCs that become events and must run on the leader.
-var writeMethods = map[string]bool{}
-
-func init() {
-	for _, m := range []string{"CreateKey", "EnableKey", "DisableKey", "ScheduleKeyDeletion", "CancelKeyDeletion",
-		"EnableKeyRotation", "DisableKeyRotation", "RotateKeyOnDemand", "CreateAlias", "UpdateAlias", "DeleteAlias",
-		"GetParametersForImport", "ImportKeyMaterial", "DeleteImportedKeyMaterial", "UpdateKeyDescription",
-		"TagResource", "UntagResource", "PutKeyPolicy"} {
-		writeMethods["/raftkms.kms.v1.KeyManagementService/"+m] = true
-	}
-	for _, m := range []string{"Join", "Remove", "TransferLeadership"} {
-		writeMethods["/raftkms.cluster.v1.ClusterService/"+m] = true
-	}
-}
-
-type ctxKey int
-
-const requestIDKey ctxKey = 0
-
-// requestID returns the call's idempotency token.
-func withRequestID(ctx context.Context, id string) context.Context {
-	return context.WithValue(ctx, requestIDKey, id)
-}
-
-func requestID(ctx context.Context) string {
-	id, _ := ctx.Value(requestIDKey).(string)
-	return id
-}
-
-func newRequestID() string {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		panic("rpc: no randomness for request IDs: " + err.Error())
-	}
-	return hex.EncodeToString(b[:])
-}
-
-func firstMD(md metadata.MD, key string) string {
-	if v := md.Get(key); len(v) > 0 {
-		return v[0]
-	}
-	return ""
-}
-
 // UnaryInterceptor gives every call its request ID and caller identity,
-// checks the calls that concern no single key, forwards writes to the leader
-// when this node is a follower, writes the audit line, and turns errors into
-// statuses.
+// refuses what the method table does not allow (and any method missing from
+// it), rejects undecodable requests, forwards writes to the leader when this
+// node is a follower, writes the audit line, and turns errors into statuses.
 func (s *Server) UnaryInterceptor() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
+		m, err := lookupMethod(info.FullMethod)
+		if err != nil {
+			s.log.Error("refusing a call to a method missing from the method table", "method", info.FullMethod)
+			return nil, toStatus(err)
+		}
 		md, _ := metadata.FromIncomingContext(ctx)
 		// Writes and the audit log need a request ID; a read without audit
-		// skips making one (it costs randomness on the hot path).
+		// skips making one (it costs randomness on the hot path). A client's
+		// ID that is not valid is refused, never replaced: replacing it
+		// would apply a retried write twice.
 		id := firstMD(md, MDRequestID)
-		if (id == "" && (writeMethods[info.FullMethod] || s.audit != nil)) || len(id) > 128 {
+		idErr := checkRequestID(id)
+		if idErr != nil {
+			id = "" // not echoed into the audit log
+		} else if id == "" && (m.write() || s.audit != nil) {
 			id = newRequestID()
 		}
-		ctx = context.WithValue(ctx, requestIDKey, id)
+		ctx = withRequestID(ctx, id)
 		forwarded := false
 		c, err := s.identify(ctx, md)
 		if s.audit != nil {
-			defer func() { s.audit.record(c, info.FullMethod, id, req, err, forwarded) }()
+			defer func() { s.audit.record(c, m, id, req, err, forwarded) }()
 		}
 		if err == nil {
-			err = s.authorizeMethod(c, info.FullMethod)
+			err = idErr
+		}
+		if err == nil {
+			err = badInput(req)
+		}
+		if err == nil {
+			err = s.authorizeMethod(c, m, req)
+		}
+		if err == nil && m.write() {
+			ctx, err = withFingerprint(ctx, m, req)
 		}
 		if err != nil {
 			return nil, toStatus(err)
 		}
 		ctx = withCaller(ctx, c)
-		isWrite := writeMethods[info.FullMethod] && c.via == "" && firstMD(md, mdForwardedBy) == ""
+		isWrite := m.write() && c.via == "" && firstMD(md, mdForwardedBy) == ""
 
 		if isWrite && !s.node.IsLeader() {
 			forwarded = true
-			resp, err = s.forward(ctx, info.FullMethod, req)
+			resp, err = s.forward(ctx, m, req)
 			return resp, toStatus(err)
 		}
 		resp, err = handler(ctx, req)
@@ -112,7 +81,7 @@ func (s *Server) UnaryInterceptor() grpc.UnaryServerInterceptor {
 			// Leadership moved while we handled the call; the proposal
 			// surely did not apply, so forwarding it is safe.
 			forwarded = true
-			resp, err = s.forward(ctx, info.FullMethod, req)
+			resp, err = s.forward(ctx, m, req)
 		}
 		if errors.Is(err, raftnode.ErrNotLeader) {
 			if addr, aerr := s.leaderAddr(); aerr == nil {
@@ -126,8 +95,9 @@ func (s *Server) UnaryInterceptor() grpc.UnaryServerInterceptor {
 }
 
 // forward sends a write to the leader with the same request ID, and returns
-// the leader's answer as it is.
-func (s *Server) forward(ctx context.Context, method string, req any) (any, error) {
+// the leader's answer as it is. The leader believes the principal named here
+// because this node's certificate is a node's.
+func (s *Server) forward(ctx context.Context, m *method, req any) (any, error) {
 	addr, err := s.leaderAddr()
 	if err != nil {
 		return nil, err
@@ -135,46 +105,16 @@ func (s *Server) forward(ctx context.Context, method string, req any) (any, erro
 	if addr == s.cfg.GRPCAddr {
 		return nil, unavailableErr("leadership is changing; retry")
 	}
-	resp, err := newResponse(method)
-	if err != nil {
-		return nil, err
-	}
 	conn, err := s.conn(addr)
 	if err != nil {
 		return nil, err
 	}
+	resp := m.output.New().Interface()
 	out := metadata.Pairs(MDRequestID, requestID(ctx), mdForwardedBy, s.cfg.NodeID,
 		mdPrincipal, callerOf(ctx).identity)
 	ctx = metadata.NewOutgoingContext(ctx, out)
-	if err := conn.Invoke(ctx, method, req, resp); err != nil {
+	if err := conn.Invoke(ctx, m.name, req, resp); err != nil {
 		return nil, err
 	}
 	return resp, nil
-}
-
-// newResponse makes an empty response message of a method, found through
-// the registered service descriptors.
-func newResponse(method string) (proto.Message, error) {
-	i := strings.LastIndex(method, "/")
-	if i <= 1 {
-		return nil, internalErr("bad method name %q", method)
-	}
-	svc := protoreflect.FullName(strings.TrimPrefix(method[:i], "/"))
-	d, err := protoregistry.GlobalFiles.FindDescriptorByName(svc)
-	if err != nil {
-		return nil, internalErr("unknown service %s", svc)
-	}
-	sd, ok := d.(protoreflect.ServiceDescriptor)
-	if !ok {
-		return nil, internalErr("%s is not a service", svc)
-	}
-	md := sd.Methods().ByName(protoreflect.Name(method[i+1:]))
-	if md == nil {
-		return nil, internalErr("unknown method %s", method)
-	}
-	mt, err := protoregistry.GlobalTypes.FindMessageByName(md.Output().FullName())
-	if err != nil {
-		return nil, internalErr("unknown response type of %s", method)
-	}
-	return mt.New().Interface(), nil
 }

@@ -40,8 +40,20 @@ func (s kmsService) CreateAlias(ctx context.Context, req *kmsv1.CreateAliasReque
 	return &kmsv1.CreateAliasResponse{}, err
 }
 
+// UpdateAlias re-points an alias. As in AWS KMS, the caller needs
+// kms:UpdateAlias on the alias's current key and on the new one, so nobody
+// can take over an alias someone else's callers rely on. The event carries
+// the current key that was checked, so a change of target in between is a
+// deterministic rejection rather than a change nobody authorized.
 func (s kmsService) UpdateAlias(ctx context.Context, req *kmsv1.UpdateAliasRequest) (*kmsv1.UpdateAliasResponse, error) {
 	if err := checkAliasName(req.AliasName); err != nil {
+		return nil, err
+	}
+	if req.TargetKeyId == "" {
+		return nil, validationErr("TargetKeyId is required")
+	}
+	cur, err := s.writeKey(ctx, req.AliasName, "kms:UpdateAlias")
+	if err != nil {
 		return nil, err
 	}
 	k, err := s.writeKey(ctx, req.TargetKeyId, "kms:UpdateAlias")
@@ -49,19 +61,22 @@ func (s kmsService) UpdateAlias(ctx context.Context, req *kmsv1.UpdateAliasReque
 		return nil, err
 	}
 	_, err = s.propose(ctx, &eventsv1.Envelope{Event: &eventsv1.Envelope_UpdateAlias{UpdateAlias: &eventsv1.UpdateAlias{
-		AliasName: req.AliasName, TargetKeyId: k.ID}}})
+		AliasName: req.AliasName, TargetKeyId: k.ID, ExpectedTargetKeyId: cur.ID}}})
 	return &kmsv1.UpdateAliasResponse{}, err
 }
 
+// DeleteAlias needs kms:DeleteAlias on the alias's current key, which the
+// event names as its guard.
 func (s kmsService) DeleteAlias(ctx context.Context, req *kmsv1.DeleteAliasRequest) (*kmsv1.DeleteAliasResponse, error) {
 	if err := checkAliasName(req.AliasName); err != nil {
 		return nil, err
 	}
-	if _, err := s.writeKey(ctx, req.AliasName, "kms:DeleteAlias"); err != nil {
+	cur, err := s.writeKey(ctx, req.AliasName, "kms:DeleteAlias")
+	if err != nil {
 		return nil, err
 	}
-	_, err := s.propose(ctx, &eventsv1.Envelope{Event: &eventsv1.Envelope_DeleteAlias{DeleteAlias: &eventsv1.DeleteAlias{
-		AliasName: req.AliasName}}})
+	_, err = s.propose(ctx, &eventsv1.Envelope{Event: &eventsv1.Envelope_DeleteAlias{DeleteAlias: &eventsv1.DeleteAlias{
+		AliasName: req.AliasName, ExpectedTargetKeyId: cur.ID}}})
 	return &kmsv1.DeleteAliasResponse{}, err
 }
 

@@ -104,6 +104,9 @@ func (s kmsService) Encrypt(ctx context.Context, req *kmsv1.EncryptRequest) (*km
 	if err := checkAlgorithm(req.EncryptionAlgorithm); err != nil {
 		return nil, err
 	}
+	if err := checkContext("EncryptionContext", req.EncryptionContext); err != nil {
+		return nil, err
+	}
 	k, err := s.readKey(ctx, req.KeyId, "kms:Encrypt")
 	if err != nil {
 		return nil, err
@@ -126,6 +129,9 @@ func (s kmsService) Decrypt(ctx context.Context, req *kmsv1.DecryptRequest) (*km
 	if err := checkAlgorithm(req.EncryptionAlgorithm); err != nil {
 		return nil, err
 	}
+	if err := checkContext("EncryptionContext", req.EncryptionContext); err != nil {
+		return nil, err
+	}
 	k, pt, err := s.decryptBlob(ctx, req.CiphertextBlob, req.EncryptionContext, req.KeyId, "kms:Decrypt")
 	if err != nil {
 		return nil, err
@@ -136,6 +142,12 @@ func (s kmsService) Decrypt(ctx context.Context, req *kmsv1.DecryptRequest) (*km
 func (s kmsService) ReEncrypt(ctx context.Context, req *kmsv1.ReEncryptRequest) (*kmsv1.ReEncryptResponse, error) {
 	if req.DestinationKeyId == "" {
 		return nil, validationErr("DestinationKeyId is required")
+	}
+	if err := checkContext("SourceEncryptionContext", req.SourceEncryptionContext); err != nil {
+		return nil, err
+	}
+	if err := checkContext("DestinationEncryptionContext", req.DestinationEncryptionContext); err != nil {
+		return nil, err
 	}
 	src, pt, err := s.decryptBlob(ctx, req.CiphertextBlob, req.SourceEncryptionContext, req.SourceKeyId, "kms:ReEncryptFrom")
 	if err != nil {
@@ -162,6 +174,9 @@ func (s *Server) dataKey(ctx context.Context, ref, spec string, n int32, ec map[
 	size, err := keycrypto.DataKeyLength(spec, int(n))
 	if err != nil {
 		return nil, nil, nil, validationErr("%v", err)
+	}
+	if err := checkContext("EncryptionContext", ec); err != nil {
+		return nil, nil, nil, err
 	}
 	k, err := s.readKey(ctx, ref, action)
 	if err != nil {

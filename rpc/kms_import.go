@@ -3,6 +3,7 @@ package rpc
 import (
 	"bytes"
 	"context"
+	"crypto/subtle"
 	"encoding/hex"
 	"google.golang.org/grpc/codes"
 	"time"
@@ -37,6 +38,9 @@ func (s kmsService) GetParametersForImport(ctx context.Context, req *kmsv1.GetPa
 	if k.Origin != fsm.OriginExternal {
 		return nil, unsupportedErr("key %s does not have origin EXTERNAL", k.ID)
 	}
+	if err := s.importRL.allow(s.principal(ctx), "import parameters"); err != nil {
+		return nil, err
+	}
 	_, pubDER, privDER, err := keycrypto.GenerateWrappingKey(s.rand, req.WrappingKeySpec)
 	if err != nil {
 		return nil, validationErr("%v", err)
@@ -68,6 +72,16 @@ func (s kmsService) GetParametersForImport(ctx context.Context, req *kmsv1.GetPa
 		ParametersValidTo: ts(k.Import.ExpiresAt)}, nil
 }
 
+// sameToken compares an import token with the one recorded (hex), in
+// constant time: how much of a guess matched must not show in the timing.
+func sameToken(token []byte, recordedHex string) bool {
+	want, err := hex.DecodeString(recordedHex)
+	if err != nil {
+		return false
+	}
+	return subtle.ConstantTimeCompare(token, want) == 1
+}
+
 // ImportKeyMaterial unwraps the material on this node (the leader), re-seals
 // it under the root key and proposes it; plaintext material never enters the log.
 func (s kmsService) ImportKeyMaterial(ctx context.Context, req *kmsv1.ImportKeyMaterialRequest) (*kmsv1.ImportKeyMaterialResponse, error) {
@@ -80,7 +94,7 @@ func (s kmsService) ImportKeyMaterial(ctx context.Context, req *kmsv1.ImportKeyM
 	}
 	p := k.Import
 	tokenID := hex.EncodeToString(req.ImportToken)
-	if p == nil || len(req.ImportToken) == 0 || tokenID != p.TokenID {
+	if p == nil || len(req.ImportToken) == 0 || !sameToken(req.ImportToken, p.TokenID) {
 		return nil, &fsm.Rejection{Code: fsm.CodeInvalidImportToken, Msg: "the import token is not valid for key " + k.ID}
 	}
 	if s.now().UnixNano() >= p.ExpiresAt {

@@ -73,8 +73,15 @@ func keyMetadata(k *fsm.Key) *kmsv1.KeyMetadata {
 }
 
 func (s kmsService) CreateKey(ctx context.Context, req *kmsv1.CreateKeyRequest) (*kmsv1.CreateKeyResponse, error) {
-	if len(req.Description) > maxDescription {
-		return nil, validationErr("Description is longer than %d characters", maxDescription)
+	if err := checkDescription(req.Description); err != nil {
+		return nil, err
+	}
+	if err := checkPolicySize(req.Policy); err != nil {
+		return nil, err
+	}
+	tags, err := checkTags(req.Tags)
+	if err != nil {
+		return nil, err
 	}
 	if req.KeySpec != "" && req.KeySpec != fsm.DefaultKeySpec {
 		return nil, unsupportedErr("KeySpec %s is not supported; only SYMMETRIC_DEFAULT", req.KeySpec)
@@ -93,13 +100,7 @@ func (s kmsService) CreateKey(ctx context.Context, req *kmsv1.CreateKeyRequest) 
 	} else if _, err := parsePolicy(policy); err != nil {
 		return nil, err
 	}
-	ev := &eventsv1.CreateKey{KeyId: id, Description: req.Description, Policy: policy}
-	for _, t := range req.Tags {
-		if t.TagKey == "" {
-			return nil, validationErr("TagKey is required")
-		}
-		ev.Tags = append(ev.Tags, &eventsv1.Tag{Key: t.TagKey, Value: t.TagValue})
-	}
+	ev := &eventsv1.CreateKey{KeyId: id, Description: req.Description, Policy: policy, Tags: tags}
 	switch strings.ToUpper(req.Origin) {
 	case "", "AWS_KMS":
 		ev.Origin = fsm.OriginGenerated
@@ -232,8 +233,8 @@ func (s kmsService) CancelKeyDeletion(ctx context.Context, req *kmsv1.CancelKeyD
 }
 
 func (s kmsService) UpdateKeyDescription(ctx context.Context, req *kmsv1.UpdateKeyDescriptionRequest) (*kmsv1.UpdateKeyDescriptionResponse, error) {
-	if len(req.Description) > maxDescription {
-		return nil, validationErr("Description is longer than %d characters", maxDescription)
+	if err := checkDescription(req.Description); err != nil {
+		return nil, err
 	}
 	_, err := s.keyEvent(ctx, req.KeyId, "kms:UpdateKeyDescription", func(id string) *eventsv1.Envelope {
 		return &eventsv1.Envelope{Event: &eventsv1.Envelope_UpdateKeyDescription{UpdateKeyDescription: &eventsv1.UpdateKeyDescription{
@@ -246,14 +247,12 @@ func (s kmsService) TagResource(ctx context.Context, req *kmsv1.TagResourceReque
 	if len(req.Tags) == 0 {
 		return nil, validationErr("Tags is required")
 	}
-	ev := &eventsv1.TagKey{}
-	for _, t := range req.Tags {
-		if t.TagKey == "" {
-			return nil, validationErr("TagKey is required")
-		}
-		ev.Tags = append(ev.Tags, &eventsv1.Tag{Key: t.TagKey, Value: t.TagValue})
+	tags, err := checkTags(req.Tags)
+	if err != nil {
+		return nil, err
 	}
-	_, err := s.keyEvent(ctx, req.KeyId, "kms:TagResource", func(id string) *eventsv1.Envelope {
+	ev := &eventsv1.TagKey{Tags: tags}
+	_, err = s.keyEvent(ctx, req.KeyId, "kms:TagResource", func(id string) *eventsv1.Envelope {
 		ev.KeyId = id
 		return &eventsv1.Envelope{Event: &eventsv1.Envelope_TagKey{TagKey: ev}}
 	})
@@ -263,6 +262,9 @@ func (s kmsService) TagResource(ctx context.Context, req *kmsv1.TagResourceReque
 func (s kmsService) UntagResource(ctx context.Context, req *kmsv1.UntagResourceRequest) (*kmsv1.UntagResourceResponse, error) {
 	if len(req.TagKeys) == 0 {
 		return nil, validationErr("TagKeys is required")
+	}
+	if err := checkTagKeys(req.TagKeys); err != nil {
+		return nil, err
 	}
 	_, err := s.keyEvent(ctx, req.KeyId, "kms:UntagResource", func(id string) *eventsv1.Envelope {
 		return &eventsv1.Envelope{Event: &eventsv1.Envelope_UntagKey{UntagKey: &eventsv1.UntagKey{KeyId: id, TagKeys: req.TagKeys}}}
@@ -274,8 +276,8 @@ func (s kmsService) PutKeyPolicy(ctx context.Context, req *kmsv1.PutKeyPolicyReq
 	if req.Policy == "" {
 		return nil, validationErr("Policy is required")
 	}
-	if len(req.Policy) > 32768 {
-		return nil, validationErr("Policy is longer than 32768 characters")
+	if err := checkPolicySize(req.Policy); err != nil {
+		return nil, err
 	}
 	if _, err := parsePolicy(req.Policy); err != nil {
 		return nil, err

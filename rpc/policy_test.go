@@ -3,6 +3,9 @@ package rpc
 import (
 	"errors"
 	"testing"
+
+	"github.com/raftkms/raftkms/pki"
+	clusterv1 "github.com/raftkms/raftkms/proto/cluster/v1"
 )
 
 func TestDefaultPolicyParses(t *testing.T) {
@@ -74,29 +77,43 @@ func FuzzParsePolicy(f *testing.F) {
 }
 
 func TestAuthorizeMethod(t *testing.T) {
-	s := &Server{cfg: Config{Auth: Auth{Enabled: true, Admins: []string{"root"}, KeyCreators: []string{"maker"}}}}
+	s := &Server{cfg: Config{Auth: Auth{Enabled: true, Admins: []string{"root"}, KeyCreators: []string{"maker"}}},
+		trust: pki.Trust{Admins: []string{"root"}}}
+	join := &clusterv1.JoinRequest{NodeId: "kms2"}
 	cases := []struct {
 		id, method string
+		req        any
 		ok         bool
 	}{
-		{"root", "/raftkms.cluster.v1.ClusterService/Remove", true},
-		{"app", "/raftkms.cluster.v1.ClusterService/Remove", false},
-		{"app", "/raftkms.cluster.v1.ClusterService/Status", true},
-		{"spiffe://raftkms/node/kms2", "/raftkms.cluster.v1.ClusterService/Join", true},
-		{"app", "/raftkms.cluster.v1.ClusterService/Join", false},
-		{"app", "/raftkms.cluster.v1.ClusterService/ReadIndex", false},
-		{"maker", "/raftkms.kms.v1.KeyManagementService/CreateKey", true},
-		{"app", "/raftkms.kms.v1.KeyManagementService/CreateKey", false},
-		{"app", "/raftkms.kms.v1.KeyManagementService/ListKeys", true},
+		{"root", "/raftkms.cluster.v1.ClusterService/Remove", nil, true},
+		{"app", "/raftkms.cluster.v1.ClusterService/Remove", nil, false},
+		{"spiffe://raftkms/node/kms2", "/raftkms.cluster.v1.ClusterService/Remove", nil, false},
+		{"app", "/raftkms.cluster.v1.ClusterService/Status", nil, true},
+		{"spiffe://raftkms/node/kms2", "/raftkms.cluster.v1.ClusterService/Join", join, true},
+		{"spiffe://raftkms/node/kms3", "/raftkms.cluster.v1.ClusterService/Join", join, false},
+		{"root", "/raftkms.cluster.v1.ClusterService/Join", join, true},
+		{"app", "/raftkms.cluster.v1.ClusterService/Join", join, false},
+		{"app", "/raftkms.cluster.v1.ClusterService/ReadIndex", nil, false},
+		{"root", "/raftkms.cluster.v1.ClusterService/ReadIndex", nil, false},
+		{"spiffe://raftkms/node/kms3", "/raftkms.cluster.v1.ClusterService/ReadIndex", nil, true},
+		{"maker", "/raftkms.kms.v1.KeyManagementService/CreateKey", nil, true},
+		{"app", "/raftkms.kms.v1.KeyManagementService/CreateKey", nil, false},
+		{"app", "/raftkms.kms.v1.KeyManagementService/ListKeys", nil, true},
 	}
 	for _, c := range cases {
-		err := s.authorizeMethod(caller{identity: c.id}, c.method)
+		m, err := lookupMethod(c.method)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := s.trust.Classify(c.id)
+		err = s.authorizeMethod(caller{identity: p.Identity, role: p.Role, nodeID: p.NodeID}, m, c.req)
 		if (err == nil) != c.ok {
 			t.Errorf("%s calling %s: %v", c.id, c.method, err)
 		}
 	}
 	open := &Server{}
-	if err := open.authorizeMethod(caller{identity: principalAnon}, "/raftkms.cluster.v1.ClusterService/Remove"); err != nil {
+	m, _ := lookupMethod("/raftkms.cluster.v1.ClusterService/Remove")
+	if err := open.authorizeMethod(caller{identity: principalAnon}, m, nil); err != nil {
 		t.Errorf("without auth everything is allowed: %v", err)
 	}
 }

@@ -37,6 +37,7 @@ func (s *Server) propose(ctx context.Context, env *eventsv1.Envelope) (*fsm.Resu
 	env.TimeUnixNano = s.now().UnixNano()
 	env.RequestId = requestID(ctx)
 	env.Principal = s.principal(ctx)
+	env.RequestFingerprint = fingerprintOf(ctx)
 	res, err := s.node.Propose(ctx, env)
 	if err != nil {
 		return nil, err
@@ -130,6 +131,9 @@ func (s *Server) writeKey(ctx context.Context, ref, action string) (*fsm.Key, er
 // periodSeconds picks a period from days or the seconds extension, and
 // checks it against the bounds.
 func periodSeconds(days int32, seconds int64, def, lo, hi time.Duration, what string) (int64, error) {
+	if days != 0 && seconds != 0 {
+		return 0, validationErr("give %s or its seconds form, not both", what)
+	}
 	d := def
 	switch {
 	case seconds != 0:

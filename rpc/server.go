@@ -17,7 +17,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/raftkms/raftkms/fsm"
 	"github.com/raftkms/raftkms/keycrypto"
-	"github.com/raftkms/raftkms/raftnode"
+	"github.com/raftkms/raftkms/pki"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 )
@@ -79,7 +79,7 @@ type Config struct {
 	NodeID     string             // this node's ID
 	GRPCAddr   string             // this node's advertised gRPC address
 	FSM        *fsm.FSM           // local state, read-only here
-	Node       *raftnode.Node     // proposes events, answers read-index rounds
+	Node       Node               // proposes events, answers read-index rounds (a *raftnode.Node)
 	Root       *keycrypto.RootKey // seals and opens key material
 	Limits     Limits             // cluster bounds
 	StaleReads bool               // skip the read-index round for every read on this node
@@ -95,6 +95,9 @@ type Config struct {
 	Auth Auth
 	// Audit, if set, receives one JSON line per call (see audit.go).
 	Audit io.Writer
+	// ImportParametersPerMinute bounds GetParametersForImport calls per
+	// identity on the leader; default DefaultImportParametersPerMinute.
+	ImportParametersPerMinute int
 }
 
 // Server implements the gRPC services of one node.
@@ -103,13 +106,15 @@ type Server struct {
 	limits Limits
 	log    hclog.Logger
 	fsm    *fsm.FSM
-	node   *raftnode.Node
+	node   Node
+	trust  pki.Trust // classifies certificates (Auth.Admins are the admins)
 	root   *keycrypto.RootKey
 	aeads  *keycrypto.Cache
 	rand   io.Reader
 	now    func() time.Time
 
 	readIdx  *coalescer // read-index rounds of a follower, shared
+	importRL *throttle  // GetParametersForImport per identity
 	policies policyCache
 	audit    *auditLog
 
@@ -135,6 +140,12 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.ImportParametersPerMinute < 0 {
+		return nil, errors.New("rpc: ImportParametersPerMinute must not be negative")
+	}
+	if cfg.ImportParametersPerMinute == 0 {
+		cfg.ImportParametersPerMinute = DefaultImportParametersPerMinute
+	}
 	if cfg.DialOptions == nil {
 		cfg.DialOptions = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	}
@@ -148,8 +159,10 @@ func New(cfg Config) (*Server, error) {
 		aeads:  keycrypto.NewCache(0),
 		rand:   cfg.Rand,
 		now:    cfg.Now,
+		trust:  pki.Trust{Admins: cfg.Auth.Admins},
 		conns:  map[string]*grpc.ClientConn{},
 	}
+	s.importRL = newThrottle(cfg.ImportParametersPerMinute, cfg.Now)
 	s.readIdx = newCoalescer(5*time.Second, s.remoteReadIndex)
 	if cfg.Audit != nil {
 		s.audit = &auditLog{w: cfg.Audit, node: cfg.NodeID, now: cfg.Now}

@@ -196,7 +196,7 @@ func Start(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.sched.Store(sched)
-	opts := []grpc.ServerOption{grpc.ChainUnaryInterceptor(s.api.UnaryInterceptor()),
+	opts := []grpc.ServerOption{grpc.ChainUnaryInterceptor(s.api.UnaryInterceptor()), rpc.ServerCodec(),
 		// Peers ping every 10 s (dialOptions); allow it.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true})}
 	if cfg.TLS != nil {
