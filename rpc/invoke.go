@@ -82,8 +82,9 @@ func (s *Server) Invoke(ctx context.Context, principal, fullMethod string, req p
 // invokedCaller is the caller of an in-process call: the principal the front
 // authenticated, which is never a node (nodes speak only over mutual TLS).
 func (s *Server) invokedCaller(principal string) (caller, error) {
-	if pki.IsNodeIdentity(principal) {
+	p := s.trust.Classify(principal)
+	if p.Role == pki.RoleNode || p.Role == pki.RoleNone {
 		return caller{}, accessDenied("%s may not call through this front", principal)
 	}
-	return caller{identity: principal}, nil
+	return caller{identity: p.Identity, role: p.Role}, nil
 }
