@@ -237,11 +237,11 @@ func TestBadInput(t *testing.T) {
 		{"empty tag key", func() error {
 			_, err := kms.TagResource(ctx, &kmsv1.TagResourceRequest{KeyId: key, Tags: []*kmsv1.Tag{{TagValue: "x"}}})
 			return err
-		}, codes.InvalidArgument, "TagException"},
+		}, codes.InvalidArgument, "ValidationException"},
 		{"129-character tag key", func() error {
 			_, err := kms.TagResource(ctx, &kmsv1.TagResourceRequest{KeyId: key, Tags: []*kmsv1.Tag{{TagKey: strings.Repeat("k", 129)}}})
 			return err
-		}, codes.InvalidArgument, "TagException"},
+		}, codes.InvalidArgument, "ValidationException"},
 		{"128-character tag key of multibyte characters", func() error {
 			_, err := kms.TagResource(ctx, &kmsv1.TagResourceRequest{KeyId: key, Tags: []*kmsv1.Tag{{TagKey: strings.Repeat("é", 128)}}})
 			return err
@@ -249,7 +249,7 @@ func TestBadInput(t *testing.T) {
 		{"257-character tag value", func() error {
 			_, err := kms.TagResource(ctx, &kmsv1.TagResourceRequest{KeyId: key, Tags: []*kmsv1.Tag{{TagKey: "k", TagValue: strings.Repeat("v", 257)}}})
 			return err
-		}, codes.InvalidArgument, "TagException"},
+		}, codes.InvalidArgument, "ValidationException"},
 		{"untag aws:", func() error {
 			_, err := kms.UntagResource(ctx, &kmsv1.UntagResourceRequest{KeyId: key, TagKeys: []string{"aws:x"}})
 			return err

@@ -25,13 +25,15 @@ func tagErr(format string, args ...any) error {
 	return &apiError{code: codes.InvalidArgument, name: "TagException", msg: fmt.Sprintf(format, args...)}
 }
 
-// checkTagKey applies AWS's rules to one tag key.
+// checkTagKey applies AWS's rules to one tag key. As in AWS KMS, a length
+// out of bounds is a ValidationException (a parameter constraint), a
+// reserved or repeated key a TagException.
 func checkTagKey(k string) error {
 	switch n := utf8.RuneCountInString(k); {
 	case n == 0:
-		return tagErr("TagKey is required")
+		return validationErr("TagKey is required")
 	case n > maxTagKey:
-		return tagErr("TagKey is %d characters long; at most %d are allowed", n, maxTagKey)
+		return validationErr("TagKey is %d characters long; at most %d are allowed", n, maxTagKey)
 	case len(k) >= len(reservedTagPrefix) && strings.EqualFold(k[:len(reservedTagPrefix)], reservedTagPrefix):
 		return tagErr("tag keys beginning with %s are reserved", reservedTagPrefix)
 	}
@@ -52,7 +54,7 @@ func checkTags(tags []*kmsv1.Tag) ([]*eventsv1.Tag, error) {
 			return nil, err
 		}
 		if n := utf8.RuneCountInString(t.TagValue); n > maxTagValue {
-			return nil, tagErr("the value of tag %s is %d characters long; at most %d are allowed", t.TagKey, n, maxTagValue)
+			return nil, validationErr("the value of tag %s is %d characters long; at most %d are allowed", t.TagKey, n, maxTagValue)
 		}
 		if seen[t.TagKey] {
 			return nil, tagErr("tag key %s is given more than once", t.TagKey)
