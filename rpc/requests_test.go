@@ -199,7 +199,7 @@ func TestBadInput(t *testing.T) {
 	h := newHarness(t)
 	ctx := testCtx(t)
 	kms := h.kms("owner")
-	key := h.createKey("owner", nil)
+	key, fresh := h.createKey("owner", nil), h.createKey("owner", nil)
 	tags := func(n int) []*kmsv1.Tag {
 		var out []*kmsv1.Tag
 		for i := range n {
@@ -243,7 +243,7 @@ func TestBadInput(t *testing.T) {
 			return err
 		}, codes.InvalidArgument, "ValidationException"},
 		{"128-character tag key of multibyte characters", func() error {
-			_, err := kms.TagResource(ctx, &kmsv1.TagResourceRequest{KeyId: key, Tags: []*kmsv1.Tag{{TagKey: strings.Repeat("é", 128)}}})
+			_, err := kms.TagResource(ctx, &kmsv1.TagResourceRequest{KeyId: fresh, Tags: []*kmsv1.Tag{{TagKey: strings.Repeat("é", 128)}}})
 			return err
 		}, codes.OK, ""},
 		{"257-character tag value", func() error {
