@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/raftkms/raftkms/fsm"
 	kmsv1 "github.com/raftkms/raftkms/proto/kms/v1"
 	optionsv1 "github.com/raftkms/raftkms/proto/options/v1"
 	"google.golang.org/grpc"
@@ -163,10 +164,32 @@ func TestRequestIDs(t *testing.T) {
 	if fwd := h.node.last(); !bytes.Equal(fwd.RequestFingerprint, want[:]) || fwd.Principal != "owner" {
 		t.Fatalf("forwarded envelope: fingerprint %x principal %q, want %x owner", fwd.RequestFingerprint, fwd.Principal, want)
 	}
-	// The same ID with another request has another fingerprint.
+	// The same ID with another request has another fingerprint, and the
+	// state machine refuses it rather than answer with the first result.
 	_, err = kms.DisableKey(withID(ctx, "enable-1"), &kmsv1.DisableKeyRequest{KeyId: key})
 	if last := h.node.last(); last.GetDisableKey() == nil || bytes.Equal(last.RequestFingerprint, want[:]) || len(last.RequestFingerprint) != sha256.Size {
 		t.Fatalf("DisableKey reusing an ID proposed %v (err %v)", last, err)
+	}
+	wantCode(t, "DisableKey reusing EnableKey's request ID", err, codes.FailedPrecondition, "IdempotentParameterMismatchException")
+	if k, _ := h.f.Key(key); k.State != fsm.KeyStateEnabled {
+		t.Fatalf("the refused DisableKey left the key %s", fsm.StateName(k.State))
+	}
+	// A retry of the same request answers as the first did.
+	if _, err := kms.EnableKey(withID(ctx, "enable-1"), enable); err != nil {
+		t.Fatalf("retried EnableKey: %v", err)
+	}
+	// Another identity's request ID is its own: reusing the owner's
+	// CreateKey ID makes a key of its own, not the owner's answer.
+	first, err := kms.CreateKey(withID(ctx, "create-1"), &kmsv1.CreateKeyRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := h.kms("other").CreateKey(withID(ctx, "create-1"), &kmsv1.CreateKeyRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.KeyMetadata.KeyId == second.KeyMetadata.KeyId {
+		t.Fatalf("other reusing owner's request ID got owner's key %s", first.KeyMetadata.KeyId)
 	}
 	if _, err := kms.ListKeys(ctx, &kmsv1.ListKeysRequest{}); err != nil {
 		t.Fatal(err)

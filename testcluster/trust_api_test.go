@@ -62,9 +62,25 @@ func TestTrustBoundariesAPI(t *testing.T) {
 			_, err := owner.DisableKey(metadata.AppendToOutgoingContext(ctx, rpc.MDRequestID, id), &kmsv1.DisableKeyRequest{KeyId: key})
 			wantErr(t, "request ID "+id[:10]+"…", err, codes.InvalidArgument, "ValidationException")
 		}
+		// EnableKey then DisableKey with one request ID: the second is
+		// refused, not acknowledged without effect.
+		idCtx := metadata.AppendToOutgoingContext(ctx, rpc.MDRequestID, "reused-id-1")
+		must[*kmsv1.EnableKeyResponse](t, "EnableKey")(owner.EnableKey(idCtx, &kmsv1.EnableKeyRequest{KeyId: key}))
+		_, err := owner.DisableKey(idCtx, &kmsv1.DisableKeyRequest{KeyId: key})
+		wantErr(t, "DisableKey reusing EnableKey's request ID", err, codes.FailedPrecondition, "IdempotentParameterMismatchException")
+		// Another identity reusing the owner's CreateKey ID gets a key of
+		// its own, never the owner's answer.
+		createCtx := metadata.AppendToOutgoingContext(ctx, rpc.MDRequestID, "reused-create-1")
+		mine := must[*kmsv1.CreateKeyResponse](t, "owner CreateKey")(owner.CreateKey(createCtx, &kmsv1.CreateKeyRequest{}))
+		theirs := must[*kmsv1.CreateKeyResponse](t, "attacker CreateKey")(c.KMSAs(l, "attacker").CreateKey(createCtx, &kmsv1.CreateKeyRequest{}))
+		if mine.KeyMetadata.KeyId == theirs.KeyMetadata.KeyId {
+			t.Fatalf("the attacker reusing the owner's request ID received the owner's key %s", mine.KeyMetadata.KeyId)
+		}
 		c.WaitConverged(t)
-		if k, _ := c.FSM(l).Key(key); k.State != fsm.KeyStateEnabled {
-			t.Fatalf("a refused DisableKey changed the key's state to %s", fsm.StateName(k.State))
+		for i := range 3 {
+			if k, _ := c.FSM(i).Key(key); k.State != fsm.KeyStateEnabled {
+				t.Fatalf("node %d: refused calls left the key %s", i, fsm.StateName(k.State))
+			}
 		}
 	})
 
