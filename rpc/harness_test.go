@@ -119,6 +119,16 @@ func (n *memNode) RemoveServer(_ context.Context, id string) error {
 
 func (n *memNode) TransferLeadership(context.Context, string) error { return nil }
 
+func (n *memNode) Shutdown() error { return nil }
+
+// SubscribeLeadership: the in-memory node leads from the start and never
+// loses it.
+func (n *memNode) SubscribeLeadership() (<-chan bool, func()) {
+	ch := make(chan bool, 1)
+	ch <- true
+	return ch, func() {}
+}
+
 // harness serves one rpc.Server over an in-memory connection with mutual
 // TLS, with certificates from its own CA: clients "owner" and "other", the
 // admin "admin", and nodes node1 (the server itself) to node3.

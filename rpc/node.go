@@ -20,6 +20,9 @@ type Proposer interface {
 	Leader() (id, raftAddr string)
 	// CatchUp waits until a new leader's state covers its term.
 	CatchUp(ctx context.Context) error
+	// SubscribeLeadership reports this node's leadership changes (true on
+	// gaining it) until the returned cancel is called.
+	SubscribeLeadership() (<-chan bool, func())
 }
 
 // Reader is what linearizable reads need (DESIGN §5).
@@ -43,6 +46,8 @@ type Membership interface {
 	RemoveServer(ctx context.Context, id string) error
 	TransferLeadership(ctx context.Context, toID string) error
 	Snapshot() error
+	// Shutdown stops the node's Raft side (a node that must not serve).
+	Shutdown() error
 }
 
 // Node is everything rpc needs of the node's Raft side.
