@@ -2,10 +2,12 @@ package rpc
 
 import (
 	"context"
+	"fmt"
 	"testing"
 
 	"github.com/raftkms/raftkms/fsm"
 	clusterv1 "github.com/raftkms/raftkms/proto/cluster/v1"
+	eventsv1 "github.com/raftkms/raftkms/proto/events/v1"
 	kmsv1 "github.com/raftkms/raftkms/proto/kms/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -94,6 +96,39 @@ func TestAliasAuthorization(t *testing.T) {
 	}
 }
 
+// TestAliasChangeCannotRace: the alias moves between UpdateAlias's checks
+// and its proposal (another write committed in between); the proposal names
+// the target it checked, so it is refused instead of applying a change
+// nobody authorized against the alias's new target.
+func TestAliasChangeCannotRace(t *testing.T) {
+	for _, del := range []bool{false, true} {
+		h := newHarness(t)
+		ctx := testCtx(t)
+		a, a2, b := h.createKey("owner", nil), h.createKey("owner", nil), h.createKey("other", nil)
+		if _, err := h.kms("owner").CreateAlias(ctx, &kmsv1.CreateAliasRequest{AliasName: "alias/app", TargetKeyId: a}); err != nil {
+			t.Fatal(err)
+		}
+		// Checked against a (owner's, also a2's owner), but meanwhile the
+		// alias moved to b.
+		h.node.before = func(env *eventsv1.Envelope) *eventsv1.Envelope {
+			h.node.before = nil
+			return &eventsv1.Envelope{Principal: "other", TimeUnixNano: h.clock.Now().UnixNano(),
+				Event: &eventsv1.Envelope_UpdateAlias{UpdateAlias: &eventsv1.UpdateAlias{
+					AliasName: "alias/app", TargetKeyId: b, ExpectedTargetKeyId: a}}}
+		}
+		var err error
+		if del {
+			_, err = h.kms("owner").DeleteAlias(ctx, &kmsv1.DeleteAliasRequest{AliasName: "alias/app"})
+		} else {
+			_, err = h.kms("owner").UpdateAlias(ctx, &kmsv1.UpdateAliasRequest{AliasName: "alias/app", TargetKeyId: a2})
+		}
+		wantCode(t, fmt.Sprintf("raced change (delete %v)", del), err, codes.FailedPrecondition, "KMSInvalidStateException")
+		if got := h.aliasTarget("alias/app"); got != b {
+			t.Fatalf("delete %v: alias/app points to %q after the raced change, want %q", del, got, b)
+		}
+	}
+}
+
 // TestKeyActionAuthorization: every key action against the key's policy,
 // by caller and key state. The default policy gives the creator everything;
 // admins may only describe a key and read or replace its policy (recovery).
@@ -136,12 +171,17 @@ func TestKeyActionAuthorization(t *testing.T) {
 	crypto := map[string]bool{"kms:Encrypt": true, "kms:GenerateDataKey": true}
 	h := newHarness(t)
 	ctx := testCtx(t)
-	for _, state := range []string{"Enabled", "Disabled"} {
+	for _, state := range []string{"Enabled", "Disabled", "PendingDeletion"} {
 		for _, who := range []string{"owner", "other", "admin", "node2"} {
 			for action, op := range ops {
 				key := h.createKey("owner", nil)
-				if state == "Disabled" {
+				switch state {
+				case "Disabled":
 					if _, err := h.kms("owner").DisableKey(ctx, &kmsv1.DisableKeyRequest{KeyId: key}); err != nil {
+						t.Fatal(err)
+					}
+				case "PendingDeletion":
+					if _, err := h.kms("owner").ScheduleKeyDeletion(ctx, &kmsv1.ScheduleKeyDeletionRequest{KeyId: key}); err != nil {
 						t.Fatal(err)
 					}
 				}
@@ -152,6 +192,8 @@ func TestKeyActionAuthorization(t *testing.T) {
 					code, exception = codes.PermissionDenied, "AccessDeniedException"
 				case state == "Disabled" && crypto[action]:
 					code, exception = codes.FailedPrecondition, "DisabledException"
+				case state == "PendingDeletion" && (crypto[action] || action == "kms:EnableKey" || action == "kms:ScheduleKeyDeletion"):
+					code, exception = codes.FailedPrecondition, "KMSInvalidStateException"
 				}
 				wantCode(t, who+" "+action+" on an "+state+" key", op(ctx, h.kms(who), key), code, exception)
 			}

@@ -36,6 +36,10 @@ type memNode struct {
 	index   uint64
 	envs    []*eventsv1.Envelope
 	members map[string]string // node ID → Raft address, from AddVoter
+	// before, if set, runs before each proposal is applied, with the
+	// envelope; what it returns is applied first (a concurrent write that
+	// committed between the handler's check and its proposal).
+	before func(env *eventsv1.Envelope) *eventsv1.Envelope
 }
 
 func newMemNode(f *fsm.FSM) *memNode {
@@ -49,6 +53,16 @@ func (n *memNode) Propose(ctx context.Context, env *eventsv1.Envelope) (*fsm.Res
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if n.before != nil {
+		if first := n.before(env); first != nil {
+			b, err := fsm.EncodeEntry(first)
+			if err != nil {
+				return nil, err
+			}
+			n.index++
+			n.f.ApplyEntry(n.index, b)
+		}
+	}
 	n.index++
 	env, err = fsm.DecodeEntry(data) // what every node would apply
 	if err != nil {
