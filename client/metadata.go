@@ -27,6 +27,10 @@ func NewRequestID() string {
 // WithRequestID makes calls with ctx use id as their idempotency token
 // instead of a fresh one. Use it to retry a logical call yourself (after a
 // crash, say) so that it still applies once; the ID replaces any set before.
+// An ID is at most 128 characters of letters, digits and - _ . : / + =;
+// the server refuses any other with a ValidationException. It is scoped to
+// the caller's identity, and reusing it for a different request is an
+// IdempotentParameterMismatchException.
 func WithRequestID(ctx context.Context, id string) context.Context {
 	return withOutgoing(ctx, mdRequestID, id)
 }
