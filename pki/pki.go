@@ -21,13 +21,18 @@ import (
 const NodeURIPrefix = "spiffe://raftkms/node/"
 
 // Identity is who a certificate names: its first URI SAN if it has one,
-// else its subject common name.
+// else its subject common name. A common name that looks like a URI
+// ("spiffe://…") names nobody: node identities come only from a URI SAN, so
+// a client certificate cannot pass for a node by its common name.
 func Identity(cert *x509.Certificate) string {
 	if cert == nil {
 		return ""
 	}
 	if len(cert.URIs) > 0 {
 		return cert.URIs[0].String()
+	}
+	if strings.Contains(cert.Subject.CommonName, "://") {
+		return ""
 	}
 	return cert.Subject.CommonName
 }
