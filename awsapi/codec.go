@@ -262,8 +262,9 @@ func scalar(fd protoreflect.FieldDescriptor, v any, path string) (protoreflect.V
 }
 
 // encodeResponse writes msg as an AWS JSON response body. Empty members
-// (unset strings, zero numbers, empty lists) are left out, as AWS leaves out
-// absent ones; booleans are always written (Enabled: false, Truncated: false).
+// (unset strings, zero numbers, unset timestamps) are left out, as AWS leaves
+// out absent ones; booleans and lists are always written (Enabled: false,
+// Truncated: false, "Aliases": []).
 func encodeResponse(msg proto.Message) ([]byte, error) {
 	return json.Marshal(encodeObject(msg.ProtoReflect()))
 }
@@ -287,10 +288,8 @@ func encodeObject(m protoreflect.Message) map[string]any {
 			})
 			out[name] = obj
 		case fd.IsList():
+			// Lists are written even when empty ("Keys": []), as AWS does.
 			l := v.List()
-			if l.Len() == 0 {
-				continue
-			}
 			arr := make([]any, l.Len())
 			for j := 0; j < l.Len(); j++ {
 				if fd.Kind() == protoreflect.MessageKind {

@@ -12,7 +12,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,41 +20,29 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/kms/types"
 	"github.com/raftkms/raftkms/awsapi"
+	clusterv1 "github.com/raftkms/raftkms/proto/cluster/v1"
 	"github.com/raftkms/raftkms/testcluster"
 )
 
 const testRegion = "us-east-1"
 
-// memCredentials is an in-memory access key store for tests of the front
-// alone.
-type memCredentials struct {
-	mu   sync.Mutex
-	keys map[string][2]string // ID → identity, secret
-}
-
-func (m *memCredentials) LookupAccessKey(id string) (string, string, bool, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	k, ok := m.keys[id]
-	return k[0], k[1], ok, nil
-}
-
-// awsCluster is a 3-node cluster with an AWS-protocol front on every node.
+// awsCluster is a 3-node cluster with an AWS-protocol front on every node,
+// verifying signatures with the cluster's replicated access keys, and one
+// access key made for the identity "dev".
 type awsCluster struct {
-	c     *testcluster.Cluster
-	urls  []string
-	creds *memCredentials
+	c          *testcluster.Cluster
+	urls       []string
+	id, secret string
 }
 
-func newAWSCluster(t *testing.T) *awsCluster {
+func newAWSCluster(t *testing.T, opts ...testcluster.Option) *awsCluster {
 	t.Helper()
-	c := testcluster.New(t, 3, testcluster.WithAPI())
+	c := testcluster.New(t, 3, append([]testcluster.Option{testcluster.WithAPI()}, opts...)...)
 	c.WaitServing(t)
-	ac := &awsCluster{c: c, creds: &memCredentials{keys: map[string][2]string{
-		"AKIAEXAMPLEDEV000001": {"dev", "devsecretdevsecretdevsecretdevsecret0001"},
-	}}}
+	ac := &awsCluster{c: c}
 	for i := 0; i < c.N(); i++ {
-		h, err := awsapi.New(awsapi.Config{Invoker: c.Server(i).API(), Credentials: ac.creds, Region: testRegion})
+		api := c.Server(i).API()
+		h, err := awsapi.New(awsapi.Config{Invoker: api, Credentials: api, Region: testRegion})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -63,7 +50,23 @@ func newAWSCluster(t *testing.T) *awsCluster {
 		t.Cleanup(srv.Close)
 		ac.urls = append(ac.urls, srv.URL)
 	}
+	ac.id, ac.secret = ac.createAccessKey(t, "dev")
 	return ac
+}
+
+// createAccessKey makes an access key through a follower's ClusterService,
+// as kmsctl create-access-key does.
+func (ac *awsCluster) createAccessKey(t *testing.T, identity string) (string, string) {
+	t.Helper()
+	resp, err := ac.c.ClusterAPI(ac.follower(t)).CreateAccessKey(ctxT(t), &clusterv1.CreateAccessKeyRequest{Identity: identity})
+	if err != nil {
+		t.Fatalf("CreateAccessKey: %v", err)
+	}
+	k := resp.GetAccessKey()
+	if k.GetIdentity() != identity || len(k.GetAccessKeyId()) != 20 || len(k.GetSecretAccessKey()) != 40 || k.GetStatus() != "Active" {
+		t.Fatalf("CreateAccessKey: %v", k)
+	}
+	return k.GetAccessKeyId(), k.GetSecretAccessKey()
 }
 
 // client is an AWS SDK KMS client for node i, signing with the given key.
@@ -79,9 +82,7 @@ func (ac *awsCluster) client(i int, id, secret string) *kms.Client {
 	})
 }
 
-func (ac *awsCluster) dev(i int) *kms.Client {
-	return ac.client(i, "AKIAEXAMPLEDEV000001", "devsecretdevsecretdevsecretdevsecret0001")
-}
+func (ac *awsCluster) dev(i int) *kms.Client { return ac.client(i, ac.id, ac.secret) }
 
 // follower is the index of a node that is not the leader.
 func (ac *awsCluster) follower(t *testing.T) int {
@@ -339,9 +340,9 @@ func TestSDKImport(t *testing.T) {
 func TestSDKSignatures(t *testing.T) {
 	ac := newAWSCluster(t)
 	ctx := ctxT(t)
-	_, err := ac.client(0, "AKIAEXAMPLEDEV000001", "wrongwrongwrongwrongwrongwrongwrongwrong").CreateKey(ctx, &kms.CreateKeyInput{})
+	_, err := ac.client(0, ac.id, "wrongwrongwrongwrongwrongwrongwrongwrong").CreateKey(ctx, &kms.CreateKeyInput{})
 	wantAPIError(t, "bad secret", err, "InvalidSignatureException")
-	_, err = ac.client(1, "AKIAUNKNOWN000000000", "devsecretdevsecretdevsecretdevsecret0001").ListKeys(ctx, &kms.ListKeysInput{})
+	_, err = ac.client(1, "AKIAUNKNOWN000000000", ac.secret).ListKeys(ctx, &kms.ListKeysInput{})
 	wantAPIError(t, "unknown access key", err, "UnrecognizedClientException")
 	keys := ok[*kms.ListKeysOutput](t, "ListKeys")(ac.dev(2).ListKeys(ctx, &kms.ListKeysInput{}))
 	if len(keys.Keys) != 0 {
@@ -351,7 +352,7 @@ func TestSDKSignatures(t *testing.T) {
 	// Raw requests: no Authorization, a truncated one.
 	for _, tc := range []struct{ name, authz, want string }{
 		{"no signature", "", "MissingAuthenticationTokenException"},
-		{"incomplete", "AWS4-HMAC-SHA256 Credential=AKIAEXAMPLEDEV000001/20260101/us-east-1/kms/aws4_request", "IncompleteSignatureException"},
+		{"incomplete", "AWS4-HMAC-SHA256 Credential=" + ac.id + "/20260101/us-east-1/kms/aws4_request", "IncompleteSignatureException"},
 		{"other scheme", "Basic ZGV2OmRldg==", "IncompleteSignatureException"},
 	} {
 		req, _ := http.NewRequest(http.MethodPost, ac.urls[0], bytes.NewReader([]byte(`{}`)))
@@ -372,7 +373,7 @@ func TestSDKSignatures(t *testing.T) {
 // same request signed now is served.
 func TestSignatureTimesAndTampering(t *testing.T) {
 	ac := newAWSCluster(t)
-	id, secret := "AKIAEXAMPLEDEV000001", "devsecretdevsecretdevsecretdevsecret0001"
+	id, secret := ac.id, ac.secret
 	for _, tc := range []struct {
 		name string
 		at   time.Time
@@ -404,7 +405,7 @@ func TestSignatureTimesAndTampering(t *testing.T) {
 // members are AWS JSON errors; ListKeyEvents (raftkms's own) is served.
 func TestProtocolErrors(t *testing.T) {
 	ac := newAWSCluster(t)
-	id, secret := "AKIAEXAMPLEDEV000001", "devsecretdevsecretdevsecretdevsecret0001"
+	id, secret := ac.id, ac.secret
 	for _, tc := range []struct{ name, op, body, want string }{
 		{"unknown operation", "CreateCustomKeyStore", `{}`, "UnknownOperationException"},
 		{"not JSON", "ListKeys", `{`, "SerializationException"},
@@ -418,7 +419,10 @@ func TestProtocolErrors(t *testing.T) {
 			t.Errorf("%s: got %d %q (header %q), want 400 %s", tc.name, status, typ, hdr, tc.want)
 		}
 	}
-	status, _, _ := rawCall(t, signedRequest(t, ac.urls[0], "CreateKey", `{"Description":"events","DryRun":false}`, id, secret, time.Now()))
+	// On the leader: with authentication off (as here, without TLS) a
+	// forwarded call records its principal as "anonymous".
+	leader := ac.urls[ac.c.WaitForLeader(t)]
+	status, _, _ := rawCall(t, signedRequest(t, leader, "CreateKey", `{"Description":"events","DryRun":false}`, id, secret, time.Now()))
 	if status != 200 {
 		t.Fatalf("CreateKey with DryRun false: %d", status)
 	}

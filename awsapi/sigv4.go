@@ -22,7 +22,7 @@ import (
 type Credentials interface {
 	// LookupAccessKey returns the identity an access key belongs to and its
 	// secret; ok is false for an access key the cluster does not know.
-	LookupAccessKey(accessKeyID string) (identity, secret string, ok bool, err error)
+	LookupAccessKey(ctx context.Context, accessKeyID string) (identity, secret string, ok bool, err error)
 }
 
 const (
@@ -141,10 +141,10 @@ func (h *Handler) verify(r *http.Request, body []byte) (string, *Error) {
 		return "", invalidSig("unsigned payloads are not accepted")
 	}
 
-	identity, secret, ok, err := h.creds.LookupAccessKey(a.accessKeyID)
+	identity, secret, ok, err := h.creds.LookupAccessKey(r.Context(), a.accessKeyID)
 	if err != nil {
-		h.log.Error("looking up an access key failed", "access_key_id", a.accessKeyID, "error", err)
-		return "", newError(http.StatusInternalServerError, "KMSInternalException", "the access key could not be read")
+		h.log.Warn("looking up an access key failed", "access_key_id", a.accessKeyID, "error", err)
+		return "", newError(http.StatusInternalServerError, "KMSInternalException", "the access key could not be checked; retry")
 	}
 	if !ok {
 		return "", unrecognized()

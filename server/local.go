@@ -25,6 +25,11 @@ type LocalConfig struct {
 	StaleReads bool               // serve reads without read-index rounds
 	Logger     hclog.Logger       // nil: discard
 	TuneRaft   func(*raftnode.Config)
+	// AWSPort, if not 0, serves the AWS KMS protocol on every node: node i
+	// on AWSPort+i-1 (-1 picks free ports).
+	AWSPort int
+	// Region is the cluster's AWS region (default DefaultRegion).
+	Region string
 }
 
 // Local is a running in-process cluster.
@@ -32,6 +37,7 @@ type Local struct {
 	cfg   LocalConfig
 	peers []raftnode.Peer
 	grpc  []string
+	aws   []string // AWS-protocol addresses, when on
 
 	mu      sync.Mutex
 	servers []*Server // nil where a node is stopped
@@ -57,6 +63,17 @@ func StartLocal(cfg LocalConfig) (*Local, error) {
 		}
 		l.peers = append(l.peers, raftnode.Peer{ID: fmt.Sprintf("kms%d", i+1), Addr: raftAddr})
 		l.grpc = append(l.grpc, grpcAddr)
+		if cfg.AWSPort != 0 {
+			base := cfg.AWSPort
+			if base < 0 {
+				base = 0
+			}
+			awsAddr, err := localAddr(base, i)
+			if err != nil {
+				return nil, err
+			}
+			l.aws = append(l.aws, awsAddr)
+		}
 	}
 	for i := range l.peers {
 		if err := l.Start(i); err != nil {
@@ -98,6 +115,7 @@ func (l *Local) Start(i int) error {
 		StaleReads: l.cfg.StaleReads,
 		Logger:     l.cfg.Logger,
 		TuneRaft:   l.cfg.TuneRaft,
+		AWS:        l.awsConfig(i),
 	})
 	if err != nil {
 		return err
@@ -144,4 +162,21 @@ func (l *Local) Leader() int {
 		}
 	}
 	return -1
+}
+
+// awsConfig is node i's AWS-protocol listener, when the cluster has one.
+func (l *Local) awsConfig(i int) AWS {
+	if len(l.aws) == 0 {
+		return AWS{}
+	}
+	return AWS{Addr: l.aws[i], Region: l.cfg.Region}
+}
+
+// AWSEndpoints are the nodes' AWS-protocol endpoint URLs (http://), or nil.
+func (l *Local) AWSEndpoints() []string {
+	var out []string
+	for _, a := range l.aws {
+		out = append(out, "http://"+a)
+	}
+	return out
 }

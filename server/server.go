@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -65,6 +66,9 @@ type Config struct {
 	// DialOptions are extra options for dialling other nodes, appended to
 	// the defaults; tests route node-to-node gRPC through a fault network.
 	DialOptions []grpc.DialOption
+	// AWS, when it names an address or a listener, serves the AWS KMS
+	// protocol on this node too.
+	AWS AWS
 }
 
 // TLS holds a node's mutual TLS configurations.
@@ -88,6 +92,9 @@ type Server struct {
 	grpc   *grpc.Server
 	health *health.Server
 	lis    net.Listener
+	// AWS-protocol listener (aws.go), nil when off.
+	awsLis  net.Listener
+	awsHTTP *http.Server
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -209,6 +216,11 @@ func Start(cfg Config) (*Server, error) {
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
 
+	if err := s.startAWS(); err != nil {
+		s.node.Shutdown()
+		s.lis.Close()
+		return nil, err
+	}
 	s.wg.Add(3)
 	go func() {
 		defer s.wg.Done()
@@ -328,6 +340,7 @@ func (s *Server) Stop() {
 	s.once.Do(func() {
 		s.cancel()
 		s.health.Shutdown()
+		s.stopAWS()
 		done := make(chan struct{})
 		go func() { s.grpc.GracefulStop(); close(done) }()
 		select {

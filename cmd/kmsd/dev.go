@@ -22,7 +22,10 @@ func runDev(args []string) int {
 		grpcPort = fs.Int("grpc-port", 7001, "gRPC port of node 1; node i listens on grpc-port+i-1")
 		raftPort = fs.Int("raft-port", 7101, "Raft port of node 1; node i listens on raft-port+i-1")
 		dataDir  = fs.String("data-dir", "", "keep the cluster's data (and its root key) here; default: a temporary directory removed on exit")
+		awsPort  = fs.Int("aws-port", 7201, "AWS KMS protocol (HTTP, SigV4) port of node 1; node i listens on aws-port+i-1; 0 turns it off")
+		aws      awsFlags
 	)
+	aws.register(fs)
 	c.register(fs, "warn")
 	if err := parseFlags(fs, args); err != nil {
 		return usageErr(err)
@@ -55,6 +58,8 @@ func runDev(args []string) int {
 		Limits:     limits,
 		StaleReads: c.staleReads,
 		Logger:     c.logger("kmsd"),
+		AWSPort:    *awsPort,
+		Region:     aws.region,
 	})
 	if err != nil {
 		return fail(err)
@@ -71,8 +76,15 @@ try:
   go run ./cmd/kmsctl encrypt --key-id KEY_ID --plaintext $(printf hello | base64)
   go run ./cmd/kmsctl cluster status
 
-Ctrl-C stops the cluster.
 `, *nodes, dir, eps, eps)
+	if awsEps := cluster.AWSEndpoints(); len(awsEps) > 0 {
+		key, err := createDevAccessKey(cluster)
+		if err != nil {
+			return fail(fmt.Errorf("creating the dev access key: %w", err))
+		}
+		printAWSSetup(key, aws.region, awsEps)
+	}
+	fmt.Println("\nCtrl-C stops the cluster.")
 	waitForSignal()
 	fmt.Println("stopping")
 	return 0

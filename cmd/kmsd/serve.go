@@ -108,7 +108,10 @@ func runServe(args []string) int {
 		rootKeyFile = fs.String("root-key-file", "", "file holding the cluster root key (from kmsd gen-root-key)")
 		peers       = fs.String("peers", "", "bootstrap voters ID=RAFTHOST:PORT,... (identical on every node)")
 		join        = fs.String("join", "", "gRPC address of a cluster member to join through (instead of --peers)")
+		awsAddr     = fs.String("aws-addr", "", "serve the AWS KMS protocol (SigV4) on HOST:PORT; HTTPS with the node's certificate under TLS")
+		aws         awsFlags
 	)
+	aws.register(fs)
 	var sec securityFlags
 	sec.register(fs)
 	c.register(fs, "info")
@@ -129,7 +132,11 @@ func runServe(args []string) int {
 	if err != nil {
 		return usageErr(err)
 	}
-	tlsCfg, auth, implicitInsecure, err := sec.build(*grpcAddr, *raftAddr, *grpcAdv, *join)
+	addrs := []string{*grpcAddr, *raftAddr, *grpcAdv, *join}
+	if *awsAddr != "" {
+		addrs = append(addrs, *awsAddr)
+	}
+	tlsCfg, auth, implicitInsecure, err := sec.build(addrs...)
 	if err != nil {
 		return usageErr(err)
 	}
@@ -166,11 +173,12 @@ func runServe(args []string) int {
 		TLS:           tlsCfg,
 		Auth:          auth,
 		Audit:         audit,
+		AWS:           server.AWS{Addr: *awsAddr, Region: aws.region},
 	})
 	if err != nil {
 		return fail(err)
 	}
-	log.Info("kmsd serving", "node", *nodeID, "grpc", srv.Addr(), "raft", *raftAddr, "tls", tlsCfg != nil)
+	log.Info("kmsd serving", "node", *nodeID, "grpc", srv.Addr(), "raft", *raftAddr, "tls", tlsCfg != nil, "aws", srv.AWSURL())
 	waitForSignal()
 	log.Info("shutting down")
 	srv.Stop()
