@@ -1,6 +1,8 @@
 package keycrypto
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/base32"
 	"encoding/base64"
 	"fmt"
@@ -21,19 +23,39 @@ const (
 	AccessKeySecretLen = 40
 )
 
+// domainAccessKeyDerive derives the access key of a request (AccessKeyFor).
+const domainAccessKeyDerive = "raftkms/access-key-derive/v1"
+
 // NewAccessKey makes a random access key ID and secret.
 func NewAccessKey(random io.Reader) (id, secret string, err error) {
-	var idBytes [10]byte // 16 base32 characters
-	var secretBytes [30]byte
-	if _, err := io.ReadFull(random, idBytes[:]); err != nil {
+	var b [40]byte
+	if _, err := io.ReadFull(random, b[:]); err != nil {
 		return "", "", fmt.Errorf("keycrypto: no randomness: %w", err)
 	}
-	if _, err := io.ReadFull(random, secretBytes[:]); err != nil {
-		return "", "", fmt.Errorf("keycrypto: no randomness: %w", err)
-	}
-	id = AccessKeyIDPrefix + base32.StdEncoding.EncodeToString(idBytes[:])
-	secret = base64.StdEncoding.EncodeToString(secretBytes[:])
+	id, secret = accessKeyOf(b)
 	return id, secret, nil
+}
+
+// AccessKeyFor derives the access key of one request, named by a scope
+// unique to it (its principal and request ID): a retry of the same request
+// gets the same ID and secret, so a retried CreateAccessKey whose first
+// answer was lost can still show the secret that the state holds sealed.
+// Only a holder of the root key can derive it.
+func (r *RootKey) AccessKeyFor(scope string) (id, secret string) {
+	m := hmac.New(sha256.New, r.mac(domainAccessKeyDerive))
+	m.Write([]byte(scope))
+	first := m.Sum(nil)
+	m.Write([]byte{1})
+	var b [40]byte
+	copy(b[:32], first)
+	copy(b[32:], m.Sum(nil))
+	return accessKeyOf(b)
+}
+
+// accessKeyOf spells 40 bytes as an access key: 10 for the ID (16 base32
+// characters after AKIA), 30 for the secret (40 base64 characters).
+func accessKeyOf(b [40]byte) (id, secret string) {
+	return AccessKeyIDPrefix + base32.StdEncoding.EncodeToString(b[:10]), base64.StdEncoding.EncodeToString(b[10:])
 }
 
 // ValidAccessKeyID reports whether id has the form NewAccessKey makes.

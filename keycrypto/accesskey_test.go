@@ -26,6 +26,16 @@ func TestAccessKeys(t *testing.T) {
 	}
 
 	root, _ := GenerateRootKey(rand.Reader)
+	// Derived keys: the same scope gives the same key, another scope or root
+	// key another.
+	d1, s1 := root.AccessKeyFor("alice\x00req-1")
+	d2, s2 := root.AccessKeyFor("alice\x00req-1")
+	d3, s3 := root.AccessKeyFor("alice\x00req-2")
+	other0, _ := GenerateRootKey(rand.Reader)
+	d4, _ := other0.AccessKeyFor("alice\x00req-1")
+	if d1 != d2 || s1 != s2 || d1 == d3 || s1 == s3 || d1 == d4 || !ValidAccessKeyID(d1) || len(s1) != AccessKeySecretLen {
+		t.Fatalf("derived access keys: %s %s %s %s", d1, d2, d3, d4)
+	}
 	sealed, err := root.SealAccessKeySecret(id, "alice", []byte(secret))
 	if err != nil {
 		t.Fatal(err)

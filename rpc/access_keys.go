@@ -49,9 +49,17 @@ func (s clusterService) CreateAccessKey(ctx context.Context, req *clusterv1.Crea
 	if err := checkAccessKeyIdentity(req.GetIdentity()); err != nil {
 		return nil, err
 	}
-	id, secret, err := keycrypto.NewAccessKey(s.rand)
-	if err != nil {
-		return nil, internalErr("no randomness for an access key")
+	// A call with a request ID (every call the client library and kmsctl
+	// make) gets the access key derived from that ID, so a retry of it
+	// proposes the same key and can answer with the same secret.
+	var id, secret string
+	if rid := requestID(ctx); rid != "" {
+		id, secret = s.root.AccessKeyFor(s.principal(ctx) + "\x00" + rid)
+	} else {
+		var err error
+		if id, secret, err = keycrypto.NewAccessKey(s.rand); err != nil {
+			return nil, internalErr("no randomness for an access key")
+		}
 	}
 	sealed, err := s.root.SealAccessKeySecret(id, req.GetIdentity(), []byte(secret))
 	if err != nil {
