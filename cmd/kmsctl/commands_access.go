@@ -30,6 +30,10 @@ func accessKeyOf(k *clusterv1.AccessKey) accessKeyDoc {
 }
 
 func init() {
+	flagCatalog["identity"] = flagDef{doc: "The identity the access key signs as: the principal of the calls it signs, " +
+		"as a certificate identity is (key policies name it).", example: "app"}
+	flagCatalog["list-access-keys/identity"] = flagDef{doc: "List only this identity's access keys.", def: "every identity", example: "app"}
+	flagCatalog["access-key-id"] = flagDef{doc: "The access key, AKIA followed by 16 characters.", example: "AKIAZ7QDKQ3HXW5MNB2Y"}
 	register("create-access-key", "Creates an access key (for the AWS-protocol front) for an identity; the secret is shown only now.",
 		"identity!", func(e *env, p *params) (any, error) {
 			r, err := e.cluster().CreateAccessKey(e.ctx, &clusterv1.CreateAccessKeyRequest{Identity: p.str("identity")})
