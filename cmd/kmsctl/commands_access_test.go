@@ -32,7 +32,9 @@ func TestAccessKeyCommands(t *testing.T) {
 	if strings.Contains(list, k.SecretAccessKey) || !strings.Contains(list, k.AccessKeyId) {
 		t.Fatalf("list-access-keys: %s", list)
 	}
-	var listed struct{ AccessKeyMetadata []struct{ UserName, AccessKeyId string } }
+	var listed struct {
+		AccessKeyMetadata []struct{ UserName, AccessKeyId string }
+	}
 	json.Unmarshal([]byte(list), &listed)
 	if len(listed.AccessKeyMetadata) != 1 || listed.AccessKeyMetadata[0].UserName != "app" {
 		t.Fatalf("list-access-keys --identity app: %s", list)
