@@ -73,6 +73,13 @@ func oaepHash(algorithm string) (hash.Hash, bool, error) {
 // material wrapped under it with AES key wrap with padding (RFC 5649), as
 // `openssl pkeyutl` and `openssl enc -id-aes256-wrap-pad` produce them.
 func UnwrapKeyMaterial(privDER []byte, algorithm string, wrapped []byte) ([]byte, error) {
+	return UnwrapKeyMaterialFor(privDER, algorithm, SpecSymmetric, wrapped)
+}
+
+// UnwrapKeyMaterialFor is UnwrapKeyMaterial for a key of the given spec:
+// the material must have a length the spec allows (CheckImportedMaterial),
+// 32 bytes for SYMMETRIC_DEFAULT and the AWS KMS bounds for HMAC specs.
+func UnwrapKeyMaterialFor(privDER []byte, algorithm, spec string, wrapped []byte) ([]byte, error) {
 	h, hybrid, err := oaepHash(algorithm)
 	if err != nil {
 		return nil, err
@@ -105,9 +112,9 @@ func UnwrapKeyMaterial(privDER []byte, algorithm string, wrapped []byte) ([]byte
 			return nil, err
 		}
 	}
-	if len(material) != ImportedMaterialSize {
+	if err := CheckImportedMaterial(spec, material); err != nil {
 		clear(material)
-		return nil, fmt.Errorf("%w: key material must be %d bytes", ErrUnwrap, ImportedMaterialSize)
+		return nil, fmt.Errorf("%w: %v", ErrUnwrap, err)
 	}
 	return material, nil
 }
