@@ -100,6 +100,10 @@ func applyImportKeyMaterial(f *FSM, c *applyCtx) *Result {
 		vs[e.Version-1].Sealed = e.SealedMaterial
 		k.Versions = vs
 	case eventsv1.ImportType_IMPORT_TYPE_NEW_KEY_MATERIAL:
+		if !k.IsSymmetric() {
+			// New material is a rotation, and only symmetric keys rotate.
+			return failed(e.KeyId, rotationRefused(k))
+		}
 		if !k.HasMaterial() {
 			return failed(e.KeyId, reject(CodeInvalidState, "key %s must have its current material imported before new material", e.KeyId))
 		}

@@ -17,7 +17,7 @@ const (
 	originExternal  = OriginExternal
 	originService   = OriginService
 
-	// Default key spec and usage (the only ones today).
+	// Default key spec and usage; keyspec.go lists the others.
 	DefaultKeySpec  = "SYMMETRIC_DEFAULT"
 	DefaultKeyUsage = "ENCRYPT_DECRYPT"
 
@@ -86,8 +86,13 @@ func applyCreateKey(f *FSM, c *applyCtx) *Result {
 	if k.KeyUsage == "" {
 		k.KeyUsage = DefaultKeyUsage
 	}
-	if k.KeySpec != DefaultKeySpec || k.KeyUsage != DefaultKeyUsage {
+	if !validKeySpec(k.KeySpec, k.KeyUsage) {
 		return failed(e.KeyId, reject(CodeValidation, "key spec %s with usage %s is not supported", k.KeySpec, k.KeyUsage))
+	}
+	// Managed keys are symmetric; of the others only HMAC keys may have
+	// imported material (RSA and ECC private keys cannot be imported).
+	if (e.Origin == originService && !k.IsSymmetric()) || (e.Origin == originExternal && !k.IsSymmetric() && !isHMAC(k.KeySpec)) {
+		return failed(e.KeyId, reject(CodeUnsupported, "key spec %s cannot have origin %s", k.KeySpec, e.Origin))
 	}
 	if r := validTags(e.Tags); r != nil {
 		return failed(e.KeyId, r)

@@ -13,6 +13,11 @@ func init() {
 // rotationRefused says why a user may not change a key's rotation: imported
 // keys rotate only by importing new material, managed keys only by the cluster.
 func rotationRefused(k *Key) *Rejection {
+	if !k.IsSymmetric() {
+		// As AWS KMS: asymmetric and HMAC keys rotate neither automatically
+		// nor on demand.
+		return reject(CodeUnsupported, "key %s has key spec %s; only SYMMETRIC_DEFAULT keys can be rotated", k.ID, k.KeySpec)
+	}
 	switch k.Origin {
 	case originExternal:
 		return reject(CodeUnsupported, "key %s has imported material and cannot be rotated automatically or on demand", k.ID)
@@ -89,7 +94,7 @@ func applyRotateKey(f *FSM, c *applyCtx) *Result {
 	}
 	switch e.RotationType {
 	case eventsv1.RotationType_ROTATION_TYPE_AUTOMATIC:
-		if k.Origin == originExternal {
+		if k.Origin == originExternal || !k.IsSymmetric() {
 			return failed(e.KeyId, rotationRefused(k))
 		}
 	case eventsv1.RotationType_ROTATION_TYPE_ON_DEMAND:

@@ -90,7 +90,7 @@ func TestKeyStateTransitions(t *testing.T) {
 		{name: "create generated without material", event: ev(&eventsv1.CreateKey{KeyId: k, Origin: originGenerated}), want: ErrValidation},
 		{name: "create external with material", event: ev(&eventsv1.CreateKey{KeyId: k, Origin: originExternal, SealedMaterial: []byte("x")}), want: ErrValidation},
 		{name: "create unknown origin", event: ev(&eventsv1.CreateKey{KeyId: k, SealedMaterial: []byte("x")}), want: ErrValidation},
-		{name: "create unsupported spec", event: ev(&eventsv1.CreateKey{KeyId: k, Origin: originGenerated, SealedMaterial: []byte("x"), KeySpec: "RSA_2048"}), want: ErrValidation},
+		{name: "create unsupported spec", event: ev(&eventsv1.CreateKey{KeyId: k, Origin: originGenerated, SealedMaterial: []byte("x"), KeySpec: "RSA_1024"}), want: ErrValidation},
 
 		{name: "disable enabled", setup: []*eventsv1.Envelope{createKey(k)}, event: disable(k), state: stDisabled},
 		{name: "disable disabled", setup: []*eventsv1.Envelope{createKey(k), disable(k)}, event: disable(k), state: stDisabled},

@@ -26,16 +26,21 @@ func randomLog(t testing.TB, seed int64, n int) [][]byte {
 	t.Helper()
 	rng := rand.New(rand.NewSource(seed))
 	now := int64(1_700_000_000) * sec
-	keys := []string{"k0", "k1", "k2", "k3", "x0", "x1"}
+	keys := []string{"k0", "k1", "k2", "k3", "x0", "x1", "a0", "h0"}
 	out := make([][]byte, 0, n)
 	for i := 0; i < n; i++ {
 		k := keys[rng.Intn(len(keys))]
 		var env *eventsv1.Envelope
 		switch rng.Intn(23) {
 		case 0:
-			if k[0] == 'x' {
+			switch k[0] {
+			case 'x':
 				env = createExternal(k)
-			} else {
+			case 'a': // asymmetric: every rotation of it is refused
+				env = createSpec(k, "RSA_2048", "SIGN_VERIFY", originGenerated)
+			case 'h': // HMAC with imported material
+				env = createSpec(k, "HMAC_256", "GENERATE_VERIFY_MAC", originExternal)
+			default:
 				env = createKey(k)
 			}
 		case 1:

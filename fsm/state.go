@@ -61,8 +61,8 @@ type Key struct {
 	ID          string          // UUID chosen by the proposer
 	Description string          // free text from the user
 	Origin      Origin          // GENERATED, EXTERNAL (imported) or SERVICE (managed)
-	KeySpec     string          // SYMMETRIC_DEFAULT
-	KeyUsage    string          // ENCRYPT_DECRYPT
+	KeySpec     string          // SYMMETRIC_DEFAULT, RSA_*, ECC_NIST_*, HMAC_* (keyspec.go)
+	KeyUsage    string          // ENCRYPT_DECRYPT, SIGN_VERIFY or GENERATE_VERIFY_MAC
 	State       KeyState        // lifecycle state
 	CreatedAt   int64           // Unix nanoseconds, from the CreateKey event
 	DeletionAt  int64           // when PendingDeletion ends; 0 otherwise
