@@ -107,8 +107,12 @@ type KeyMetadata struct {
 	PendingDeletionWindowInDays int32    `protobuf:"varint,17,opt,name=pending_deletion_window_in_days,json=pendingDeletionWindowInDays,proto3" json:"pending_deletion_window_in_days,omitempty"`
 	// raftkms extension: the newest key version (the one Encrypt uses).
 	CurrentKeyVersion uint32 `protobuf:"varint,18,opt,name=current_key_version,json=currentKeyVersion,proto3" json:"current_key_version,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// For SIGN_VERIFY keys: RSASSA_PSS_SHA_256 ... or the curve's ECDSA_SHA_*.
+	SigningAlgorithms []string `protobuf:"bytes,19,rep,name=signing_algorithms,json=signingAlgorithms,proto3" json:"signing_algorithms,omitempty"`
+	// For HMAC keys: the one HMAC_SHA_* of the key spec.
+	MacAlgorithms []string `protobuf:"bytes,20,rep,name=mac_algorithms,json=macAlgorithms,proto3" json:"mac_algorithms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *KeyMetadata) Reset() {
@@ -267,13 +271,29 @@ func (x *KeyMetadata) GetCurrentKeyVersion() uint32 {
 	return 0
 }
 
+func (x *KeyMetadata) GetSigningAlgorithms() []string {
+	if x != nil {
+		return x.SigningAlgorithms
+	}
+	return nil
+}
+
+func (x *KeyMetadata) GetMacAlgorithms() []string {
+	if x != nil {
+		return x.MacAlgorithms
+	}
+	return nil
+}
+
 type CreateKeyRequest struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	Policy      string                 `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
 	Description string                 `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
-	// ENCRYPT_DECRYPT (the default and only usage).
+	// ENCRYPT_DECRYPT (the default), SIGN_VERIFY or GENERATE_VERIFY_MAC.
 	KeyUsage string `protobuf:"bytes,3,opt,name=key_usage,json=keyUsage,proto3" json:"key_usage,omitempty"`
-	// SYMMETRIC_DEFAULT (the default and only spec).
+	// SYMMETRIC_DEFAULT (the default), RSA_2048, RSA_3072, RSA_4096,
+	// ECC_NIST_P256, ECC_NIST_P384, ECC_NIST_P521, HMAC_224, HMAC_256,
+	// HMAC_384 or HMAC_512.
 	KeySpec               string `protobuf:"bytes,4,opt,name=key_spec,json=keySpec,proto3" json:"key_spec,omitempty"`
 	CustomerMasterKeySpec string `protobuf:"bytes,5,opt,name=customer_master_key_spec,json=customerMasterKeySpec,proto3" json:"customer_master_key_spec,omitempty"`
 	// AWS_KMS (default) or EXTERNAL (bring your own key material).
@@ -1655,7 +1675,9 @@ type EncryptRequest struct {
 	Plaintext         []byte                 `protobuf:"bytes,2,opt,name=plaintext,proto3" json:"plaintext,omitempty"`
 	EncryptionContext map[string]string      `protobuf:"bytes,3,rep,name=encryption_context,json=encryptionContext,proto3" json:"encryption_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	GrantTokens       []string               `protobuf:"bytes,4,rep,name=grant_tokens,json=grantTokens,proto3" json:"grant_tokens,omitempty"`
-	// SYMMETRIC_DEFAULT (the default and only algorithm).
+	// SYMMETRIC_DEFAULT (the default) for symmetric keys; RSAES_OAEP_SHA_1 or
+	// RSAES_OAEP_SHA_256 (required) for RSA ENCRYPT_DECRYPT keys, whose
+	// ciphertext is raw RSA-OAEP output.
 	EncryptionAlgorithm string `protobuf:"bytes,5,opt,name=encryption_algorithm,json=encryptionAlgorithm,proto3" json:"encryption_algorithm,omitempty"`
 	unknownFields       protoimpl.UnknownFields
 	sizeCache           protoimpl.SizeCache
@@ -1791,8 +1813,11 @@ type DecryptRequest struct {
 	CiphertextBlob    []byte                 `protobuf:"bytes,1,opt,name=ciphertext_blob,json=ciphertextBlob,proto3" json:"ciphertext_blob,omitempty"`
 	EncryptionContext map[string]string      `protobuf:"bytes,2,rep,name=encryption_context,json=encryptionContext,proto3" json:"encryption_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	GrantTokens       []string               `protobuf:"bytes,3,rep,name=grant_tokens,json=grantTokens,proto3" json:"grant_tokens,omitempty"`
-	// Optional: when set, the ciphertext must have been made under this key.
-	KeyId               string `protobuf:"bytes,4,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	// Optional for symmetric ciphertexts: when set, the ciphertext must have
+	// been made under this key. Required for RSA ciphertexts.
+	KeyId string `protobuf:"bytes,4,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	// SYMMETRIC_DEFAULT (the default), or the RSAES_OAEP_* algorithm an RSA
+	// ciphertext was made with.
 	EncryptionAlgorithm string `protobuf:"bytes,5,opt,name=encryption_algorithm,json=encryptionAlgorithm,proto3" json:"encryption_algorithm,omitempty"`
 	unknownFields       protoimpl.UnknownFields
 	sizeCache           protoimpl.SizeCache
@@ -3982,6 +4007,989 @@ func (x *GetKeyPolicyResponse) GetPolicyName() string {
 	return ""
 }
 
+type SignRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	KeyId string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	// At most 4096 bytes for RAW; for DIGEST exactly the algorithm's digest size.
+	Message []byte `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	// RAW (the default) or DIGEST.
+	MessageType      string   `protobuf:"bytes,3,opt,name=message_type,json=messageType,proto3" json:"message_type,omitempty"`
+	GrantTokens      []string `protobuf:"bytes,4,rep,name=grant_tokens,json=grantTokens,proto3" json:"grant_tokens,omitempty"`
+	SigningAlgorithm string   `protobuf:"bytes,5,opt,name=signing_algorithm,json=signingAlgorithm,proto3" json:"signing_algorithm,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *SignRequest) Reset() {
+	*x = SignRequest{}
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignRequest) ProtoMessage() {}
+
+func (x *SignRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignRequest.ProtoReflect.Descriptor instead.
+func (*SignRequest) Descriptor() ([]byte, []int) {
+	return file_proto_kms_v1_kms_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *SignRequest) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *SignRequest) GetMessage() []byte {
+	if x != nil {
+		return x.Message
+	}
+	return nil
+}
+
+func (x *SignRequest) GetMessageType() string {
+	if x != nil {
+		return x.MessageType
+	}
+	return ""
+}
+
+func (x *SignRequest) GetGrantTokens() []string {
+	if x != nil {
+		return x.GrantTokens
+	}
+	return nil
+}
+
+func (x *SignRequest) GetSigningAlgorithm() string {
+	if x != nil {
+		return x.SigningAlgorithm
+	}
+	return ""
+}
+
+type SignResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	KeyId string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	// RSASSA signatures as PKCS #1 defines them; ECDSA signatures DER-encoded
+	// (RFC 3279), as AWS KMS and openssl produce them.
+	Signature        []byte `protobuf:"bytes,2,opt,name=signature,proto3" json:"signature,omitempty"`
+	SigningAlgorithm string `protobuf:"bytes,3,opt,name=signing_algorithm,json=signingAlgorithm,proto3" json:"signing_algorithm,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *SignResponse) Reset() {
+	*x = SignResponse{}
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignResponse) ProtoMessage() {}
+
+func (x *SignResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignResponse.ProtoReflect.Descriptor instead.
+func (*SignResponse) Descriptor() ([]byte, []int) {
+	return file_proto_kms_v1_kms_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *SignResponse) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *SignResponse) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
+func (x *SignResponse) GetSigningAlgorithm() string {
+	if x != nil {
+		return x.SigningAlgorithm
+	}
+	return ""
+}
+
+type VerifyRequest struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	KeyId            string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	Message          []byte                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	MessageType      string                 `protobuf:"bytes,3,opt,name=message_type,json=messageType,proto3" json:"message_type,omitempty"`
+	Signature        []byte                 `protobuf:"bytes,4,opt,name=signature,proto3" json:"signature,omitempty"`
+	SigningAlgorithm string                 `protobuf:"bytes,5,opt,name=signing_algorithm,json=signingAlgorithm,proto3" json:"signing_algorithm,omitempty"`
+	GrantTokens      []string               `protobuf:"bytes,6,rep,name=grant_tokens,json=grantTokens,proto3" json:"grant_tokens,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *VerifyRequest) Reset() {
+	*x = VerifyRequest{}
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyRequest) ProtoMessage() {}
+
+func (x *VerifyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyRequest.ProtoReflect.Descriptor instead.
+func (*VerifyRequest) Descriptor() ([]byte, []int) {
+	return file_proto_kms_v1_kms_proto_rawDescGZIP(), []int{70}
+}
+
+func (x *VerifyRequest) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *VerifyRequest) GetMessage() []byte {
+	if x != nil {
+		return x.Message
+	}
+	return nil
+}
+
+func (x *VerifyRequest) GetMessageType() string {
+	if x != nil {
+		return x.MessageType
+	}
+	return ""
+}
+
+func (x *VerifyRequest) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
+func (x *VerifyRequest) GetSigningAlgorithm() string {
+	if x != nil {
+		return x.SigningAlgorithm
+	}
+	return ""
+}
+
+func (x *VerifyRequest) GetGrantTokens() []string {
+	if x != nil {
+		return x.GrantTokens
+	}
+	return nil
+}
+
+// A signature that does not verify is KMSInvalidSignatureException, never
+// signature_valid false (as AWS KMS).
+type VerifyResponse struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	KeyId            string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	SignatureValid   bool                   `protobuf:"varint,2,opt,name=signature_valid,json=signatureValid,proto3" json:"signature_valid,omitempty"`
+	SigningAlgorithm string                 `protobuf:"bytes,3,opt,name=signing_algorithm,json=signingAlgorithm,proto3" json:"signing_algorithm,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *VerifyResponse) Reset() {
+	*x = VerifyResponse{}
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[71]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyResponse) ProtoMessage() {}
+
+func (x *VerifyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[71]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyResponse.ProtoReflect.Descriptor instead.
+func (*VerifyResponse) Descriptor() ([]byte, []int) {
+	return file_proto_kms_v1_kms_proto_rawDescGZIP(), []int{71}
+}
+
+func (x *VerifyResponse) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *VerifyResponse) GetSignatureValid() bool {
+	if x != nil {
+		return x.SignatureValid
+	}
+	return false
+}
+
+func (x *VerifyResponse) GetSigningAlgorithm() string {
+	if x != nil {
+		return x.SigningAlgorithm
+	}
+	return ""
+}
+
+type GetPublicKeyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	KeyId         string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	GrantTokens   []string               `protobuf:"bytes,2,rep,name=grant_tokens,json=grantTokens,proto3" json:"grant_tokens,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPublicKeyRequest) Reset() {
+	*x = GetPublicKeyRequest{}
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[72]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPublicKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPublicKeyRequest) ProtoMessage() {}
+
+func (x *GetPublicKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[72]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPublicKeyRequest.ProtoReflect.Descriptor instead.
+func (*GetPublicKeyRequest) Descriptor() ([]byte, []int) {
+	return file_proto_kms_v1_kms_proto_rawDescGZIP(), []int{72}
+}
+
+func (x *GetPublicKeyRequest) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *GetPublicKeyRequest) GetGrantTokens() []string {
+	if x != nil {
+		return x.GrantTokens
+	}
+	return nil
+}
+
+type GetPublicKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	KeyId string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	// DER-encoded X.509 SubjectPublicKeyInfo (RFC 5280).
+	PublicKey             []byte   `protobuf:"bytes,2,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	CustomerMasterKeySpec string   `protobuf:"bytes,3,opt,name=customer_master_key_spec,json=customerMasterKeySpec,proto3" json:"customer_master_key_spec,omitempty"`
+	KeySpec               string   `protobuf:"bytes,4,opt,name=key_spec,json=keySpec,proto3" json:"key_spec,omitempty"`
+	KeyUsage              string   `protobuf:"bytes,5,opt,name=key_usage,json=keyUsage,proto3" json:"key_usage,omitempty"`
+	EncryptionAlgorithms  []string `protobuf:"bytes,6,rep,name=encryption_algorithms,json=encryptionAlgorithms,proto3" json:"encryption_algorithms,omitempty"`
+	SigningAlgorithms     []string `protobuf:"bytes,7,rep,name=signing_algorithms,json=signingAlgorithms,proto3" json:"signing_algorithms,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
+}
+
+func (x *GetPublicKeyResponse) Reset() {
+	*x = GetPublicKeyResponse{}
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[73]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPublicKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPublicKeyResponse) ProtoMessage() {}
+
+func (x *GetPublicKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[73]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPublicKeyResponse.ProtoReflect.Descriptor instead.
+func (*GetPublicKeyResponse) Descriptor() ([]byte, []int) {
+	return file_proto_kms_v1_kms_proto_rawDescGZIP(), []int{73}
+}
+
+func (x *GetPublicKeyResponse) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *GetPublicKeyResponse) GetPublicKey() []byte {
+	if x != nil {
+		return x.PublicKey
+	}
+	return nil
+}
+
+func (x *GetPublicKeyResponse) GetCustomerMasterKeySpec() string {
+	if x != nil {
+		return x.CustomerMasterKeySpec
+	}
+	return ""
+}
+
+func (x *GetPublicKeyResponse) GetKeySpec() string {
+	if x != nil {
+		return x.KeySpec
+	}
+	return ""
+}
+
+func (x *GetPublicKeyResponse) GetKeyUsage() string {
+	if x != nil {
+		return x.KeyUsage
+	}
+	return ""
+}
+
+func (x *GetPublicKeyResponse) GetEncryptionAlgorithms() []string {
+	if x != nil {
+		return x.EncryptionAlgorithms
+	}
+	return nil
+}
+
+func (x *GetPublicKeyResponse) GetSigningAlgorithms() []string {
+	if x != nil {
+		return x.SigningAlgorithms
+	}
+	return nil
+}
+
+type GenerateMacRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most 4096 bytes.
+	Message       []byte   `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
+	KeyId         string   `protobuf:"bytes,2,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	MacAlgorithm  string   `protobuf:"bytes,3,opt,name=mac_algorithm,json=macAlgorithm,proto3" json:"mac_algorithm,omitempty"`
+	GrantTokens   []string `protobuf:"bytes,4,rep,name=grant_tokens,json=grantTokens,proto3" json:"grant_tokens,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GenerateMacRequest) Reset() {
+	*x = GenerateMacRequest{}
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[74]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GenerateMacRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GenerateMacRequest) ProtoMessage() {}
+
+func (x *GenerateMacRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[74]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GenerateMacRequest.ProtoReflect.Descriptor instead.
+func (*GenerateMacRequest) Descriptor() ([]byte, []int) {
+	return file_proto_kms_v1_kms_proto_rawDescGZIP(), []int{74}
+}
+
+func (x *GenerateMacRequest) GetMessage() []byte {
+	if x != nil {
+		return x.Message
+	}
+	return nil
+}
+
+func (x *GenerateMacRequest) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *GenerateMacRequest) GetMacAlgorithm() string {
+	if x != nil {
+		return x.MacAlgorithm
+	}
+	return ""
+}
+
+func (x *GenerateMacRequest) GetGrantTokens() []string {
+	if x != nil {
+		return x.GrantTokens
+	}
+	return nil
+}
+
+type GenerateMacResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Mac           []byte                 `protobuf:"bytes,1,opt,name=mac,proto3" json:"mac,omitempty"`
+	MacAlgorithm  string                 `protobuf:"bytes,2,opt,name=mac_algorithm,json=macAlgorithm,proto3" json:"mac_algorithm,omitempty"`
+	KeyId         string                 `protobuf:"bytes,3,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GenerateMacResponse) Reset() {
+	*x = GenerateMacResponse{}
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[75]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GenerateMacResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GenerateMacResponse) ProtoMessage() {}
+
+func (x *GenerateMacResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[75]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GenerateMacResponse.ProtoReflect.Descriptor instead.
+func (*GenerateMacResponse) Descriptor() ([]byte, []int) {
+	return file_proto_kms_v1_kms_proto_rawDescGZIP(), []int{75}
+}
+
+func (x *GenerateMacResponse) GetMac() []byte {
+	if x != nil {
+		return x.Mac
+	}
+	return nil
+}
+
+func (x *GenerateMacResponse) GetMacAlgorithm() string {
+	if x != nil {
+		return x.MacAlgorithm
+	}
+	return ""
+}
+
+func (x *GenerateMacResponse) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+type VerifyMacRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Message       []byte                 `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
+	KeyId         string                 `protobuf:"bytes,2,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	MacAlgorithm  string                 `protobuf:"bytes,3,opt,name=mac_algorithm,json=macAlgorithm,proto3" json:"mac_algorithm,omitempty"`
+	Mac           []byte                 `protobuf:"bytes,4,opt,name=mac,proto3" json:"mac,omitempty"`
+	GrantTokens   []string               `protobuf:"bytes,5,rep,name=grant_tokens,json=grantTokens,proto3" json:"grant_tokens,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyMacRequest) Reset() {
+	*x = VerifyMacRequest{}
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[76]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyMacRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyMacRequest) ProtoMessage() {}
+
+func (x *VerifyMacRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[76]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyMacRequest.ProtoReflect.Descriptor instead.
+func (*VerifyMacRequest) Descriptor() ([]byte, []int) {
+	return file_proto_kms_v1_kms_proto_rawDescGZIP(), []int{76}
+}
+
+func (x *VerifyMacRequest) GetMessage() []byte {
+	if x != nil {
+		return x.Message
+	}
+	return nil
+}
+
+func (x *VerifyMacRequest) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *VerifyMacRequest) GetMacAlgorithm() string {
+	if x != nil {
+		return x.MacAlgorithm
+	}
+	return ""
+}
+
+func (x *VerifyMacRequest) GetMac() []byte {
+	if x != nil {
+		return x.Mac
+	}
+	return nil
+}
+
+func (x *VerifyMacRequest) GetGrantTokens() []string {
+	if x != nil {
+		return x.GrantTokens
+	}
+	return nil
+}
+
+// A MAC that does not verify is KMSInvalidMacException (as AWS KMS).
+type VerifyMacResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	KeyId         string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	MacValid      bool                   `protobuf:"varint,2,opt,name=mac_valid,json=macValid,proto3" json:"mac_valid,omitempty"`
+	MacAlgorithm  string                 `protobuf:"bytes,3,opt,name=mac_algorithm,json=macAlgorithm,proto3" json:"mac_algorithm,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyMacResponse) Reset() {
+	*x = VerifyMacResponse{}
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[77]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyMacResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyMacResponse) ProtoMessage() {}
+
+func (x *VerifyMacResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[77]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyMacResponse.ProtoReflect.Descriptor instead.
+func (*VerifyMacResponse) Descriptor() ([]byte, []int) {
+	return file_proto_kms_v1_kms_proto_rawDescGZIP(), []int{77}
+}
+
+func (x *VerifyMacResponse) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *VerifyMacResponse) GetMacValid() bool {
+	if x != nil {
+		return x.MacValid
+	}
+	return false
+}
+
+func (x *VerifyMacResponse) GetMacAlgorithm() string {
+	if x != nil {
+		return x.MacAlgorithm
+	}
+	return ""
+}
+
+type GenerateDataKeyPairRequest struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	EncryptionContext map[string]string      `protobuf:"bytes,1,rep,name=encryption_context,json=encryptionContext,proto3" json:"encryption_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// A symmetric encryption key that encrypts the private key.
+	KeyId string `protobuf:"bytes,2,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	// RSA_2048, RSA_3072, RSA_4096, ECC_NIST_P256, ECC_NIST_P384 or ECC_NIST_P521.
+	KeyPairSpec   string   `protobuf:"bytes,3,opt,name=key_pair_spec,json=keyPairSpec,proto3" json:"key_pair_spec,omitempty"`
+	GrantTokens   []string `protobuf:"bytes,4,rep,name=grant_tokens,json=grantTokens,proto3" json:"grant_tokens,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GenerateDataKeyPairRequest) Reset() {
+	*x = GenerateDataKeyPairRequest{}
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[78]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GenerateDataKeyPairRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GenerateDataKeyPairRequest) ProtoMessage() {}
+
+func (x *GenerateDataKeyPairRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[78]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GenerateDataKeyPairRequest.ProtoReflect.Descriptor instead.
+func (*GenerateDataKeyPairRequest) Descriptor() ([]byte, []int) {
+	return file_proto_kms_v1_kms_proto_rawDescGZIP(), []int{78}
+}
+
+func (x *GenerateDataKeyPairRequest) GetEncryptionContext() map[string]string {
+	if x != nil {
+		return x.EncryptionContext
+	}
+	return nil
+}
+
+func (x *GenerateDataKeyPairRequest) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *GenerateDataKeyPairRequest) GetKeyPairSpec() string {
+	if x != nil {
+		return x.KeyPairSpec
+	}
+	return ""
+}
+
+func (x *GenerateDataKeyPairRequest) GetGrantTokens() []string {
+	if x != nil {
+		return x.GrantTokens
+	}
+	return nil
+}
+
+type GenerateDataKeyPairResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The PKCS #8 DER private key, encrypted under key_id in the normal
+	// ciphertext format (Decrypt returns it).
+	PrivateKeyCiphertextBlob []byte `protobuf:"bytes,1,opt,name=private_key_ciphertext_blob,json=privateKeyCiphertextBlob,proto3" json:"private_key_ciphertext_blob,omitempty"`
+	// The PKCS #8 DER private key.
+	PrivateKeyPlaintext []byte `protobuf:"bytes,2,opt,name=private_key_plaintext,json=privateKeyPlaintext,proto3" json:"private_key_plaintext,omitempty"`
+	// DER-encoded X.509 SubjectPublicKeyInfo.
+	PublicKey     []byte `protobuf:"bytes,3,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	KeyId         string `protobuf:"bytes,4,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	KeyPairSpec   string `protobuf:"bytes,5,opt,name=key_pair_spec,json=keyPairSpec,proto3" json:"key_pair_spec,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GenerateDataKeyPairResponse) Reset() {
+	*x = GenerateDataKeyPairResponse{}
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[79]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GenerateDataKeyPairResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GenerateDataKeyPairResponse) ProtoMessage() {}
+
+func (x *GenerateDataKeyPairResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[79]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GenerateDataKeyPairResponse.ProtoReflect.Descriptor instead.
+func (*GenerateDataKeyPairResponse) Descriptor() ([]byte, []int) {
+	return file_proto_kms_v1_kms_proto_rawDescGZIP(), []int{79}
+}
+
+func (x *GenerateDataKeyPairResponse) GetPrivateKeyCiphertextBlob() []byte {
+	if x != nil {
+		return x.PrivateKeyCiphertextBlob
+	}
+	return nil
+}
+
+func (x *GenerateDataKeyPairResponse) GetPrivateKeyPlaintext() []byte {
+	if x != nil {
+		return x.PrivateKeyPlaintext
+	}
+	return nil
+}
+
+func (x *GenerateDataKeyPairResponse) GetPublicKey() []byte {
+	if x != nil {
+		return x.PublicKey
+	}
+	return nil
+}
+
+func (x *GenerateDataKeyPairResponse) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *GenerateDataKeyPairResponse) GetKeyPairSpec() string {
+	if x != nil {
+		return x.KeyPairSpec
+	}
+	return ""
+}
+
+type GenerateDataKeyPairWithoutPlaintextRequest struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	EncryptionContext map[string]string      `protobuf:"bytes,1,rep,name=encryption_context,json=encryptionContext,proto3" json:"encryption_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	KeyId             string                 `protobuf:"bytes,2,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	KeyPairSpec       string                 `protobuf:"bytes,3,opt,name=key_pair_spec,json=keyPairSpec,proto3" json:"key_pair_spec,omitempty"`
+	GrantTokens       []string               `protobuf:"bytes,4,rep,name=grant_tokens,json=grantTokens,proto3" json:"grant_tokens,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *GenerateDataKeyPairWithoutPlaintextRequest) Reset() {
+	*x = GenerateDataKeyPairWithoutPlaintextRequest{}
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[80]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GenerateDataKeyPairWithoutPlaintextRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GenerateDataKeyPairWithoutPlaintextRequest) ProtoMessage() {}
+
+func (x *GenerateDataKeyPairWithoutPlaintextRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[80]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GenerateDataKeyPairWithoutPlaintextRequest.ProtoReflect.Descriptor instead.
+func (*GenerateDataKeyPairWithoutPlaintextRequest) Descriptor() ([]byte, []int) {
+	return file_proto_kms_v1_kms_proto_rawDescGZIP(), []int{80}
+}
+
+func (x *GenerateDataKeyPairWithoutPlaintextRequest) GetEncryptionContext() map[string]string {
+	if x != nil {
+		return x.EncryptionContext
+	}
+	return nil
+}
+
+func (x *GenerateDataKeyPairWithoutPlaintextRequest) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *GenerateDataKeyPairWithoutPlaintextRequest) GetKeyPairSpec() string {
+	if x != nil {
+		return x.KeyPairSpec
+	}
+	return ""
+}
+
+func (x *GenerateDataKeyPairWithoutPlaintextRequest) GetGrantTokens() []string {
+	if x != nil {
+		return x.GrantTokens
+	}
+	return nil
+}
+
+type GenerateDataKeyPairWithoutPlaintextResponse struct {
+	state                    protoimpl.MessageState `protogen:"open.v1"`
+	PrivateKeyCiphertextBlob []byte                 `protobuf:"bytes,1,opt,name=private_key_ciphertext_blob,json=privateKeyCiphertextBlob,proto3" json:"private_key_ciphertext_blob,omitempty"`
+	PublicKey                []byte                 `protobuf:"bytes,2,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	KeyId                    string                 `protobuf:"bytes,3,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	KeyPairSpec              string                 `protobuf:"bytes,4,opt,name=key_pair_spec,json=keyPairSpec,proto3" json:"key_pair_spec,omitempty"`
+	unknownFields            protoimpl.UnknownFields
+	sizeCache                protoimpl.SizeCache
+}
+
+func (x *GenerateDataKeyPairWithoutPlaintextResponse) Reset() {
+	*x = GenerateDataKeyPairWithoutPlaintextResponse{}
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[81]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GenerateDataKeyPairWithoutPlaintextResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GenerateDataKeyPairWithoutPlaintextResponse) ProtoMessage() {}
+
+func (x *GenerateDataKeyPairWithoutPlaintextResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[81]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GenerateDataKeyPairWithoutPlaintextResponse.ProtoReflect.Descriptor instead.
+func (*GenerateDataKeyPairWithoutPlaintextResponse) Descriptor() ([]byte, []int) {
+	return file_proto_kms_v1_kms_proto_rawDescGZIP(), []int{81}
+}
+
+func (x *GenerateDataKeyPairWithoutPlaintextResponse) GetPrivateKeyCiphertextBlob() []byte {
+	if x != nil {
+		return x.PrivateKeyCiphertextBlob
+	}
+	return nil
+}
+
+func (x *GenerateDataKeyPairWithoutPlaintextResponse) GetPublicKey() []byte {
+	if x != nil {
+		return x.PublicKey
+	}
+	return nil
+}
+
+func (x *GenerateDataKeyPairWithoutPlaintextResponse) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *GenerateDataKeyPairWithoutPlaintextResponse) GetKeyPairSpec() string {
+	if x != nil {
+		return x.KeyPairSpec
+	}
+	return ""
+}
+
 var File_proto_kms_v1_kms_proto protoreflect.FileDescriptor
 
 const file_proto_kms_v1_kms_proto_rawDesc = "" +
@@ -3989,7 +4997,7 @@ const file_proto_kms_v1_kms_proto_rawDesc = "" +
 	"\x16proto/kms/v1/kms.proto\x12\x0eraftkms.kms.v1\x1a\x1eproto/options/v1/options.proto\x1a\x1fgoogle/protobuf/timestamp.proto\";\n" +
 	"\x03Tag\x12\x17\n" +
 	"\atag_key\x18\x01 \x01(\tR\x06tagKey\x12\x1b\n" +
-	"\ttag_value\x18\x02 \x01(\tR\btagValue\"\xee\x05\n" +
+	"\ttag_value\x18\x02 \x01(\tR\btagValue\"\xc4\x06\n" +
 	"\vKeyMetadata\x12$\n" +
 	"\x0eaws_account_id\x18\x01 \x01(\tR\fawsAccountId\x12\x15\n" +
 	"\x06key_id\x18\x02 \x01(\tR\x05keyId\x12\x10\n" +
@@ -4010,7 +5018,9 @@ const file_proto_kms_v1_kms_proto_rawDesc = "" +
 	"\x15encryption_algorithms\x18\x0f \x03(\tR\x14encryptionAlgorithms\x12)\n" +
 	"\x10expiration_model\x18\x10 \x01(\tR\x0fexpirationModel\x12D\n" +
 	"\x1fpending_deletion_window_in_days\x18\x11 \x01(\x05R\x1bpendingDeletionWindowInDays\x12.\n" +
-	"\x13current_key_version\x18\x12 \x01(\rR\x11currentKeyVersion\"\xe4\x02\n" +
+	"\x13current_key_version\x18\x12 \x01(\rR\x11currentKeyVersion\x12-\n" +
+	"\x12signing_algorithms\x18\x13 \x03(\tR\x11signingAlgorithms\x12%\n" +
+	"\x0emac_algorithms\x18\x14 \x03(\tR\rmacAlgorithms\"\xe4\x02\n" +
 	"\x10CreateKeyRequest\x12\x16\n" +
 	"\x06policy\x18\x01 \x01(\tR\x06policy\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12\x1b\n" +
@@ -4278,7 +5288,88 @@ const file_proto_kms_v1_kms_proto_rawDesc = "" +
 	"\x14GetKeyPolicyResponse\x12\x16\n" +
 	"\x06policy\x18\x01 \x01(\tR\x06policy\x12\x1f\n" +
 	"\vpolicy_name\x18\x02 \x01(\tR\n" +
-	"policyName2\xb5\x1f\n" +
+	"policyName\"\xb1\x01\n" +
+	"\vSignRequest\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\fR\amessage\x12!\n" +
+	"\fmessage_type\x18\x03 \x01(\tR\vmessageType\x12!\n" +
+	"\fgrant_tokens\x18\x04 \x03(\tR\vgrantTokens\x12+\n" +
+	"\x11signing_algorithm\x18\x05 \x01(\tR\x10signingAlgorithm\"p\n" +
+	"\fSignResponse\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x1c\n" +
+	"\tsignature\x18\x02 \x01(\fR\tsignature\x12+\n" +
+	"\x11signing_algorithm\x18\x03 \x01(\tR\x10signingAlgorithm\"\xd1\x01\n" +
+	"\rVerifyRequest\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\fR\amessage\x12!\n" +
+	"\fmessage_type\x18\x03 \x01(\tR\vmessageType\x12\x1c\n" +
+	"\tsignature\x18\x04 \x01(\fR\tsignature\x12+\n" +
+	"\x11signing_algorithm\x18\x05 \x01(\tR\x10signingAlgorithm\x12!\n" +
+	"\fgrant_tokens\x18\x06 \x03(\tR\vgrantTokens\"}\n" +
+	"\x0eVerifyResponse\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12'\n" +
+	"\x0fsignature_valid\x18\x02 \x01(\bR\x0esignatureValid\x12+\n" +
+	"\x11signing_algorithm\x18\x03 \x01(\tR\x10signingAlgorithm\"O\n" +
+	"\x13GetPublicKeyRequest\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12!\n" +
+	"\fgrant_tokens\x18\x02 \x03(\tR\vgrantTokens\"\xa1\x02\n" +
+	"\x14GetPublicKeyResponse\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x02 \x01(\fR\tpublicKey\x127\n" +
+	"\x18customer_master_key_spec\x18\x03 \x01(\tR\x15customerMasterKeySpec\x12\x19\n" +
+	"\bkey_spec\x18\x04 \x01(\tR\akeySpec\x12\x1b\n" +
+	"\tkey_usage\x18\x05 \x01(\tR\bkeyUsage\x123\n" +
+	"\x15encryption_algorithms\x18\x06 \x03(\tR\x14encryptionAlgorithms\x12-\n" +
+	"\x12signing_algorithms\x18\a \x03(\tR\x11signingAlgorithms\"\x8d\x01\n" +
+	"\x12GenerateMacRequest\x12\x18\n" +
+	"\amessage\x18\x01 \x01(\fR\amessage\x12\x15\n" +
+	"\x06key_id\x18\x02 \x01(\tR\x05keyId\x12#\n" +
+	"\rmac_algorithm\x18\x03 \x01(\tR\fmacAlgorithm\x12!\n" +
+	"\fgrant_tokens\x18\x04 \x03(\tR\vgrantTokens\"c\n" +
+	"\x13GenerateMacResponse\x12\x10\n" +
+	"\x03mac\x18\x01 \x01(\fR\x03mac\x12#\n" +
+	"\rmac_algorithm\x18\x02 \x01(\tR\fmacAlgorithm\x12\x15\n" +
+	"\x06key_id\x18\x03 \x01(\tR\x05keyId\"\x9d\x01\n" +
+	"\x10VerifyMacRequest\x12\x18\n" +
+	"\amessage\x18\x01 \x01(\fR\amessage\x12\x15\n" +
+	"\x06key_id\x18\x02 \x01(\tR\x05keyId\x12#\n" +
+	"\rmac_algorithm\x18\x03 \x01(\tR\fmacAlgorithm\x12\x10\n" +
+	"\x03mac\x18\x04 \x01(\fR\x03mac\x12!\n" +
+	"\fgrant_tokens\x18\x05 \x03(\tR\vgrantTokens\"l\n" +
+	"\x11VerifyMacResponse\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x1b\n" +
+	"\tmac_valid\x18\x02 \x01(\bR\bmacValid\x12#\n" +
+	"\rmac_algorithm\x18\x03 \x01(\tR\fmacAlgorithm\"\xb2\x02\n" +
+	"\x1aGenerateDataKeyPairRequest\x12p\n" +
+	"\x12encryption_context\x18\x01 \x03(\v2A.raftkms.kms.v1.GenerateDataKeyPairRequest.EncryptionContextEntryR\x11encryptionContext\x12\x15\n" +
+	"\x06key_id\x18\x02 \x01(\tR\x05keyId\x12\"\n" +
+	"\rkey_pair_spec\x18\x03 \x01(\tR\vkeyPairSpec\x12!\n" +
+	"\fgrant_tokens\x18\x04 \x03(\tR\vgrantTokens\x1aD\n" +
+	"\x16EncryptionContextEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xea\x01\n" +
+	"\x1bGenerateDataKeyPairResponse\x12=\n" +
+	"\x1bprivate_key_ciphertext_blob\x18\x01 \x01(\fR\x18privateKeyCiphertextBlob\x122\n" +
+	"\x15private_key_plaintext\x18\x02 \x01(\fR\x13privateKeyPlaintext\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x03 \x01(\fR\tpublicKey\x12\x15\n" +
+	"\x06key_id\x18\x04 \x01(\tR\x05keyId\x12\"\n" +
+	"\rkey_pair_spec\x18\x05 \x01(\tR\vkeyPairSpec\"\xd3\x02\n" +
+	"*GenerateDataKeyPairWithoutPlaintextRequest\x12\x80\x01\n" +
+	"\x12encryption_context\x18\x01 \x03(\v2Q.raftkms.kms.v1.GenerateDataKeyPairWithoutPlaintextRequest.EncryptionContextEntryR\x11encryptionContext\x12\x15\n" +
+	"\x06key_id\x18\x02 \x01(\tR\x05keyId\x12\"\n" +
+	"\rkey_pair_spec\x18\x03 \x01(\tR\vkeyPairSpec\x12!\n" +
+	"\fgrant_tokens\x18\x04 \x03(\tR\vgrantTokens\x1aD\n" +
+	"\x16EncryptionContextEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc6\x01\n" +
+	"+GenerateDataKeyPairWithoutPlaintextResponse\x12=\n" +
+	"\x1bprivate_key_ciphertext_blob\x18\x01 \x01(\fR\x18privateKeyCiphertextBlob\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x02 \x01(\fR\tpublicKey\x12\x15\n" +
+	"\x06key_id\x18\x03 \x01(\tR\x05keyId\x12\"\n" +
+	"\rkey_pair_spec\x18\x04 \x01(\tR\vkeyPairSpec2\xa8&\n" +
 	"\x14KeyManagementService\x12i\n" +
 	"\tCreateKey\x12 .raftkms.kms.v1.CreateKeyRequest\x1a!.raftkms.kms.v1.CreateKeyResponse\"\x17\x92\x82\x19\x13\b\x02\x10\x01\x1a\rkms:CreateKey\x12q\n" +
 	"\vDescribeKey\x12\".raftkms.kms.v1.DescribeKeyRequest\x1a#.raftkms.kms.v1.DescribeKeyResponse\"\x19\x92\x82\x19\x15\b\x01\x10\x01\x1a\x0fkms:DescribeKey\x12e\n" +
@@ -4311,7 +5402,15 @@ const file_proto_kms_v1_kms_proto_rawDesc = "" +
 	"\rUntagResource\x12$.raftkms.kms.v1.UntagResourceRequest\x1a%.raftkms.kms.v1.UntagResourceResponse\"\x1b\x92\x82\x19\x17\b\x02\x10\x01\x1a\x11kms:UntagResource\x12\x85\x01\n" +
 	"\x10ListResourceTags\x12'.raftkms.kms.v1.ListResourceTagsRequest\x1a(.raftkms.kms.v1.ListResourceTagsResponse\"\x1e\x92\x82\x19\x1a\b\x01\x10\x01\x1a\x14kms:ListResourceTags\x12u\n" +
 	"\fPutKeyPolicy\x12#.raftkms.kms.v1.PutKeyPolicyRequest\x1a$.raftkms.kms.v1.PutKeyPolicyResponse\"\x1a\x92\x82\x19\x16\b\x02\x10\x01\x1a\x10kms:PutKeyPolicy\x12u\n" +
-	"\fGetKeyPolicy\x12#.raftkms.kms.v1.GetKeyPolicyRequest\x1a$.raftkms.kms.v1.GetKeyPolicyResponse\"\x1a\x92\x82\x19\x16\b\x01\x10\x01\x1a\x10kms:GetKeyPolicyB/Z-github.com/raftkms/raftkms/proto/kms/v1;kmsv1b\x06proto3"
+	"\fGetKeyPolicy\x12#.raftkms.kms.v1.GetKeyPolicyRequest\x1a$.raftkms.kms.v1.GetKeyPolicyResponse\"\x1a\x92\x82\x19\x16\b\x01\x10\x01\x1a\x10kms:GetKeyPolicy\x12U\n" +
+	"\x04Sign\x12\x1b.raftkms.kms.v1.SignRequest\x1a\x1c.raftkms.kms.v1.SignResponse\"\x12\x92\x82\x19\x0e\b\x01\x10\x01\x1a\bkms:Sign\x12]\n" +
+	"\x06Verify\x12\x1d.raftkms.kms.v1.VerifyRequest\x1a\x1e.raftkms.kms.v1.VerifyResponse\"\x14\x92\x82\x19\x10\b\x01\x10\x01\x1a\n" +
+	"kms:Verify\x12u\n" +
+	"\fGetPublicKey\x12#.raftkms.kms.v1.GetPublicKeyRequest\x1a$.raftkms.kms.v1.GetPublicKeyResponse\"\x1a\x92\x82\x19\x16\b\x01\x10\x01\x1a\x10kms:GetPublicKey\x12q\n" +
+	"\vGenerateMac\x12\".raftkms.kms.v1.GenerateMacRequest\x1a#.raftkms.kms.v1.GenerateMacResponse\"\x19\x92\x82\x19\x15\b\x01\x10\x01\x1a\x0fkms:GenerateMac\x12i\n" +
+	"\tVerifyMac\x12 .raftkms.kms.v1.VerifyMacRequest\x1a!.raftkms.kms.v1.VerifyMacResponse\"\x17\x92\x82\x19\x13\b\x01\x10\x01\x1a\rkms:VerifyMac\x12\x91\x01\n" +
+	"\x13GenerateDataKeyPair\x12*.raftkms.kms.v1.GenerateDataKeyPairRequest\x1a+.raftkms.kms.v1.GenerateDataKeyPairResponse\"!\x92\x82\x19\x1d\b\x01\x10\x01\x1a\x17kms:GenerateDataKeyPair\x12\xd1\x01\n" +
+	"#GenerateDataKeyPairWithoutPlaintext\x12:.raftkms.kms.v1.GenerateDataKeyPairWithoutPlaintextRequest\x1a;.raftkms.kms.v1.GenerateDataKeyPairWithoutPlaintextResponse\"1\x92\x82\x19-\b\x01\x10\x01\x1a'kms:GenerateDataKeyPairWithoutPlaintextB/Z-github.com/raftkms/raftkms/proto/kms/v1;kmsv1b\x06proto3"
 
 var (
 	file_proto_kms_v1_kms_proto_rawDescOnce sync.Once
@@ -4325,179 +5424,211 @@ func file_proto_kms_v1_kms_proto_rawDescGZIP() []byte {
 	return file_proto_kms_v1_kms_proto_rawDescData
 }
 
-var file_proto_kms_v1_kms_proto_msgTypes = make([]protoimpl.MessageInfo, 74)
+var file_proto_kms_v1_kms_proto_msgTypes = make([]protoimpl.MessageInfo, 90)
 var file_proto_kms_v1_kms_proto_goTypes = []any{
-	(*Tag)(nil),                                     // 0: raftkms.kms.v1.Tag
-	(*KeyMetadata)(nil),                             // 1: raftkms.kms.v1.KeyMetadata
-	(*CreateKeyRequest)(nil),                        // 2: raftkms.kms.v1.CreateKeyRequest
-	(*CreateKeyResponse)(nil),                       // 3: raftkms.kms.v1.CreateKeyResponse
-	(*DescribeKeyRequest)(nil),                      // 4: raftkms.kms.v1.DescribeKeyRequest
-	(*DescribeKeyResponse)(nil),                     // 5: raftkms.kms.v1.DescribeKeyResponse
-	(*KeyListEntry)(nil),                            // 6: raftkms.kms.v1.KeyListEntry
-	(*ListKeysRequest)(nil),                         // 7: raftkms.kms.v1.ListKeysRequest
-	(*ListKeysResponse)(nil),                        // 8: raftkms.kms.v1.ListKeysResponse
-	(*EnableKeyRequest)(nil),                        // 9: raftkms.kms.v1.EnableKeyRequest
-	(*EnableKeyResponse)(nil),                       // 10: raftkms.kms.v1.EnableKeyResponse
-	(*DisableKeyRequest)(nil),                       // 11: raftkms.kms.v1.DisableKeyRequest
-	(*DisableKeyResponse)(nil),                      // 12: raftkms.kms.v1.DisableKeyResponse
-	(*ScheduleKeyDeletionRequest)(nil),              // 13: raftkms.kms.v1.ScheduleKeyDeletionRequest
-	(*ScheduleKeyDeletionResponse)(nil),             // 14: raftkms.kms.v1.ScheduleKeyDeletionResponse
-	(*CancelKeyDeletionRequest)(nil),                // 15: raftkms.kms.v1.CancelKeyDeletionRequest
-	(*CancelKeyDeletionResponse)(nil),               // 16: raftkms.kms.v1.CancelKeyDeletionResponse
-	(*EnableKeyRotationRequest)(nil),                // 17: raftkms.kms.v1.EnableKeyRotationRequest
-	(*EnableKeyRotationResponse)(nil),               // 18: raftkms.kms.v1.EnableKeyRotationResponse
-	(*DisableKeyRotationRequest)(nil),               // 19: raftkms.kms.v1.DisableKeyRotationRequest
-	(*DisableKeyRotationResponse)(nil),              // 20: raftkms.kms.v1.DisableKeyRotationResponse
-	(*GetKeyRotationStatusRequest)(nil),             // 21: raftkms.kms.v1.GetKeyRotationStatusRequest
-	(*GetKeyRotationStatusResponse)(nil),            // 22: raftkms.kms.v1.GetKeyRotationStatusResponse
-	(*RotateKeyOnDemandRequest)(nil),                // 23: raftkms.kms.v1.RotateKeyOnDemandRequest
-	(*RotateKeyOnDemandResponse)(nil),               // 24: raftkms.kms.v1.RotateKeyOnDemandResponse
-	(*RotationsListEntry)(nil),                      // 25: raftkms.kms.v1.RotationsListEntry
-	(*ListKeyRotationsRequest)(nil),                 // 26: raftkms.kms.v1.ListKeyRotationsRequest
-	(*ListKeyRotationsResponse)(nil),                // 27: raftkms.kms.v1.ListKeyRotationsResponse
-	(*EncryptRequest)(nil),                          // 28: raftkms.kms.v1.EncryptRequest
-	(*EncryptResponse)(nil),                         // 29: raftkms.kms.v1.EncryptResponse
-	(*DecryptRequest)(nil),                          // 30: raftkms.kms.v1.DecryptRequest
-	(*DecryptResponse)(nil),                         // 31: raftkms.kms.v1.DecryptResponse
-	(*ReEncryptRequest)(nil),                        // 32: raftkms.kms.v1.ReEncryptRequest
-	(*ReEncryptResponse)(nil),                       // 33: raftkms.kms.v1.ReEncryptResponse
-	(*GenerateDataKeyRequest)(nil),                  // 34: raftkms.kms.v1.GenerateDataKeyRequest
-	(*GenerateDataKeyResponse)(nil),                 // 35: raftkms.kms.v1.GenerateDataKeyResponse
-	(*GenerateDataKeyWithoutPlaintextRequest)(nil),  // 36: raftkms.kms.v1.GenerateDataKeyWithoutPlaintextRequest
-	(*GenerateDataKeyWithoutPlaintextResponse)(nil), // 37: raftkms.kms.v1.GenerateDataKeyWithoutPlaintextResponse
-	(*CreateAliasRequest)(nil),                      // 38: raftkms.kms.v1.CreateAliasRequest
-	(*CreateAliasResponse)(nil),                     // 39: raftkms.kms.v1.CreateAliasResponse
-	(*UpdateAliasRequest)(nil),                      // 40: raftkms.kms.v1.UpdateAliasRequest
-	(*UpdateAliasResponse)(nil),                     // 41: raftkms.kms.v1.UpdateAliasResponse
-	(*DeleteAliasRequest)(nil),                      // 42: raftkms.kms.v1.DeleteAliasRequest
-	(*DeleteAliasResponse)(nil),                     // 43: raftkms.kms.v1.DeleteAliasResponse
-	(*AliasListEntry)(nil),                          // 44: raftkms.kms.v1.AliasListEntry
-	(*ListAliasesRequest)(nil),                      // 45: raftkms.kms.v1.ListAliasesRequest
-	(*ListAliasesResponse)(nil),                     // 46: raftkms.kms.v1.ListAliasesResponse
-	(*GetParametersForImportRequest)(nil),           // 47: raftkms.kms.v1.GetParametersForImportRequest
-	(*GetParametersForImportResponse)(nil),          // 48: raftkms.kms.v1.GetParametersForImportResponse
-	(*ImportKeyMaterialRequest)(nil),                // 49: raftkms.kms.v1.ImportKeyMaterialRequest
-	(*ImportKeyMaterialResponse)(nil),               // 50: raftkms.kms.v1.ImportKeyMaterialResponse
-	(*DeleteImportedKeyMaterialRequest)(nil),        // 51: raftkms.kms.v1.DeleteImportedKeyMaterialRequest
-	(*DeleteImportedKeyMaterialResponse)(nil),       // 52: raftkms.kms.v1.DeleteImportedKeyMaterialResponse
-	(*KeyEvent)(nil),                                // 53: raftkms.kms.v1.KeyEvent
-	(*ListKeyEventsRequest)(nil),                    // 54: raftkms.kms.v1.ListKeyEventsRequest
-	(*ListKeyEventsResponse)(nil),                   // 55: raftkms.kms.v1.ListKeyEventsResponse
-	(*UpdateKeyDescriptionRequest)(nil),             // 56: raftkms.kms.v1.UpdateKeyDescriptionRequest
-	(*UpdateKeyDescriptionResponse)(nil),            // 57: raftkms.kms.v1.UpdateKeyDescriptionResponse
-	(*TagResourceRequest)(nil),                      // 58: raftkms.kms.v1.TagResourceRequest
-	(*TagResourceResponse)(nil),                     // 59: raftkms.kms.v1.TagResourceResponse
-	(*UntagResourceRequest)(nil),                    // 60: raftkms.kms.v1.UntagResourceRequest
-	(*UntagResourceResponse)(nil),                   // 61: raftkms.kms.v1.UntagResourceResponse
-	(*ListResourceTagsRequest)(nil),                 // 62: raftkms.kms.v1.ListResourceTagsRequest
-	(*ListResourceTagsResponse)(nil),                // 63: raftkms.kms.v1.ListResourceTagsResponse
-	(*PutKeyPolicyRequest)(nil),                     // 64: raftkms.kms.v1.PutKeyPolicyRequest
-	(*PutKeyPolicyResponse)(nil),                    // 65: raftkms.kms.v1.PutKeyPolicyResponse
-	(*GetKeyPolicyRequest)(nil),                     // 66: raftkms.kms.v1.GetKeyPolicyRequest
-	(*GetKeyPolicyResponse)(nil),                    // 67: raftkms.kms.v1.GetKeyPolicyResponse
-	nil,                                             // 68: raftkms.kms.v1.EncryptRequest.EncryptionContextEntry
-	nil,                                             // 69: raftkms.kms.v1.DecryptRequest.EncryptionContextEntry
-	nil,                                             // 70: raftkms.kms.v1.ReEncryptRequest.SourceEncryptionContextEntry
-	nil,                                             // 71: raftkms.kms.v1.ReEncryptRequest.DestinationEncryptionContextEntry
-	nil,                                             // 72: raftkms.kms.v1.GenerateDataKeyRequest.EncryptionContextEntry
-	nil,                                             // 73: raftkms.kms.v1.GenerateDataKeyWithoutPlaintextRequest.EncryptionContextEntry
-	(*timestamppb.Timestamp)(nil),                   // 74: google.protobuf.Timestamp
+	(*Tag)(nil),                                         // 0: raftkms.kms.v1.Tag
+	(*KeyMetadata)(nil),                                 // 1: raftkms.kms.v1.KeyMetadata
+	(*CreateKeyRequest)(nil),                            // 2: raftkms.kms.v1.CreateKeyRequest
+	(*CreateKeyResponse)(nil),                           // 3: raftkms.kms.v1.CreateKeyResponse
+	(*DescribeKeyRequest)(nil),                          // 4: raftkms.kms.v1.DescribeKeyRequest
+	(*DescribeKeyResponse)(nil),                         // 5: raftkms.kms.v1.DescribeKeyResponse
+	(*KeyListEntry)(nil),                                // 6: raftkms.kms.v1.KeyListEntry
+	(*ListKeysRequest)(nil),                             // 7: raftkms.kms.v1.ListKeysRequest
+	(*ListKeysResponse)(nil),                            // 8: raftkms.kms.v1.ListKeysResponse
+	(*EnableKeyRequest)(nil),                            // 9: raftkms.kms.v1.EnableKeyRequest
+	(*EnableKeyResponse)(nil),                           // 10: raftkms.kms.v1.EnableKeyResponse
+	(*DisableKeyRequest)(nil),                           // 11: raftkms.kms.v1.DisableKeyRequest
+	(*DisableKeyResponse)(nil),                          // 12: raftkms.kms.v1.DisableKeyResponse
+	(*ScheduleKeyDeletionRequest)(nil),                  // 13: raftkms.kms.v1.ScheduleKeyDeletionRequest
+	(*ScheduleKeyDeletionResponse)(nil),                 // 14: raftkms.kms.v1.ScheduleKeyDeletionResponse
+	(*CancelKeyDeletionRequest)(nil),                    // 15: raftkms.kms.v1.CancelKeyDeletionRequest
+	(*CancelKeyDeletionResponse)(nil),                   // 16: raftkms.kms.v1.CancelKeyDeletionResponse
+	(*EnableKeyRotationRequest)(nil),                    // 17: raftkms.kms.v1.EnableKeyRotationRequest
+	(*EnableKeyRotationResponse)(nil),                   // 18: raftkms.kms.v1.EnableKeyRotationResponse
+	(*DisableKeyRotationRequest)(nil),                   // 19: raftkms.kms.v1.DisableKeyRotationRequest
+	(*DisableKeyRotationResponse)(nil),                  // 20: raftkms.kms.v1.DisableKeyRotationResponse
+	(*GetKeyRotationStatusRequest)(nil),                 // 21: raftkms.kms.v1.GetKeyRotationStatusRequest
+	(*GetKeyRotationStatusResponse)(nil),                // 22: raftkms.kms.v1.GetKeyRotationStatusResponse
+	(*RotateKeyOnDemandRequest)(nil),                    // 23: raftkms.kms.v1.RotateKeyOnDemandRequest
+	(*RotateKeyOnDemandResponse)(nil),                   // 24: raftkms.kms.v1.RotateKeyOnDemandResponse
+	(*RotationsListEntry)(nil),                          // 25: raftkms.kms.v1.RotationsListEntry
+	(*ListKeyRotationsRequest)(nil),                     // 26: raftkms.kms.v1.ListKeyRotationsRequest
+	(*ListKeyRotationsResponse)(nil),                    // 27: raftkms.kms.v1.ListKeyRotationsResponse
+	(*EncryptRequest)(nil),                              // 28: raftkms.kms.v1.EncryptRequest
+	(*EncryptResponse)(nil),                             // 29: raftkms.kms.v1.EncryptResponse
+	(*DecryptRequest)(nil),                              // 30: raftkms.kms.v1.DecryptRequest
+	(*DecryptResponse)(nil),                             // 31: raftkms.kms.v1.DecryptResponse
+	(*ReEncryptRequest)(nil),                            // 32: raftkms.kms.v1.ReEncryptRequest
+	(*ReEncryptResponse)(nil),                           // 33: raftkms.kms.v1.ReEncryptResponse
+	(*GenerateDataKeyRequest)(nil),                      // 34: raftkms.kms.v1.GenerateDataKeyRequest
+	(*GenerateDataKeyResponse)(nil),                     // 35: raftkms.kms.v1.GenerateDataKeyResponse
+	(*GenerateDataKeyWithoutPlaintextRequest)(nil),      // 36: raftkms.kms.v1.GenerateDataKeyWithoutPlaintextRequest
+	(*GenerateDataKeyWithoutPlaintextResponse)(nil),     // 37: raftkms.kms.v1.GenerateDataKeyWithoutPlaintextResponse
+	(*CreateAliasRequest)(nil),                          // 38: raftkms.kms.v1.CreateAliasRequest
+	(*CreateAliasResponse)(nil),                         // 39: raftkms.kms.v1.CreateAliasResponse
+	(*UpdateAliasRequest)(nil),                          // 40: raftkms.kms.v1.UpdateAliasRequest
+	(*UpdateAliasResponse)(nil),                         // 41: raftkms.kms.v1.UpdateAliasResponse
+	(*DeleteAliasRequest)(nil),                          // 42: raftkms.kms.v1.DeleteAliasRequest
+	(*DeleteAliasResponse)(nil),                         // 43: raftkms.kms.v1.DeleteAliasResponse
+	(*AliasListEntry)(nil),                              // 44: raftkms.kms.v1.AliasListEntry
+	(*ListAliasesRequest)(nil),                          // 45: raftkms.kms.v1.ListAliasesRequest
+	(*ListAliasesResponse)(nil),                         // 46: raftkms.kms.v1.ListAliasesResponse
+	(*GetParametersForImportRequest)(nil),               // 47: raftkms.kms.v1.GetParametersForImportRequest
+	(*GetParametersForImportResponse)(nil),              // 48: raftkms.kms.v1.GetParametersForImportResponse
+	(*ImportKeyMaterialRequest)(nil),                    // 49: raftkms.kms.v1.ImportKeyMaterialRequest
+	(*ImportKeyMaterialResponse)(nil),                   // 50: raftkms.kms.v1.ImportKeyMaterialResponse
+	(*DeleteImportedKeyMaterialRequest)(nil),            // 51: raftkms.kms.v1.DeleteImportedKeyMaterialRequest
+	(*DeleteImportedKeyMaterialResponse)(nil),           // 52: raftkms.kms.v1.DeleteImportedKeyMaterialResponse
+	(*KeyEvent)(nil),                                    // 53: raftkms.kms.v1.KeyEvent
+	(*ListKeyEventsRequest)(nil),                        // 54: raftkms.kms.v1.ListKeyEventsRequest
+	(*ListKeyEventsResponse)(nil),                       // 55: raftkms.kms.v1.ListKeyEventsResponse
+	(*UpdateKeyDescriptionRequest)(nil),                 // 56: raftkms.kms.v1.UpdateKeyDescriptionRequest
+	(*UpdateKeyDescriptionResponse)(nil),                // 57: raftkms.kms.v1.UpdateKeyDescriptionResponse
+	(*TagResourceRequest)(nil),                          // 58: raftkms.kms.v1.TagResourceRequest
+	(*TagResourceResponse)(nil),                         // 59: raftkms.kms.v1.TagResourceResponse
+	(*UntagResourceRequest)(nil),                        // 60: raftkms.kms.v1.UntagResourceRequest
+	(*UntagResourceResponse)(nil),                       // 61: raftkms.kms.v1.UntagResourceResponse
+	(*ListResourceTagsRequest)(nil),                     // 62: raftkms.kms.v1.ListResourceTagsRequest
+	(*ListResourceTagsResponse)(nil),                    // 63: raftkms.kms.v1.ListResourceTagsResponse
+	(*PutKeyPolicyRequest)(nil),                         // 64: raftkms.kms.v1.PutKeyPolicyRequest
+	(*PutKeyPolicyResponse)(nil),                        // 65: raftkms.kms.v1.PutKeyPolicyResponse
+	(*GetKeyPolicyRequest)(nil),                         // 66: raftkms.kms.v1.GetKeyPolicyRequest
+	(*GetKeyPolicyResponse)(nil),                        // 67: raftkms.kms.v1.GetKeyPolicyResponse
+	(*SignRequest)(nil),                                 // 68: raftkms.kms.v1.SignRequest
+	(*SignResponse)(nil),                                // 69: raftkms.kms.v1.SignResponse
+	(*VerifyRequest)(nil),                               // 70: raftkms.kms.v1.VerifyRequest
+	(*VerifyResponse)(nil),                              // 71: raftkms.kms.v1.VerifyResponse
+	(*GetPublicKeyRequest)(nil),                         // 72: raftkms.kms.v1.GetPublicKeyRequest
+	(*GetPublicKeyResponse)(nil),                        // 73: raftkms.kms.v1.GetPublicKeyResponse
+	(*GenerateMacRequest)(nil),                          // 74: raftkms.kms.v1.GenerateMacRequest
+	(*GenerateMacResponse)(nil),                         // 75: raftkms.kms.v1.GenerateMacResponse
+	(*VerifyMacRequest)(nil),                            // 76: raftkms.kms.v1.VerifyMacRequest
+	(*VerifyMacResponse)(nil),                           // 77: raftkms.kms.v1.VerifyMacResponse
+	(*GenerateDataKeyPairRequest)(nil),                  // 78: raftkms.kms.v1.GenerateDataKeyPairRequest
+	(*GenerateDataKeyPairResponse)(nil),                 // 79: raftkms.kms.v1.GenerateDataKeyPairResponse
+	(*GenerateDataKeyPairWithoutPlaintextRequest)(nil),  // 80: raftkms.kms.v1.GenerateDataKeyPairWithoutPlaintextRequest
+	(*GenerateDataKeyPairWithoutPlaintextResponse)(nil), // 81: raftkms.kms.v1.GenerateDataKeyPairWithoutPlaintextResponse
+	nil,                           // 82: raftkms.kms.v1.EncryptRequest.EncryptionContextEntry
+	nil,                           // 83: raftkms.kms.v1.DecryptRequest.EncryptionContextEntry
+	nil,                           // 84: raftkms.kms.v1.ReEncryptRequest.SourceEncryptionContextEntry
+	nil,                           // 85: raftkms.kms.v1.ReEncryptRequest.DestinationEncryptionContextEntry
+	nil,                           // 86: raftkms.kms.v1.GenerateDataKeyRequest.EncryptionContextEntry
+	nil,                           // 87: raftkms.kms.v1.GenerateDataKeyWithoutPlaintextRequest.EncryptionContextEntry
+	nil,                           // 88: raftkms.kms.v1.GenerateDataKeyPairRequest.EncryptionContextEntry
+	nil,                           // 89: raftkms.kms.v1.GenerateDataKeyPairWithoutPlaintextRequest.EncryptionContextEntry
+	(*timestamppb.Timestamp)(nil), // 90: google.protobuf.Timestamp
 }
 var file_proto_kms_v1_kms_proto_depIdxs = []int32{
-	74, // 0: raftkms.kms.v1.KeyMetadata.creation_date:type_name -> google.protobuf.Timestamp
-	74, // 1: raftkms.kms.v1.KeyMetadata.deletion_date:type_name -> google.protobuf.Timestamp
-	74, // 2: raftkms.kms.v1.KeyMetadata.valid_to:type_name -> google.protobuf.Timestamp
+	90, // 0: raftkms.kms.v1.KeyMetadata.creation_date:type_name -> google.protobuf.Timestamp
+	90, // 1: raftkms.kms.v1.KeyMetadata.deletion_date:type_name -> google.protobuf.Timestamp
+	90, // 2: raftkms.kms.v1.KeyMetadata.valid_to:type_name -> google.protobuf.Timestamp
 	0,  // 3: raftkms.kms.v1.CreateKeyRequest.tags:type_name -> raftkms.kms.v1.Tag
 	1,  // 4: raftkms.kms.v1.CreateKeyResponse.key_metadata:type_name -> raftkms.kms.v1.KeyMetadata
 	1,  // 5: raftkms.kms.v1.DescribeKeyResponse.key_metadata:type_name -> raftkms.kms.v1.KeyMetadata
 	6,  // 6: raftkms.kms.v1.ListKeysResponse.keys:type_name -> raftkms.kms.v1.KeyListEntry
-	74, // 7: raftkms.kms.v1.ScheduleKeyDeletionResponse.deletion_date:type_name -> google.protobuf.Timestamp
-	74, // 8: raftkms.kms.v1.GetKeyRotationStatusResponse.next_rotation_date:type_name -> google.protobuf.Timestamp
-	74, // 9: raftkms.kms.v1.GetKeyRotationStatusResponse.on_demand_rotation_start_date:type_name -> google.protobuf.Timestamp
-	74, // 10: raftkms.kms.v1.RotationsListEntry.rotation_date:type_name -> google.protobuf.Timestamp
+	90, // 7: raftkms.kms.v1.ScheduleKeyDeletionResponse.deletion_date:type_name -> google.protobuf.Timestamp
+	90, // 8: raftkms.kms.v1.GetKeyRotationStatusResponse.next_rotation_date:type_name -> google.protobuf.Timestamp
+	90, // 9: raftkms.kms.v1.GetKeyRotationStatusResponse.on_demand_rotation_start_date:type_name -> google.protobuf.Timestamp
+	90, // 10: raftkms.kms.v1.RotationsListEntry.rotation_date:type_name -> google.protobuf.Timestamp
 	25, // 11: raftkms.kms.v1.ListKeyRotationsResponse.rotations:type_name -> raftkms.kms.v1.RotationsListEntry
-	68, // 12: raftkms.kms.v1.EncryptRequest.encryption_context:type_name -> raftkms.kms.v1.EncryptRequest.EncryptionContextEntry
-	69, // 13: raftkms.kms.v1.DecryptRequest.encryption_context:type_name -> raftkms.kms.v1.DecryptRequest.EncryptionContextEntry
-	70, // 14: raftkms.kms.v1.ReEncryptRequest.source_encryption_context:type_name -> raftkms.kms.v1.ReEncryptRequest.SourceEncryptionContextEntry
-	71, // 15: raftkms.kms.v1.ReEncryptRequest.destination_encryption_context:type_name -> raftkms.kms.v1.ReEncryptRequest.DestinationEncryptionContextEntry
-	72, // 16: raftkms.kms.v1.GenerateDataKeyRequest.encryption_context:type_name -> raftkms.kms.v1.GenerateDataKeyRequest.EncryptionContextEntry
-	73, // 17: raftkms.kms.v1.GenerateDataKeyWithoutPlaintextRequest.encryption_context:type_name -> raftkms.kms.v1.GenerateDataKeyWithoutPlaintextRequest.EncryptionContextEntry
-	74, // 18: raftkms.kms.v1.AliasListEntry.creation_date:type_name -> google.protobuf.Timestamp
-	74, // 19: raftkms.kms.v1.AliasListEntry.last_updated_date:type_name -> google.protobuf.Timestamp
+	82, // 12: raftkms.kms.v1.EncryptRequest.encryption_context:type_name -> raftkms.kms.v1.EncryptRequest.EncryptionContextEntry
+	83, // 13: raftkms.kms.v1.DecryptRequest.encryption_context:type_name -> raftkms.kms.v1.DecryptRequest.EncryptionContextEntry
+	84, // 14: raftkms.kms.v1.ReEncryptRequest.source_encryption_context:type_name -> raftkms.kms.v1.ReEncryptRequest.SourceEncryptionContextEntry
+	85, // 15: raftkms.kms.v1.ReEncryptRequest.destination_encryption_context:type_name -> raftkms.kms.v1.ReEncryptRequest.DestinationEncryptionContextEntry
+	86, // 16: raftkms.kms.v1.GenerateDataKeyRequest.encryption_context:type_name -> raftkms.kms.v1.GenerateDataKeyRequest.EncryptionContextEntry
+	87, // 17: raftkms.kms.v1.GenerateDataKeyWithoutPlaintextRequest.encryption_context:type_name -> raftkms.kms.v1.GenerateDataKeyWithoutPlaintextRequest.EncryptionContextEntry
+	90, // 18: raftkms.kms.v1.AliasListEntry.creation_date:type_name -> google.protobuf.Timestamp
+	90, // 19: raftkms.kms.v1.AliasListEntry.last_updated_date:type_name -> google.protobuf.Timestamp
 	44, // 20: raftkms.kms.v1.ListAliasesResponse.aliases:type_name -> raftkms.kms.v1.AliasListEntry
-	74, // 21: raftkms.kms.v1.GetParametersForImportResponse.parameters_valid_to:type_name -> google.protobuf.Timestamp
-	74, // 22: raftkms.kms.v1.ImportKeyMaterialRequest.valid_to:type_name -> google.protobuf.Timestamp
-	74, // 23: raftkms.kms.v1.KeyEvent.time:type_name -> google.protobuf.Timestamp
+	90, // 21: raftkms.kms.v1.GetParametersForImportResponse.parameters_valid_to:type_name -> google.protobuf.Timestamp
+	90, // 22: raftkms.kms.v1.ImportKeyMaterialRequest.valid_to:type_name -> google.protobuf.Timestamp
+	90, // 23: raftkms.kms.v1.KeyEvent.time:type_name -> google.protobuf.Timestamp
 	53, // 24: raftkms.kms.v1.ListKeyEventsResponse.events:type_name -> raftkms.kms.v1.KeyEvent
 	0,  // 25: raftkms.kms.v1.TagResourceRequest.tags:type_name -> raftkms.kms.v1.Tag
 	0,  // 26: raftkms.kms.v1.ListResourceTagsResponse.tags:type_name -> raftkms.kms.v1.Tag
-	2,  // 27: raftkms.kms.v1.KeyManagementService.CreateKey:input_type -> raftkms.kms.v1.CreateKeyRequest
-	4,  // 28: raftkms.kms.v1.KeyManagementService.DescribeKey:input_type -> raftkms.kms.v1.DescribeKeyRequest
-	7,  // 29: raftkms.kms.v1.KeyManagementService.ListKeys:input_type -> raftkms.kms.v1.ListKeysRequest
-	9,  // 30: raftkms.kms.v1.KeyManagementService.EnableKey:input_type -> raftkms.kms.v1.EnableKeyRequest
-	11, // 31: raftkms.kms.v1.KeyManagementService.DisableKey:input_type -> raftkms.kms.v1.DisableKeyRequest
-	13, // 32: raftkms.kms.v1.KeyManagementService.ScheduleKeyDeletion:input_type -> raftkms.kms.v1.ScheduleKeyDeletionRequest
-	15, // 33: raftkms.kms.v1.KeyManagementService.CancelKeyDeletion:input_type -> raftkms.kms.v1.CancelKeyDeletionRequest
-	17, // 34: raftkms.kms.v1.KeyManagementService.EnableKeyRotation:input_type -> raftkms.kms.v1.EnableKeyRotationRequest
-	19, // 35: raftkms.kms.v1.KeyManagementService.DisableKeyRotation:input_type -> raftkms.kms.v1.DisableKeyRotationRequest
-	21, // 36: raftkms.kms.v1.KeyManagementService.GetKeyRotationStatus:input_type -> raftkms.kms.v1.GetKeyRotationStatusRequest
-	23, // 37: raftkms.kms.v1.KeyManagementService.RotateKeyOnDemand:input_type -> raftkms.kms.v1.RotateKeyOnDemandRequest
-	26, // 38: raftkms.kms.v1.KeyManagementService.ListKeyRotations:input_type -> raftkms.kms.v1.ListKeyRotationsRequest
-	28, // 39: raftkms.kms.v1.KeyManagementService.Encrypt:input_type -> raftkms.kms.v1.EncryptRequest
-	30, // 40: raftkms.kms.v1.KeyManagementService.Decrypt:input_type -> raftkms.kms.v1.DecryptRequest
-	32, // 41: raftkms.kms.v1.KeyManagementService.ReEncrypt:input_type -> raftkms.kms.v1.ReEncryptRequest
-	34, // 42: raftkms.kms.v1.KeyManagementService.GenerateDataKey:input_type -> raftkms.kms.v1.GenerateDataKeyRequest
-	36, // 43: raftkms.kms.v1.KeyManagementService.GenerateDataKeyWithoutPlaintext:input_type -> raftkms.kms.v1.GenerateDataKeyWithoutPlaintextRequest
-	38, // 44: raftkms.kms.v1.KeyManagementService.CreateAlias:input_type -> raftkms.kms.v1.CreateAliasRequest
-	40, // 45: raftkms.kms.v1.KeyManagementService.UpdateAlias:input_type -> raftkms.kms.v1.UpdateAliasRequest
-	42, // 46: raftkms.kms.v1.KeyManagementService.DeleteAlias:input_type -> raftkms.kms.v1.DeleteAliasRequest
-	45, // 47: raftkms.kms.v1.KeyManagementService.ListAliases:input_type -> raftkms.kms.v1.ListAliasesRequest
-	47, // 48: raftkms.kms.v1.KeyManagementService.GetParametersForImport:input_type -> raftkms.kms.v1.GetParametersForImportRequest
-	49, // 49: raftkms.kms.v1.KeyManagementService.ImportKeyMaterial:input_type -> raftkms.kms.v1.ImportKeyMaterialRequest
-	51, // 50: raftkms.kms.v1.KeyManagementService.DeleteImportedKeyMaterial:input_type -> raftkms.kms.v1.DeleteImportedKeyMaterialRequest
-	54, // 51: raftkms.kms.v1.KeyManagementService.ListKeyEvents:input_type -> raftkms.kms.v1.ListKeyEventsRequest
-	56, // 52: raftkms.kms.v1.KeyManagementService.UpdateKeyDescription:input_type -> raftkms.kms.v1.UpdateKeyDescriptionRequest
-	58, // 53: raftkms.kms.v1.KeyManagementService.TagResource:input_type -> raftkms.kms.v1.TagResourceRequest
-	60, // 54: raftkms.kms.v1.KeyManagementService.UntagResource:input_type -> raftkms.kms.v1.UntagResourceRequest
-	62, // 55: raftkms.kms.v1.KeyManagementService.ListResourceTags:input_type -> raftkms.kms.v1.ListResourceTagsRequest
-	64, // 56: raftkms.kms.v1.KeyManagementService.PutKeyPolicy:input_type -> raftkms.kms.v1.PutKeyPolicyRequest
-	66, // 57: raftkms.kms.v1.KeyManagementService.GetKeyPolicy:input_type -> raftkms.kms.v1.GetKeyPolicyRequest
-	3,  // 58: raftkms.kms.v1.KeyManagementService.CreateKey:output_type -> raftkms.kms.v1.CreateKeyResponse
-	5,  // 59: raftkms.kms.v1.KeyManagementService.DescribeKey:output_type -> raftkms.kms.v1.DescribeKeyResponse
-	8,  // 60: raftkms.kms.v1.KeyManagementService.ListKeys:output_type -> raftkms.kms.v1.ListKeysResponse
-	10, // 61: raftkms.kms.v1.KeyManagementService.EnableKey:output_type -> raftkms.kms.v1.EnableKeyResponse
-	12, // 62: raftkms.kms.v1.KeyManagementService.DisableKey:output_type -> raftkms.kms.v1.DisableKeyResponse
-	14, // 63: raftkms.kms.v1.KeyManagementService.ScheduleKeyDeletion:output_type -> raftkms.kms.v1.ScheduleKeyDeletionResponse
-	16, // 64: raftkms.kms.v1.KeyManagementService.CancelKeyDeletion:output_type -> raftkms.kms.v1.CancelKeyDeletionResponse
-	18, // 65: raftkms.kms.v1.KeyManagementService.EnableKeyRotation:output_type -> raftkms.kms.v1.EnableKeyRotationResponse
-	20, // 66: raftkms.kms.v1.KeyManagementService.DisableKeyRotation:output_type -> raftkms.kms.v1.DisableKeyRotationResponse
-	22, // 67: raftkms.kms.v1.KeyManagementService.GetKeyRotationStatus:output_type -> raftkms.kms.v1.GetKeyRotationStatusResponse
-	24, // 68: raftkms.kms.v1.KeyManagementService.RotateKeyOnDemand:output_type -> raftkms.kms.v1.RotateKeyOnDemandResponse
-	27, // 69: raftkms.kms.v1.KeyManagementService.ListKeyRotations:output_type -> raftkms.kms.v1.ListKeyRotationsResponse
-	29, // 70: raftkms.kms.v1.KeyManagementService.Encrypt:output_type -> raftkms.kms.v1.EncryptResponse
-	31, // 71: raftkms.kms.v1.KeyManagementService.Decrypt:output_type -> raftkms.kms.v1.DecryptResponse
-	33, // 72: raftkms.kms.v1.KeyManagementService.ReEncrypt:output_type -> raftkms.kms.v1.ReEncryptResponse
-	35, // 73: raftkms.kms.v1.KeyManagementService.GenerateDataKey:output_type -> raftkms.kms.v1.GenerateDataKeyResponse
-	37, // 74: raftkms.kms.v1.KeyManagementService.GenerateDataKeyWithoutPlaintext:output_type -> raftkms.kms.v1.GenerateDataKeyWithoutPlaintextResponse
-	39, // 75: raftkms.kms.v1.KeyManagementService.CreateAlias:output_type -> raftkms.kms.v1.CreateAliasResponse
-	41, // 76: raftkms.kms.v1.KeyManagementService.UpdateAlias:output_type -> raftkms.kms.v1.UpdateAliasResponse
-	43, // 77: raftkms.kms.v1.KeyManagementService.DeleteAlias:output_type -> raftkms.kms.v1.DeleteAliasResponse
-	46, // 78: raftkms.kms.v1.KeyManagementService.ListAliases:output_type -> raftkms.kms.v1.ListAliasesResponse
-	48, // 79: raftkms.kms.v1.KeyManagementService.GetParametersForImport:output_type -> raftkms.kms.v1.GetParametersForImportResponse
-	50, // 80: raftkms.kms.v1.KeyManagementService.ImportKeyMaterial:output_type -> raftkms.kms.v1.ImportKeyMaterialResponse
-	52, // 81: raftkms.kms.v1.KeyManagementService.DeleteImportedKeyMaterial:output_type -> raftkms.kms.v1.DeleteImportedKeyMaterialResponse
-	55, // 82: raftkms.kms.v1.KeyManagementService.ListKeyEvents:output_type -> raftkms.kms.v1.ListKeyEventsResponse
-	57, // 83: raftkms.kms.v1.KeyManagementService.UpdateKeyDescription:output_type -> raftkms.kms.v1.UpdateKeyDescriptionResponse
-	59, // 84: raftkms.kms.v1.KeyManagementService.TagResource:output_type -> raftkms.kms.v1.TagResourceResponse
-	61, // 85: raftkms.kms.v1.KeyManagementService.UntagResource:output_type -> raftkms.kms.v1.UntagResourceResponse
-	63, // 86: raftkms.kms.v1.KeyManagementService.ListResourceTags:output_type -> raftkms.kms.v1.ListResourceTagsResponse
-	65, // 87: raftkms.kms.v1.KeyManagementService.PutKeyPolicy:output_type -> raftkms.kms.v1.PutKeyPolicyResponse
-	67, // 88: raftkms.kms.v1.KeyManagementService.GetKeyPolicy:output_type -> raftkms.kms.v1.GetKeyPolicyResponse
-	58, // [58:89] is the sub-list for method output_type
-	27, // [27:58] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	88, // 27: raftkms.kms.v1.GenerateDataKeyPairRequest.encryption_context:type_name -> raftkms.kms.v1.GenerateDataKeyPairRequest.EncryptionContextEntry
+	89, // 28: raftkms.kms.v1.GenerateDataKeyPairWithoutPlaintextRequest.encryption_context:type_name -> raftkms.kms.v1.GenerateDataKeyPairWithoutPlaintextRequest.EncryptionContextEntry
+	2,  // 29: raftkms.kms.v1.KeyManagementService.CreateKey:input_type -> raftkms.kms.v1.CreateKeyRequest
+	4,  // 30: raftkms.kms.v1.KeyManagementService.DescribeKey:input_type -> raftkms.kms.v1.DescribeKeyRequest
+	7,  // 31: raftkms.kms.v1.KeyManagementService.ListKeys:input_type -> raftkms.kms.v1.ListKeysRequest
+	9,  // 32: raftkms.kms.v1.KeyManagementService.EnableKey:input_type -> raftkms.kms.v1.EnableKeyRequest
+	11, // 33: raftkms.kms.v1.KeyManagementService.DisableKey:input_type -> raftkms.kms.v1.DisableKeyRequest
+	13, // 34: raftkms.kms.v1.KeyManagementService.ScheduleKeyDeletion:input_type -> raftkms.kms.v1.ScheduleKeyDeletionRequest
+	15, // 35: raftkms.kms.v1.KeyManagementService.CancelKeyDeletion:input_type -> raftkms.kms.v1.CancelKeyDeletionRequest
+	17, // 36: raftkms.kms.v1.KeyManagementService.EnableKeyRotation:input_type -> raftkms.kms.v1.EnableKeyRotationRequest
+	19, // 37: raftkms.kms.v1.KeyManagementService.DisableKeyRotation:input_type -> raftkms.kms.v1.DisableKeyRotationRequest
+	21, // 38: raftkms.kms.v1.KeyManagementService.GetKeyRotationStatus:input_type -> raftkms.kms.v1.GetKeyRotationStatusRequest
+	23, // 39: raftkms.kms.v1.KeyManagementService.RotateKeyOnDemand:input_type -> raftkms.kms.v1.RotateKeyOnDemandRequest
+	26, // 40: raftkms.kms.v1.KeyManagementService.ListKeyRotations:input_type -> raftkms.kms.v1.ListKeyRotationsRequest
+	28, // 41: raftkms.kms.v1.KeyManagementService.Encrypt:input_type -> raftkms.kms.v1.EncryptRequest
+	30, // 42: raftkms.kms.v1.KeyManagementService.Decrypt:input_type -> raftkms.kms.v1.DecryptRequest
+	32, // 43: raftkms.kms.v1.KeyManagementService.ReEncrypt:input_type -> raftkms.kms.v1.ReEncryptRequest
+	34, // 44: raftkms.kms.v1.KeyManagementService.GenerateDataKey:input_type -> raftkms.kms.v1.GenerateDataKeyRequest
+	36, // 45: raftkms.kms.v1.KeyManagementService.GenerateDataKeyWithoutPlaintext:input_type -> raftkms.kms.v1.GenerateDataKeyWithoutPlaintextRequest
+	38, // 46: raftkms.kms.v1.KeyManagementService.CreateAlias:input_type -> raftkms.kms.v1.CreateAliasRequest
+	40, // 47: raftkms.kms.v1.KeyManagementService.UpdateAlias:input_type -> raftkms.kms.v1.UpdateAliasRequest
+	42, // 48: raftkms.kms.v1.KeyManagementService.DeleteAlias:input_type -> raftkms.kms.v1.DeleteAliasRequest
+	45, // 49: raftkms.kms.v1.KeyManagementService.ListAliases:input_type -> raftkms.kms.v1.ListAliasesRequest
+	47, // 50: raftkms.kms.v1.KeyManagementService.GetParametersForImport:input_type -> raftkms.kms.v1.GetParametersForImportRequest
+	49, // 51: raftkms.kms.v1.KeyManagementService.ImportKeyMaterial:input_type -> raftkms.kms.v1.ImportKeyMaterialRequest
+	51, // 52: raftkms.kms.v1.KeyManagementService.DeleteImportedKeyMaterial:input_type -> raftkms.kms.v1.DeleteImportedKeyMaterialRequest
+	54, // 53: raftkms.kms.v1.KeyManagementService.ListKeyEvents:input_type -> raftkms.kms.v1.ListKeyEventsRequest
+	56, // 54: raftkms.kms.v1.KeyManagementService.UpdateKeyDescription:input_type -> raftkms.kms.v1.UpdateKeyDescriptionRequest
+	58, // 55: raftkms.kms.v1.KeyManagementService.TagResource:input_type -> raftkms.kms.v1.TagResourceRequest
+	60, // 56: raftkms.kms.v1.KeyManagementService.UntagResource:input_type -> raftkms.kms.v1.UntagResourceRequest
+	62, // 57: raftkms.kms.v1.KeyManagementService.ListResourceTags:input_type -> raftkms.kms.v1.ListResourceTagsRequest
+	64, // 58: raftkms.kms.v1.KeyManagementService.PutKeyPolicy:input_type -> raftkms.kms.v1.PutKeyPolicyRequest
+	66, // 59: raftkms.kms.v1.KeyManagementService.GetKeyPolicy:input_type -> raftkms.kms.v1.GetKeyPolicyRequest
+	68, // 60: raftkms.kms.v1.KeyManagementService.Sign:input_type -> raftkms.kms.v1.SignRequest
+	70, // 61: raftkms.kms.v1.KeyManagementService.Verify:input_type -> raftkms.kms.v1.VerifyRequest
+	72, // 62: raftkms.kms.v1.KeyManagementService.GetPublicKey:input_type -> raftkms.kms.v1.GetPublicKeyRequest
+	74, // 63: raftkms.kms.v1.KeyManagementService.GenerateMac:input_type -> raftkms.kms.v1.GenerateMacRequest
+	76, // 64: raftkms.kms.v1.KeyManagementService.VerifyMac:input_type -> raftkms.kms.v1.VerifyMacRequest
+	78, // 65: raftkms.kms.v1.KeyManagementService.GenerateDataKeyPair:input_type -> raftkms.kms.v1.GenerateDataKeyPairRequest
+	80, // 66: raftkms.kms.v1.KeyManagementService.GenerateDataKeyPairWithoutPlaintext:input_type -> raftkms.kms.v1.GenerateDataKeyPairWithoutPlaintextRequest
+	3,  // 67: raftkms.kms.v1.KeyManagementService.CreateKey:output_type -> raftkms.kms.v1.CreateKeyResponse
+	5,  // 68: raftkms.kms.v1.KeyManagementService.DescribeKey:output_type -> raftkms.kms.v1.DescribeKeyResponse
+	8,  // 69: raftkms.kms.v1.KeyManagementService.ListKeys:output_type -> raftkms.kms.v1.ListKeysResponse
+	10, // 70: raftkms.kms.v1.KeyManagementService.EnableKey:output_type -> raftkms.kms.v1.EnableKeyResponse
+	12, // 71: raftkms.kms.v1.KeyManagementService.DisableKey:output_type -> raftkms.kms.v1.DisableKeyResponse
+	14, // 72: raftkms.kms.v1.KeyManagementService.ScheduleKeyDeletion:output_type -> raftkms.kms.v1.ScheduleKeyDeletionResponse
+	16, // 73: raftkms.kms.v1.KeyManagementService.CancelKeyDeletion:output_type -> raftkms.kms.v1.CancelKeyDeletionResponse
+	18, // 74: raftkms.kms.v1.KeyManagementService.EnableKeyRotation:output_type -> raftkms.kms.v1.EnableKeyRotationResponse
+	20, // 75: raftkms.kms.v1.KeyManagementService.DisableKeyRotation:output_type -> raftkms.kms.v1.DisableKeyRotationResponse
+	22, // 76: raftkms.kms.v1.KeyManagementService.GetKeyRotationStatus:output_type -> raftkms.kms.v1.GetKeyRotationStatusResponse
+	24, // 77: raftkms.kms.v1.KeyManagementService.RotateKeyOnDemand:output_type -> raftkms.kms.v1.RotateKeyOnDemandResponse
+	27, // 78: raftkms.kms.v1.KeyManagementService.ListKeyRotations:output_type -> raftkms.kms.v1.ListKeyRotationsResponse
+	29, // 79: raftkms.kms.v1.KeyManagementService.Encrypt:output_type -> raftkms.kms.v1.EncryptResponse
+	31, // 80: raftkms.kms.v1.KeyManagementService.Decrypt:output_type -> raftkms.kms.v1.DecryptResponse
+	33, // 81: raftkms.kms.v1.KeyManagementService.ReEncrypt:output_type -> raftkms.kms.v1.ReEncryptResponse
+	35, // 82: raftkms.kms.v1.KeyManagementService.GenerateDataKey:output_type -> raftkms.kms.v1.GenerateDataKeyResponse
+	37, // 83: raftkms.kms.v1.KeyManagementService.GenerateDataKeyWithoutPlaintext:output_type -> raftkms.kms.v1.GenerateDataKeyWithoutPlaintextResponse
+	39, // 84: raftkms.kms.v1.KeyManagementService.CreateAlias:output_type -> raftkms.kms.v1.CreateAliasResponse
+	41, // 85: raftkms.kms.v1.KeyManagementService.UpdateAlias:output_type -> raftkms.kms.v1.UpdateAliasResponse
+	43, // 86: raftkms.kms.v1.KeyManagementService.DeleteAlias:output_type -> raftkms.kms.v1.DeleteAliasResponse
+	46, // 87: raftkms.kms.v1.KeyManagementService.ListAliases:output_type -> raftkms.kms.v1.ListAliasesResponse
+	48, // 88: raftkms.kms.v1.KeyManagementService.GetParametersForImport:output_type -> raftkms.kms.v1.GetParametersForImportResponse
+	50, // 89: raftkms.kms.v1.KeyManagementService.ImportKeyMaterial:output_type -> raftkms.kms.v1.ImportKeyMaterialResponse
+	52, // 90: raftkms.kms.v1.KeyManagementService.DeleteImportedKeyMaterial:output_type -> raftkms.kms.v1.DeleteImportedKeyMaterialResponse
+	55, // 91: raftkms.kms.v1.KeyManagementService.ListKeyEvents:output_type -> raftkms.kms.v1.ListKeyEventsResponse
+	57, // 92: raftkms.kms.v1.KeyManagementService.UpdateKeyDescription:output_type -> raftkms.kms.v1.UpdateKeyDescriptionResponse
+	59, // 93: raftkms.kms.v1.KeyManagementService.TagResource:output_type -> raftkms.kms.v1.TagResourceResponse
+	61, // 94: raftkms.kms.v1.KeyManagementService.UntagResource:output_type -> raftkms.kms.v1.UntagResourceResponse
+	63, // 95: raftkms.kms.v1.KeyManagementService.ListResourceTags:output_type -> raftkms.kms.v1.ListResourceTagsResponse
+	65, // 96: raftkms.kms.v1.KeyManagementService.PutKeyPolicy:output_type -> raftkms.kms.v1.PutKeyPolicyResponse
+	67, // 97: raftkms.kms.v1.KeyManagementService.GetKeyPolicy:output_type -> raftkms.kms.v1.GetKeyPolicyResponse
+	69, // 98: raftkms.kms.v1.KeyManagementService.Sign:output_type -> raftkms.kms.v1.SignResponse
+	71, // 99: raftkms.kms.v1.KeyManagementService.Verify:output_type -> raftkms.kms.v1.VerifyResponse
+	73, // 100: raftkms.kms.v1.KeyManagementService.GetPublicKey:output_type -> raftkms.kms.v1.GetPublicKeyResponse
+	75, // 101: raftkms.kms.v1.KeyManagementService.GenerateMac:output_type -> raftkms.kms.v1.GenerateMacResponse
+	77, // 102: raftkms.kms.v1.KeyManagementService.VerifyMac:output_type -> raftkms.kms.v1.VerifyMacResponse
+	79, // 103: raftkms.kms.v1.KeyManagementService.GenerateDataKeyPair:output_type -> raftkms.kms.v1.GenerateDataKeyPairResponse
+	81, // 104: raftkms.kms.v1.KeyManagementService.GenerateDataKeyPairWithoutPlaintext:output_type -> raftkms.kms.v1.GenerateDataKeyPairWithoutPlaintextResponse
+	67, // [67:105] is the sub-list for method output_type
+	29, // [29:67] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_proto_kms_v1_kms_proto_init() }
@@ -4511,7 +5642,7 @@ func file_proto_kms_v1_kms_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_kms_v1_kms_proto_rawDesc), len(file_proto_kms_v1_kms_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   74,
+			NumMessages:   90,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -26,37 +26,44 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	KeyManagementService_CreateKey_FullMethodName                       = "/raftkms.kms.v1.KeyManagementService/CreateKey"
-	KeyManagementService_DescribeKey_FullMethodName                     = "/raftkms.kms.v1.KeyManagementService/DescribeKey"
-	KeyManagementService_ListKeys_FullMethodName                        = "/raftkms.kms.v1.KeyManagementService/ListKeys"
-	KeyManagementService_EnableKey_FullMethodName                       = "/raftkms.kms.v1.KeyManagementService/EnableKey"
-	KeyManagementService_DisableKey_FullMethodName                      = "/raftkms.kms.v1.KeyManagementService/DisableKey"
-	KeyManagementService_ScheduleKeyDeletion_FullMethodName             = "/raftkms.kms.v1.KeyManagementService/ScheduleKeyDeletion"
-	KeyManagementService_CancelKeyDeletion_FullMethodName               = "/raftkms.kms.v1.KeyManagementService/CancelKeyDeletion"
-	KeyManagementService_EnableKeyRotation_FullMethodName               = "/raftkms.kms.v1.KeyManagementService/EnableKeyRotation"
-	KeyManagementService_DisableKeyRotation_FullMethodName              = "/raftkms.kms.v1.KeyManagementService/DisableKeyRotation"
-	KeyManagementService_GetKeyRotationStatus_FullMethodName            = "/raftkms.kms.v1.KeyManagementService/GetKeyRotationStatus"
-	KeyManagementService_RotateKeyOnDemand_FullMethodName               = "/raftkms.kms.v1.KeyManagementService/RotateKeyOnDemand"
-	KeyManagementService_ListKeyRotations_FullMethodName                = "/raftkms.kms.v1.KeyManagementService/ListKeyRotations"
-	KeyManagementService_Encrypt_FullMethodName                         = "/raftkms.kms.v1.KeyManagementService/Encrypt"
-	KeyManagementService_Decrypt_FullMethodName                         = "/raftkms.kms.v1.KeyManagementService/Decrypt"
-	KeyManagementService_ReEncrypt_FullMethodName                       = "/raftkms.kms.v1.KeyManagementService/ReEncrypt"
-	KeyManagementService_GenerateDataKey_FullMethodName                 = "/raftkms.kms.v1.KeyManagementService/GenerateDataKey"
-	KeyManagementService_GenerateDataKeyWithoutPlaintext_FullMethodName = "/raftkms.kms.v1.KeyManagementService/GenerateDataKeyWithoutPlaintext"
-	KeyManagementService_CreateAlias_FullMethodName                     = "/raftkms.kms.v1.KeyManagementService/CreateAlias"
-	KeyManagementService_UpdateAlias_FullMethodName                     = "/raftkms.kms.v1.KeyManagementService/UpdateAlias"
-	KeyManagementService_DeleteAlias_FullMethodName                     = "/raftkms.kms.v1.KeyManagementService/DeleteAlias"
-	KeyManagementService_ListAliases_FullMethodName                     = "/raftkms.kms.v1.KeyManagementService/ListAliases"
-	KeyManagementService_GetParametersForImport_FullMethodName          = "/raftkms.kms.v1.KeyManagementService/GetParametersForImport"
-	KeyManagementService_ImportKeyMaterial_FullMethodName               = "/raftkms.kms.v1.KeyManagementService/ImportKeyMaterial"
-	KeyManagementService_DeleteImportedKeyMaterial_FullMethodName       = "/raftkms.kms.v1.KeyManagementService/DeleteImportedKeyMaterial"
-	KeyManagementService_ListKeyEvents_FullMethodName                   = "/raftkms.kms.v1.KeyManagementService/ListKeyEvents"
-	KeyManagementService_UpdateKeyDescription_FullMethodName            = "/raftkms.kms.v1.KeyManagementService/UpdateKeyDescription"
-	KeyManagementService_TagResource_FullMethodName                     = "/raftkms.kms.v1.KeyManagementService/TagResource"
-	KeyManagementService_UntagResource_FullMethodName                   = "/raftkms.kms.v1.KeyManagementService/UntagResource"
-	KeyManagementService_ListResourceTags_FullMethodName                = "/raftkms.kms.v1.KeyManagementService/ListResourceTags"
-	KeyManagementService_PutKeyPolicy_FullMethodName                    = "/raftkms.kms.v1.KeyManagementService/PutKeyPolicy"
-	KeyManagementService_GetKeyPolicy_FullMethodName                    = "/raftkms.kms.v1.KeyManagementService/GetKeyPolicy"
+	KeyManagementService_CreateKey_FullMethodName                           = "/raftkms.kms.v1.KeyManagementService/CreateKey"
+	KeyManagementService_DescribeKey_FullMethodName                         = "/raftkms.kms.v1.KeyManagementService/DescribeKey"
+	KeyManagementService_ListKeys_FullMethodName                            = "/raftkms.kms.v1.KeyManagementService/ListKeys"
+	KeyManagementService_EnableKey_FullMethodName                           = "/raftkms.kms.v1.KeyManagementService/EnableKey"
+	KeyManagementService_DisableKey_FullMethodName                          = "/raftkms.kms.v1.KeyManagementService/DisableKey"
+	KeyManagementService_ScheduleKeyDeletion_FullMethodName                 = "/raftkms.kms.v1.KeyManagementService/ScheduleKeyDeletion"
+	KeyManagementService_CancelKeyDeletion_FullMethodName                   = "/raftkms.kms.v1.KeyManagementService/CancelKeyDeletion"
+	KeyManagementService_EnableKeyRotation_FullMethodName                   = "/raftkms.kms.v1.KeyManagementService/EnableKeyRotation"
+	KeyManagementService_DisableKeyRotation_FullMethodName                  = "/raftkms.kms.v1.KeyManagementService/DisableKeyRotation"
+	KeyManagementService_GetKeyRotationStatus_FullMethodName                = "/raftkms.kms.v1.KeyManagementService/GetKeyRotationStatus"
+	KeyManagementService_RotateKeyOnDemand_FullMethodName                   = "/raftkms.kms.v1.KeyManagementService/RotateKeyOnDemand"
+	KeyManagementService_ListKeyRotations_FullMethodName                    = "/raftkms.kms.v1.KeyManagementService/ListKeyRotations"
+	KeyManagementService_Encrypt_FullMethodName                             = "/raftkms.kms.v1.KeyManagementService/Encrypt"
+	KeyManagementService_Decrypt_FullMethodName                             = "/raftkms.kms.v1.KeyManagementService/Decrypt"
+	KeyManagementService_ReEncrypt_FullMethodName                           = "/raftkms.kms.v1.KeyManagementService/ReEncrypt"
+	KeyManagementService_GenerateDataKey_FullMethodName                     = "/raftkms.kms.v1.KeyManagementService/GenerateDataKey"
+	KeyManagementService_GenerateDataKeyWithoutPlaintext_FullMethodName     = "/raftkms.kms.v1.KeyManagementService/GenerateDataKeyWithoutPlaintext"
+	KeyManagementService_CreateAlias_FullMethodName                         = "/raftkms.kms.v1.KeyManagementService/CreateAlias"
+	KeyManagementService_UpdateAlias_FullMethodName                         = "/raftkms.kms.v1.KeyManagementService/UpdateAlias"
+	KeyManagementService_DeleteAlias_FullMethodName                         = "/raftkms.kms.v1.KeyManagementService/DeleteAlias"
+	KeyManagementService_ListAliases_FullMethodName                         = "/raftkms.kms.v1.KeyManagementService/ListAliases"
+	KeyManagementService_GetParametersForImport_FullMethodName              = "/raftkms.kms.v1.KeyManagementService/GetParametersForImport"
+	KeyManagementService_ImportKeyMaterial_FullMethodName                   = "/raftkms.kms.v1.KeyManagementService/ImportKeyMaterial"
+	KeyManagementService_DeleteImportedKeyMaterial_FullMethodName           = "/raftkms.kms.v1.KeyManagementService/DeleteImportedKeyMaterial"
+	KeyManagementService_ListKeyEvents_FullMethodName                       = "/raftkms.kms.v1.KeyManagementService/ListKeyEvents"
+	KeyManagementService_UpdateKeyDescription_FullMethodName                = "/raftkms.kms.v1.KeyManagementService/UpdateKeyDescription"
+	KeyManagementService_TagResource_FullMethodName                         = "/raftkms.kms.v1.KeyManagementService/TagResource"
+	KeyManagementService_UntagResource_FullMethodName                       = "/raftkms.kms.v1.KeyManagementService/UntagResource"
+	KeyManagementService_ListResourceTags_FullMethodName                    = "/raftkms.kms.v1.KeyManagementService/ListResourceTags"
+	KeyManagementService_PutKeyPolicy_FullMethodName                        = "/raftkms.kms.v1.KeyManagementService/PutKeyPolicy"
+	KeyManagementService_GetKeyPolicy_FullMethodName                        = "/raftkms.kms.v1.KeyManagementService/GetKeyPolicy"
+	KeyManagementService_Sign_FullMethodName                                = "/raftkms.kms.v1.KeyManagementService/Sign"
+	KeyManagementService_Verify_FullMethodName                              = "/raftkms.kms.v1.KeyManagementService/Verify"
+	KeyManagementService_GetPublicKey_FullMethodName                        = "/raftkms.kms.v1.KeyManagementService/GetPublicKey"
+	KeyManagementService_GenerateMac_FullMethodName                         = "/raftkms.kms.v1.KeyManagementService/GenerateMac"
+	KeyManagementService_VerifyMac_FullMethodName                           = "/raftkms.kms.v1.KeyManagementService/VerifyMac"
+	KeyManagementService_GenerateDataKeyPair_FullMethodName                 = "/raftkms.kms.v1.KeyManagementService/GenerateDataKeyPair"
+	KeyManagementService_GenerateDataKeyPairWithoutPlaintext_FullMethodName = "/raftkms.kms.v1.KeyManagementService/GenerateDataKeyPairWithoutPlaintext"
 )
 
 // KeyManagementServiceClient is the client API for KeyManagementService service.
@@ -95,6 +102,16 @@ type KeyManagementServiceClient interface {
 	ListResourceTags(ctx context.Context, in *ListResourceTagsRequest, opts ...grpc.CallOption) (*ListResourceTagsResponse, error)
 	PutKeyPolicy(ctx context.Context, in *PutKeyPolicyRequest, opts ...grpc.CallOption) (*PutKeyPolicyResponse, error)
 	GetKeyPolicy(ctx context.Context, in *GetKeyPolicyRequest, opts ...grpc.CallOption) (*GetKeyPolicyResponse, error)
+	// Asymmetric and HMAC keys (key specs RSA_*, ECC_NIST_*, HMAC_*). Like
+	// Encrypt, they are served by the node that receives them, from its
+	// applied state.
+	Sign(ctx context.Context, in *SignRequest, opts ...grpc.CallOption) (*SignResponse, error)
+	Verify(ctx context.Context, in *VerifyRequest, opts ...grpc.CallOption) (*VerifyResponse, error)
+	GetPublicKey(ctx context.Context, in *GetPublicKeyRequest, opts ...grpc.CallOption) (*GetPublicKeyResponse, error)
+	GenerateMac(ctx context.Context, in *GenerateMacRequest, opts ...grpc.CallOption) (*GenerateMacResponse, error)
+	VerifyMac(ctx context.Context, in *VerifyMacRequest, opts ...grpc.CallOption) (*VerifyMacResponse, error)
+	GenerateDataKeyPair(ctx context.Context, in *GenerateDataKeyPairRequest, opts ...grpc.CallOption) (*GenerateDataKeyPairResponse, error)
+	GenerateDataKeyPairWithoutPlaintext(ctx context.Context, in *GenerateDataKeyPairWithoutPlaintextRequest, opts ...grpc.CallOption) (*GenerateDataKeyPairWithoutPlaintextResponse, error)
 }
 
 type keyManagementServiceClient struct {
@@ -415,6 +432,76 @@ func (c *keyManagementServiceClient) GetKeyPolicy(ctx context.Context, in *GetKe
 	return out, nil
 }
 
+func (c *keyManagementServiceClient) Sign(ctx context.Context, in *SignRequest, opts ...grpc.CallOption) (*SignResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SignResponse)
+	err := c.cc.Invoke(ctx, KeyManagementService_Sign_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *keyManagementServiceClient) Verify(ctx context.Context, in *VerifyRequest, opts ...grpc.CallOption) (*VerifyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VerifyResponse)
+	err := c.cc.Invoke(ctx, KeyManagementService_Verify_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *keyManagementServiceClient) GetPublicKey(ctx context.Context, in *GetPublicKeyRequest, opts ...grpc.CallOption) (*GetPublicKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetPublicKeyResponse)
+	err := c.cc.Invoke(ctx, KeyManagementService_GetPublicKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *keyManagementServiceClient) GenerateMac(ctx context.Context, in *GenerateMacRequest, opts ...grpc.CallOption) (*GenerateMacResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GenerateMacResponse)
+	err := c.cc.Invoke(ctx, KeyManagementService_GenerateMac_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *keyManagementServiceClient) VerifyMac(ctx context.Context, in *VerifyMacRequest, opts ...grpc.CallOption) (*VerifyMacResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VerifyMacResponse)
+	err := c.cc.Invoke(ctx, KeyManagementService_VerifyMac_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *keyManagementServiceClient) GenerateDataKeyPair(ctx context.Context, in *GenerateDataKeyPairRequest, opts ...grpc.CallOption) (*GenerateDataKeyPairResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GenerateDataKeyPairResponse)
+	err := c.cc.Invoke(ctx, KeyManagementService_GenerateDataKeyPair_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *keyManagementServiceClient) GenerateDataKeyPairWithoutPlaintext(ctx context.Context, in *GenerateDataKeyPairWithoutPlaintextRequest, opts ...grpc.CallOption) (*GenerateDataKeyPairWithoutPlaintextResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GenerateDataKeyPairWithoutPlaintextResponse)
+	err := c.cc.Invoke(ctx, KeyManagementService_GenerateDataKeyPairWithoutPlaintext_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // KeyManagementServiceServer is the server API for KeyManagementService service.
 // All implementations must embed UnimplementedKeyManagementServiceServer
 // for forward compatibility.
@@ -451,6 +538,16 @@ type KeyManagementServiceServer interface {
 	ListResourceTags(context.Context, *ListResourceTagsRequest) (*ListResourceTagsResponse, error)
 	PutKeyPolicy(context.Context, *PutKeyPolicyRequest) (*PutKeyPolicyResponse, error)
 	GetKeyPolicy(context.Context, *GetKeyPolicyRequest) (*GetKeyPolicyResponse, error)
+	// Asymmetric and HMAC keys (key specs RSA_*, ECC_NIST_*, HMAC_*). Like
+	// Encrypt, they are served by the node that receives them, from its
+	// applied state.
+	Sign(context.Context, *SignRequest) (*SignResponse, error)
+	Verify(context.Context, *VerifyRequest) (*VerifyResponse, error)
+	GetPublicKey(context.Context, *GetPublicKeyRequest) (*GetPublicKeyResponse, error)
+	GenerateMac(context.Context, *GenerateMacRequest) (*GenerateMacResponse, error)
+	VerifyMac(context.Context, *VerifyMacRequest) (*VerifyMacResponse, error)
+	GenerateDataKeyPair(context.Context, *GenerateDataKeyPairRequest) (*GenerateDataKeyPairResponse, error)
+	GenerateDataKeyPairWithoutPlaintext(context.Context, *GenerateDataKeyPairWithoutPlaintextRequest) (*GenerateDataKeyPairWithoutPlaintextResponse, error)
 	mustEmbedUnimplementedKeyManagementServiceServer()
 }
 
@@ -553,6 +650,27 @@ func (UnimplementedKeyManagementServiceServer) PutKeyPolicy(context.Context, *Pu
 }
 func (UnimplementedKeyManagementServiceServer) GetKeyPolicy(context.Context, *GetKeyPolicyRequest) (*GetKeyPolicyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetKeyPolicy not implemented")
+}
+func (UnimplementedKeyManagementServiceServer) Sign(context.Context, *SignRequest) (*SignResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Sign not implemented")
+}
+func (UnimplementedKeyManagementServiceServer) Verify(context.Context, *VerifyRequest) (*VerifyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Verify not implemented")
+}
+func (UnimplementedKeyManagementServiceServer) GetPublicKey(context.Context, *GetPublicKeyRequest) (*GetPublicKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetPublicKey not implemented")
+}
+func (UnimplementedKeyManagementServiceServer) GenerateMac(context.Context, *GenerateMacRequest) (*GenerateMacResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GenerateMac not implemented")
+}
+func (UnimplementedKeyManagementServiceServer) VerifyMac(context.Context, *VerifyMacRequest) (*VerifyMacResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method VerifyMac not implemented")
+}
+func (UnimplementedKeyManagementServiceServer) GenerateDataKeyPair(context.Context, *GenerateDataKeyPairRequest) (*GenerateDataKeyPairResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GenerateDataKeyPair not implemented")
+}
+func (UnimplementedKeyManagementServiceServer) GenerateDataKeyPairWithoutPlaintext(context.Context, *GenerateDataKeyPairWithoutPlaintextRequest) (*GenerateDataKeyPairWithoutPlaintextResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GenerateDataKeyPairWithoutPlaintext not implemented")
 }
 func (UnimplementedKeyManagementServiceServer) mustEmbedUnimplementedKeyManagementServiceServer() {}
 func (UnimplementedKeyManagementServiceServer) testEmbeddedByValue()                              {}
@@ -1133,6 +1251,132 @@ func _KeyManagementService_GetKeyPolicy_Handler(srv interface{}, ctx context.Con
 	return interceptor(ctx, in, info, handler)
 }
 
+func _KeyManagementService_Sign_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SignRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyManagementServiceServer).Sign(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyManagementService_Sign_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyManagementServiceServer).Sign(ctx, req.(*SignRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _KeyManagementService_Verify_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(VerifyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyManagementServiceServer).Verify(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyManagementService_Verify_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyManagementServiceServer).Verify(ctx, req.(*VerifyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _KeyManagementService_GetPublicKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetPublicKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyManagementServiceServer).GetPublicKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyManagementService_GetPublicKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyManagementServiceServer).GetPublicKey(ctx, req.(*GetPublicKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _KeyManagementService_GenerateMac_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GenerateMacRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyManagementServiceServer).GenerateMac(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyManagementService_GenerateMac_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyManagementServiceServer).GenerateMac(ctx, req.(*GenerateMacRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _KeyManagementService_VerifyMac_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(VerifyMacRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyManagementServiceServer).VerifyMac(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyManagementService_VerifyMac_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyManagementServiceServer).VerifyMac(ctx, req.(*VerifyMacRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _KeyManagementService_GenerateDataKeyPair_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GenerateDataKeyPairRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyManagementServiceServer).GenerateDataKeyPair(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyManagementService_GenerateDataKeyPair_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyManagementServiceServer).GenerateDataKeyPair(ctx, req.(*GenerateDataKeyPairRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _KeyManagementService_GenerateDataKeyPairWithoutPlaintext_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GenerateDataKeyPairWithoutPlaintextRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyManagementServiceServer).GenerateDataKeyPairWithoutPlaintext(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyManagementService_GenerateDataKeyPairWithoutPlaintext_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyManagementServiceServer).GenerateDataKeyPairWithoutPlaintext(ctx, req.(*GenerateDataKeyPairWithoutPlaintextRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // KeyManagementService_ServiceDesc is the grpc.ServiceDesc for KeyManagementService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1263,6 +1507,34 @@ var KeyManagementService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetKeyPolicy",
 			Handler:    _KeyManagementService_GetKeyPolicy_Handler,
+		},
+		{
+			MethodName: "Sign",
+			Handler:    _KeyManagementService_Sign_Handler,
+		},
+		{
+			MethodName: "Verify",
+			Handler:    _KeyManagementService_Verify_Handler,
+		},
+		{
+			MethodName: "GetPublicKey",
+			Handler:    _KeyManagementService_GetPublicKey_Handler,
+		},
+		{
+			MethodName: "GenerateMac",
+			Handler:    _KeyManagementService_GenerateMac_Handler,
+		},
+		{
+			MethodName: "VerifyMac",
+			Handler:    _KeyManagementService_VerifyMac_Handler,
+		},
+		{
+			MethodName: "GenerateDataKeyPair",
+			Handler:    _KeyManagementService_GenerateDataKeyPair_Handler,
+		},
+		{
+			MethodName: "GenerateDataKeyPairWithoutPlaintext",
+			Handler:    _KeyManagementService_GenerateDataKeyPairWithoutPlaintext_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
