@@ -102,5 +102,10 @@ func toStatus(err error) error {
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, "KMSInternalException: request cancelled")
 	}
+	for _, e := range asymmetricErrors {
+		if errors.Is(err, e.err) {
+			return status.Error(e.code, e.name+": "+err.Error())
+		}
+	}
 	return status.Error(codes.Internal, "KMSInternalException: "+err.Error())
 }

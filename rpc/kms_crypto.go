@@ -43,6 +43,9 @@ func (s *Server) versionKey(k *fsm.Key, version uint32) (*keycrypto.VersionKey, 
 
 // encryptWith encrypts under the newest version of an enabled key.
 func (s *Server) encryptWith(k *fsm.Key, plaintext []byte, ec map[string]string) ([]byte, error) {
+	if err := requireSymmetric(k); err != nil {
+		return nil, err
+	}
 	if err := usable(k); err != nil {
 		return nil, err
 	}
@@ -83,6 +86,9 @@ func (s *Server) decryptBlob(ctx context.Context, blob []byte, ec map[string]str
 	if err := s.authorize(ctx, k, action); err != nil {
 		return nil, nil, err
 	}
+	if err := requireSymmetric(k); err != nil {
+		return nil, nil, err
+	}
 	if err := usable(k); err != nil {
 		return nil, nil, err
 	}
@@ -111,6 +117,15 @@ func (s kmsService) Encrypt(ctx context.Context, req *kmsv1.EncryptRequest) (*km
 	if err != nil {
 		return nil, err
 	}
+	if keycrypto.IsAsymmetric(k.KeySpec) {
+		if len(req.EncryptionContext) > 0 {
+			return nil, validationErr("EncryptionContext is not supported with asymmetric keys")
+		}
+		return s.encryptAsymmetric(k, req.EncryptionAlgorithm, req.Plaintext)
+	}
+	if req.EncryptionAlgorithm != "" && req.EncryptionAlgorithm != algorithm {
+		return nil, keyUsageErr("EncryptionAlgorithm %s is not valid for key %s; use SYMMETRIC_DEFAULT", req.EncryptionAlgorithm, k.ID)
+	}
 	blob, err := s.encryptWith(k, req.Plaintext, req.EncryptionContext)
 	if err != nil {
 		return nil, err
@@ -119,8 +134,8 @@ func (s kmsService) Encrypt(ctx context.Context, req *kmsv1.EncryptRequest) (*km
 }
 
 func checkAlgorithm(a string) error {
-	if a != "" && a != algorithm {
-		return validationErr("EncryptionAlgorithm %s is not supported; use SYMMETRIC_DEFAULT", a)
+	if a != "" && a != algorithm && !rsaAlgorithm(a) {
+		return validationErr("EncryptionAlgorithm %s is not supported; use SYMMETRIC_DEFAULT, RSAES_OAEP_SHA_1 or RSAES_OAEP_SHA_256", a)
 	}
 	return nil
 }
@@ -131,6 +146,9 @@ func (s kmsService) Decrypt(ctx context.Context, req *kmsv1.DecryptRequest) (*km
 	}
 	if err := checkContext("EncryptionContext", req.EncryptionContext); err != nil {
 		return nil, err
+	}
+	if rsaAlgorithm(req.EncryptionAlgorithm) {
+		return s.decryptAsymmetric(ctx, req)
 	}
 	k, pt, err := s.decryptBlob(ctx, req.CiphertextBlob, req.EncryptionContext, req.KeyId, "kms:Decrypt")
 	if err != nil {

@@ -124,7 +124,7 @@ func (s kmsService) ImportKeyMaterial(ctx context.Context, req *kmsv1.ImportKeyM
 	if err != nil {
 		return nil, internalErr("cannot open the wrapping key")
 	}
-	material, err := keycrypto.UnwrapKeyMaterial(privDER, p.WrappingAlgorithm, req.EncryptedKeyMaterial)
+	material, err := keycrypto.UnwrapKeyMaterialFor(privDER, p.WrappingAlgorithm, k.KeySpec, req.EncryptedKeyMaterial)
 	clear(privDER)
 	if err != nil {
 		return nil, &apiError{code: codes.InvalidArgument, name: "InvalidCiphertextException", msg: "the wrapped key material cannot be unwrapped with these import parameters"}

@@ -62,10 +62,10 @@ func keyMetadata(k *fsm.Key) *kmsv1.KeyMetadata {
 		KeyManager:            "CUSTOMER",
 		KeySpec:               k.KeySpec,
 		CustomerMasterKeySpec: k.KeySpec,
-		EncryptionAlgorithms:  []string{"SYMMETRIC_DEFAULT"},
 		ExpirationModel:       expirationName(k.Expiration),
 		CurrentKeyVersion:     k.CurrentVersion(),
 	}
+	algorithmLists(md, k)
 	if k.Origin == fsm.OriginService {
 		md.KeyManager = "AWS"
 	}
@@ -83,11 +83,9 @@ func (s kmsService) CreateKey(ctx context.Context, req *kmsv1.CreateKeyRequest) 
 	if err != nil {
 		return nil, err
 	}
-	if req.KeySpec != "" && req.KeySpec != fsm.DefaultKeySpec {
-		return nil, unsupportedErr("KeySpec %s is not supported; only SYMMETRIC_DEFAULT", req.KeySpec)
-	}
-	if req.KeyUsage != "" && req.KeyUsage != fsm.DefaultKeyUsage {
-		return nil, unsupportedErr("KeyUsage %s is not supported; only ENCRYPT_DECRYPT", req.KeyUsage)
+	spec, usage, err := keySpecOf(req)
+	if err != nil {
+		return nil, err
 	}
 	id, err := s.newKeyID()
 	if err != nil {
@@ -118,8 +116,11 @@ func (s kmsService) CreateKey(ctx context.Context, req *kmsv1.CreateKeyRequest) 
 		ev.Origin = fsm.OriginService
 		ev.RotationPeriodSeconds = int64(s.limits.ManagedPeriod / time.Second)
 	}
+	if err := checkSpecOrigin(spec, ev, usage); err != nil {
+		return nil, err
+	}
 	if ev.Origin != fsm.OriginExternal {
-		if ev.SealedMaterial, err = s.newSealedMaterial(id, 1); err != nil {
+		if ev.SealedMaterial, err = s.newSealedMaterialFor(id, spec); err != nil {
 			return nil, err
 		}
 	}
