@@ -88,9 +88,18 @@ type Config struct {
 	MayHaveApplied func(error) bool
 
 	// Now is the scheduler's clock (default time.Now). Events are stamped
-	// with it; due times are compared against max(Now, State.Clock()), the
-	// same time the state machine will clamp the event to.
+	// with it and due times are compared with it alone: never with the
+	// state's clock, which one event stamped by a leader whose clock ran
+	// ahead would move for good.
 	Now func() time.Time
+
+	// ClockTrusted gates every proposal: while it returns false the
+	// scheduler proposes nothing and looks again every Tick. Wire it to the
+	// node's clock agreement (rpc.Server.ClockReady): a leader whose clock
+	// is off its peers' by more than the cluster's bound, or whose state's
+	// clock lags its own, must not end a waiting period or rotate. Nil
+	// trusts Now always (tests of the scheduler alone).
+	ClockTrusted func() bool
 
 	// MaxInFlight bounds the proposals the scheduler has outstanding at once,
 	// so that a burst of due keys never starves client writes.

@@ -158,6 +158,7 @@ type countingState struct {
 	f        *fsm.FSM
 	keyReads atomic.Int64
 	scans    atomic.Int64
+	ahead    atomic.Int64 // added to the state machine's clock (a state clock a skewed leader moved)
 }
 
 func (c *countingState) Key(id string) (*fsm.Key, bool) {
@@ -170,7 +171,7 @@ func (c *countingState) ForEachKey(fn func(*fsm.Key) bool) {
 	c.f.ForEachKey(fn)
 }
 
-func (c *countingState) Clock() int64 { return c.f.Clock() }
+func (c *countingState) Clock() int64 { return c.f.Clock() + c.ahead.Load() }
 
 // harness is one state machine, its log and clock, and any schedulers.
 type harness struct {

@@ -51,6 +51,7 @@ type Stats struct {
 	NotApplied     uint64              // Propose errors after which it surely did not
 	MaterialErrors uint64              // NewMaterial failures
 	Terms          uint64              // terms in which the scheduler became active (after a Barrier)
+	ClockHeld      uint64              // passes in which ClockTrusted held every proposal back
 	Scans          uint64              // full passes over the keys: one per term, plus one per Restore
 	InFlight       int                 // proposals outstanding now
 }
@@ -269,15 +270,14 @@ func (s *Scheduler) sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// now is the time due dates are compared with: the scheduler's clock, or
-// the state's clock when that is ahead, because the state machine clamps
-// every event's time to it (t = max(event time, state clock)).
-func (s *Scheduler) now() int64 {
-	n := s.cfg.Now().UnixNano()
-	if c := s.cfg.State.Clock(); c > n {
-		return c
-	}
-	return n
+// now is the time due dates are compared with: the scheduler's own clock,
+// which ClockTrusted vouches for. The state's clock is not consulted: it
+// never goes back, so one far-future stamp would make every rotation due.
+func (s *Scheduler) now() int64 { return s.cfg.Now().UnixNano() }
+
+// clockTrusted says whether the scheduler may propose now.
+func (s *Scheduler) clockTrusted() bool {
+	return s.cfg.ClockTrusted == nil || s.cfg.ClockTrusted()
 }
 
 // rejectionCode is the code of a deterministic rejection.

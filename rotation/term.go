@@ -14,11 +14,10 @@ import (
 type term struct {
 	s   *Scheduler
 	ctx context.Context
-	h   *dueHeap // rotations, due by max(own clock, state clock)
-	// hd holds deletions and expiries: they destroy material, so they are
-	// due by this leader's own clock alone. One event stamped by a leader
-	// whose clock ran far ahead moves the state's clock (which never goes
-	// back) and must not end every waiting period at once.
+	h   *dueHeap // rotations
+	// hd holds deletions and expiries, which destroy material. Both heaps
+	// are due by this leader's own clock, which ClockTrusted vouches for;
+	// they are kept apart so a backlog of one kind never hides the other.
 	hd       *dueHeap
 	retry    map[item]*retryState
 	inflight map[string]bool // key IDs with a proposal outstanding
@@ -68,15 +67,20 @@ func (t *term) loop() {
 		pass := t.s.passes.Add(1)
 		now, own := t.s.now(), t.s.cfg.Now().UnixNano()
 		t.applyDirty()
-		t.dispatchDue(now, own)
-		if len(t.inflight) == 0 {
+		held := !t.s.clockTrusted()
+		if held {
+			t.s.count(func(st *Stats) { st.ClockHeld++ })
+		} else {
+			t.dispatchDue(now, own)
+		}
+		if len(t.inflight) == 0 && !held {
 			t.s.idlePass.Store(pass)
 		}
 		wait := t.s.cfg.Tick
-		if _, at, ok := t.h.peek(); ok && at > now && time.Duration(at-now) < wait {
+		if _, at, ok := t.h.peek(); !held && ok && at > now && time.Duration(at-now) < wait {
 			wait = time.Duration(at - now)
 		}
-		if _, at, ok := t.hd.peek(); ok && at > own && time.Duration(at-own) < wait {
+		if _, at, ok := t.hd.peek(); !held && ok && at > own && time.Duration(at-own) < wait {
 			wait = time.Duration(at - own)
 		}
 		timer.Reset(wait)
