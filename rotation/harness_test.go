@@ -208,7 +208,19 @@ func (h *harness) onChange(id string) {
 
 func (h *harness) now() int64 { return h.clock.Now().UnixNano() }
 
-func (h *harness) advance(d time.Duration) { h.clock.Advance(d) }
+// advance moves the clock, and the state's clock with it as a leader's
+// catch-up would: the state machine moves its clock at most
+// fsm.MaxClockStep per entry, so without events in between a long advance
+// would leave the state's clock behind, and every event then applied would
+// be stamped in the past.
+func (h *harness) advance(d time.Duration) {
+	h.clock.Advance(d)
+	now := h.now()
+	for c := h.f.Clock(); c != 0 && now-c > int64(fsm.MaxClockStep)/2; c = h.f.Clock() {
+		h.log.apply(&eventsv1.Envelope{TimeUnixNano: min(now, c+int64(fsm.MaxClockStep)),
+			Event: &eventsv1.Envelope_RegisterNode{RegisterNode: &eventsv1.RegisterNode{NodeId: "clock"}}})
+	}
+}
 
 // apply stamps env with the clock and applies it.
 func (h *harness) apply(env *eventsv1.Envelope) *fsm.Result {

@@ -39,6 +39,7 @@ func (s clusterService) Status(ctx context.Context, _ *clusterv1.StatusRequest) 
 	if n, ok := s.fsm.Node(leaderID); ok {
 		resp.LeaderGrpcAddr = n.GRPCAddr
 	}
+	s.fillClockStatus(resp)
 	members, err := s.node.Members()
 	if err != nil {
 		return nil, err
@@ -55,10 +56,13 @@ func (s clusterService) Join(ctx context.Context, req *clusterv1.JoinRequest) (*
 	if req.NodeId == "" || req.RaftAddr == "" || req.GrpcAddr == "" {
 		return nil, validationErr("NodeId, RaftAddr and GrpcAddr are required")
 	}
+	if err := s.checkJoinRootKey(req); err != nil {
+		return nil, err
+	}
 	if err := s.node.AddVoter(ctx, req.NodeId, req.RaftAddr); err != nil {
 		return nil, err
 	}
-	if err := s.registerNode(ctx, req.NodeId, req.GrpcAddr, req.RaftAddr); err != nil {
+	if err := s.registerNode(ctx, req.NodeId, req.GrpcAddr, req.RaftAddr, req.RootKeyCheck, req.RootKeyId); err != nil {
 		return nil, err
 	}
 	return &clusterv1.JoinResponse{}, nil
@@ -141,11 +145,12 @@ func (s *Server) readIndexOnce(ctx context.Context) (uint64, error) {
 	return resp.Index, nil
 }
 
-// registerNode proposes a RegisterNode event (on the leader).
-func (s *Server) registerNode(ctx context.Context, id, grpcAddr, raftAddr string) error {
+// registerNode proposes a RegisterNode event (on the leader), with the
+// node's root-key check value and ID.
+func (s *Server) registerNode(ctx context.Context, id, grpcAddr, raftAddr string, check []byte, checkID string) error {
 	ctx = withRequestID(ctx, "register/"+id+"/"+grpcAddr+"/"+raftAddr+"/"+newRequestID())
 	_, err := s.propose(ctx, &eventsv1.Envelope{Event: &eventsv1.Envelope_RegisterNode{RegisterNode: &eventsv1.RegisterNode{
-		NodeId: id, GrpcAddr: grpcAddr, RaftAddr: raftAddr}}})
+		NodeId: id, GrpcAddr: grpcAddr, RaftAddr: raftAddr, RootKeyCheck: check, RootKeyId: checkID}}})
 	return err
 }
 
@@ -153,11 +158,12 @@ func (s *Server) registerNode(ctx context.Context, id, grpcAddr, raftAddr string
 // gRPC address: proposed directly on the leader, or sent to the leader as a
 // Join (which also adds the node as a voter if it is not one yet).
 func (s *Server) RegisterSelf(ctx context.Context) error {
-	if n, ok := s.fsm.Node(s.cfg.NodeID); ok && n.GRPCAddr == s.cfg.GRPCAddr && n.RaftAddr == s.node.Addr() {
+	if n, ok := s.fsm.Node(s.cfg.NodeID); ok && n.GRPCAddr == s.cfg.GRPCAddr && n.RaftAddr == s.node.Addr() && s.rootKeyRecorded() {
 		return nil
 	}
 	if s.node.IsLeader() {
-		return s.registerNode(ctx, s.cfg.NodeID, s.cfg.GRPCAddr, s.node.Addr())
+		check, checkID := s.rootKeyFields()
+		return s.registerNode(ctx, s.cfg.NodeID, s.cfg.GRPCAddr, s.node.Addr(), check, checkID)
 	}
 	addr, err := s.leaderAddr()
 	if err != nil {
@@ -178,7 +184,8 @@ func (s *Server) JoinVia(ctx context.Context, addr, raftAddr string) error {
 		id = "join/" + newRequestID() // a long node ID: the ID must stay valid
 	}
 	ctx = metadata.AppendToOutgoingContext(ctx, MDRequestID, id)
+	check, checkID := s.rootKeyFields()
 	_, err = clusterv1.NewClusterServiceClient(conn).Join(ctx, &clusterv1.JoinRequest{
-		NodeId: s.cfg.NodeID, RaftAddr: raftAddr, GrpcAddr: s.cfg.GRPCAddr})
+		NodeId: s.cfg.NodeID, RaftAddr: raftAddr, GrpcAddr: s.cfg.GRPCAddr, RootKeyCheck: check, RootKeyId: checkID})
 	return err
 }

@@ -34,7 +34,9 @@ func (s *Server) principal(ctx context.Context) string {
 // propose turns one event into a log entry on the leader and returns the
 // state machine's result; a deterministic rejection comes back as the error.
 func (s *Server) propose(ctx context.Context, env *eventsv1.Envelope) (*fsm.Result, error) {
-	env.TimeUnixNano = s.now().UnixNano()
+	if err := s.stamp(ctx, env); err != nil { // clock.go
+		return nil, err
+	}
 	env.RequestId = requestID(ctx)
 	env.Principal = s.principal(ctx)
 	env.RequestFingerprint = fingerprintOf(ctx)

@@ -98,6 +98,10 @@ type Config struct {
 	// ImportParametersPerMinute bounds GetParametersForImport calls per
 	// identity on the leader; default DefaultImportParametersPerMinute.
 	ImportParametersPerMinute int
+	// MaxClockSkew is how far this node's clock may be from a quorum of the
+	// voters' clocks while it leads and stamps events (clock.go); default
+	// DefaultMaxClockSkew.
+	MaxClockSkew time.Duration
 }
 
 // Server implements the gRPC services of one node.
@@ -120,6 +124,8 @@ type Server struct {
 
 	connMu sync.Mutex
 	conns  map[string]*grpc.ClientConn // to other nodes, by gRPC address
+
+	clockSt clockState // peers' clocks (clock.go)
 }
 
 // New validates cfg and makes the API server.

@@ -6,6 +6,7 @@ import (
 	"net"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/raftkms/raftkms/keycrypto"
@@ -30,6 +31,8 @@ type LocalConfig struct {
 	AWSPort int
 	// Region is the cluster's AWS region (default DefaultRegion).
 	Region string
+	// MaxClockSkew is every node's Config.MaxClockSkew.
+	MaxClockSkew time.Duration
 }
 
 // Local is a running in-process cluster.
@@ -105,17 +108,18 @@ func (l *Local) Start(i int) error {
 		return fmt.Errorf("server: node %d is running", i)
 	}
 	s, err := Start(Config{
-		NodeID:     l.peers[i].ID,
-		GRPCAddr:   l.grpc[i],
-		RaftAddr:   l.peers[i].Addr,
-		DataDir:    filepath.Join(l.cfg.Dir, l.peers[i].ID),
-		RootKey:    l.cfg.RootKey,
-		Peers:      l.peers,
-		Limits:     l.cfg.Limits,
-		StaleReads: l.cfg.StaleReads,
-		Logger:     l.cfg.Logger,
-		TuneRaft:   l.cfg.TuneRaft,
-		AWS:        l.awsConfig(i),
+		NodeID:       l.peers[i].ID,
+		GRPCAddr:     l.grpc[i],
+		RaftAddr:     l.peers[i].Addr,
+		DataDir:      filepath.Join(l.cfg.Dir, l.peers[i].ID),
+		RootKey:      l.cfg.RootKey,
+		Peers:        l.peers,
+		Limits:       l.cfg.Limits,
+		StaleReads:   l.cfg.StaleReads,
+		Logger:       l.cfg.Logger,
+		TuneRaft:     l.cfg.TuneRaft,
+		AWS:          l.awsConfig(i),
+		MaxClockSkew: l.cfg.MaxClockSkew,
 	})
 	if err != nil {
 		return err

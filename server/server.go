@@ -69,6 +69,10 @@ type Config struct {
 	// AWS, when it names an address or a listener, serves the AWS KMS
 	// protocol on this node too.
 	AWS AWS
+	// MaxClockSkew bounds how far a leader's clock may be from a quorum of
+	// the voters' clocks while it stamps events; default
+	// rpc.DefaultMaxClockSkew (see rootcheck.go and rpc/clock.go).
+	MaxClockSkew time.Duration
 }
 
 // TLS holds a node's mutual TLS configurations.
@@ -96,10 +100,14 @@ type Server struct {
 	awsLis  net.Listener
 	awsHTTP *http.Server
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	once   sync.Once
+	// failed is closed when the node has refused to serve (failure.go).
+	failed   chan struct{}
+	failErr  error
+	failOnce sync.Once
+	ctx      context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	once     sync.Once
 }
 
 // Start builds and starts a node. It returns once the node listens; joining
@@ -112,7 +120,7 @@ func Start(cfg Config) (*Server, error) {
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
-	s := &Server{cfg: cfg, log: logger.With("node", cfg.NodeID)}
+	s := &Server{cfg: cfg, log: logger.With("node", cfg.NodeID), failed: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 
 	var err error
@@ -169,18 +177,19 @@ func Start(cfg Config) (*Server, error) {
 	}
 
 	s.api, err = rpc.New(rpc.Config{
-		NodeID:      cfg.NodeID,
-		GRPCAddr:    advertise,
-		FSM:         s.fsm,
-		Node:        s.node,
-		Root:        cfg.RootKey,
-		Limits:      cfg.Limits,
-		StaleReads:  cfg.StaleReads,
-		Logger:      logger.Named("rpc").With("node", cfg.NodeID),
-		Auth:        cfg.Auth,
-		Audit:       cfg.Audit,
-		Now:         cfg.Now,
-		DialOptions: append(dialOptions(cfg.TLS), cfg.DialOptions...),
+		NodeID:       cfg.NodeID,
+		GRPCAddr:     advertise,
+		FSM:          s.fsm,
+		Node:         s.node,
+		Root:         cfg.RootKey,
+		Limits:       cfg.Limits,
+		StaleReads:   cfg.StaleReads,
+		Logger:       logger.Named("rpc").With("node", cfg.NodeID),
+		Auth:         cfg.Auth,
+		Audit:        cfg.Audit,
+		Now:          cfg.Now,
+		DialOptions:  append(dialOptions(cfg.TLS), cfg.DialOptions...),
+		MaxClockSkew: cfg.MaxClockSkew,
 	})
 	if err != nil {
 		s.node.Shutdown()
@@ -192,9 +201,10 @@ func Start(cfg Config) (*Server, error) {
 		Proposer:       s.node,
 		Leadership:     s.node,
 		State:          s.fsm,
-		NewMaterial:    s.api.NewSealedMaterial,
+		NewMaterial:    s.newMaterial,
 		MayHaveApplied: func(err error) bool { return errors.Is(err, raftnode.ErrAmbiguous) },
 		Now:            cfg.Now,
+		ClockTrusted:   s.api.ClockReady,
 		Logger:         logger.Named("rotation").With("node", cfg.NodeID),
 	})
 	if err != nil {
@@ -221,7 +231,11 @@ func Start(cfg Config) (*Server, error) {
 		s.lis.Close()
 		return nil, err
 	}
-	s.wg.Add(3)
+	s.wg.Add(4)
+	go func() {
+		defer s.wg.Done()
+		s.api.RunClock(s.ctx)
+	}()
 	go func() {
 		defer s.wg.Done()
 		if err := sched.Run(s.ctx); err != nil {
@@ -290,6 +304,10 @@ func (s *Server) joinAndRegister() {
 			if err == nil {
 				break
 			}
+			if rpc.IsRootKeyRefusal(err) {
+				s.refuse(fmt.Errorf("the cluster refused this node: %w", err))
+				return
+			}
 			s.log.Warn("joining the cluster failed; retrying", "via", s.cfg.Join, "error", err)
 			s.sleep(time.Second)
 		}
@@ -299,6 +317,9 @@ func (s *Server) joinAndRegister() {
 		err := s.api.RegisterSelf(ctx)
 		cancel()
 		if err == nil {
+			if !s.verifyRootKey() {
+				return
+			}
 			s.serving.Store(true)
 			s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 			s.log.Info("node registered and serving", "grpc", s.api.Addr())

@@ -32,7 +32,8 @@ type apiOptions struct {
 	onApply func(i int, keyID string)
 	tls     *tlsMaterial // nil: insecure
 	audit   io.Writer
-	clock   func(i int) func() time.Time // nil: every node on time.Now (clock.go)
+	clock   func(i int) func() time.Time   // nil: every node on time.Now (clock.go)
+	rootFor func(i int) *keycrypto.RootKey // nil: every node holds root (rootkey.go)
 
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
@@ -105,7 +106,7 @@ func (c *Cluster) startAPI(i int, ep *Endpoint) error {
 		GRPCAddr:    m.grpcAddr,
 		Listener:    lis,
 		DataDir:     m.dir,
-		RootKey:     a.root,
+		RootKey:     a.rootOf(i),
 		Peers:       c.bootstrapPeers(m),
 		Join:        c.joinAddr(m),
 		Now:         a.nowFor(i),

@@ -50,16 +50,17 @@ func runDev(args []string) int {
 	}
 
 	cluster, err := server.StartLocal(server.LocalConfig{
-		Nodes:      *nodes,
-		Dir:        dir,
-		GRPCPort:   *grpcPort,
-		RaftPort:   *raftPort,
-		RootKey:    root,
-		Limits:     limits,
-		StaleReads: c.staleReads,
-		Logger:     c.logger("kmsd"),
-		AWSPort:    *awsPort,
-		Region:     aws.region,
+		Nodes:        *nodes,
+		Dir:          dir,
+		GRPCPort:     *grpcPort,
+		RaftPort:     *raftPort,
+		RootKey:      root,
+		Limits:       limits,
+		StaleReads:   c.staleReads,
+		Logger:       c.logger("kmsd"),
+		AWSPort:      *awsPort,
+		Region:       aws.region,
+		MaxClockSkew: c.maxClockSkew,
 	})
 	if err != nil {
 		return fail(err)

@@ -24,6 +24,7 @@ type commonFlags struct {
 	onDemandLimit uint
 	logLevel      string
 	staleReads    bool
+	maxClockSkew  time.Duration
 }
 
 func (c *commonFlags) register(fs *flag.FlagSet, defaultLevel string) {
@@ -32,6 +33,8 @@ func (c *commonFlags) register(fs *flag.FlagSet, defaultLevel string) {
 	fs.UintVar(&c.onDemandLimit, "on-demand-rotation-limit", rpc.DefaultOnDemandLimit, "on-demand rotations allowed per key")
 	fs.StringVar(&c.logLevel, "log-level", defaultLevel, "log level: trace, debug, info, warn, error")
 	fs.BoolVar(&c.staleReads, "stale-reads", false, "serve every read from local state without a read-index round")
+	fs.DurationVar(&c.maxClockSkew, "max-clock-skew", rpc.DefaultMaxClockSkew,
+		"how far a leader's clock may be from a quorum of the voters' clocks while it stamps events (deletions, expiries, rotations, writes)")
 }
 
 func (c *commonFlags) limits() (rpc.Limits, error) {
@@ -48,6 +51,9 @@ func (c *commonFlags) limits() (rpc.Limits, error) {
 		}
 	}
 	l.OnDemandLimit = uint32(c.onDemandLimit)
+	if c.maxClockSkew <= 0 {
+		return l, fmt.Errorf("--max-clock-skew must be positive")
+	}
 	return l, nil
 }
 
@@ -174,22 +180,35 @@ func runServe(args []string) int {
 		Auth:          auth,
 		Audit:         audit,
 		AWS:           server.AWS{Addr: *awsAddr, Region: aws.region},
+		MaxClockSkew:  c.maxClockSkew,
 	})
 	if err != nil {
 		return fail(err)
 	}
 	log.Info("kmsd serving", "node", *nodeID, "grpc", srv.Addr(), "raft", *raftAddr, "tls", tlsCfg != nil, "aws", srv.AWSURL())
-	waitForSignal()
+	if !waitForSignalOr(srv.Failed()) {
+		srv.Stop()
+		return fail(srv.Err())
+	}
 	log.Info("shutting down")
 	srv.Stop()
 	return 0
 }
 
-func waitForSignal() {
+func waitForSignal() { waitForSignalOr(nil) }
+
+// waitForSignalOr waits for SIGINT or SIGTERM (true) or for failed to
+// close (false).
+func waitForSignalOr(failed <-chan struct{}) bool {
 	ch := make(chan os.Signal, 1)
 	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
-	<-ch
-	signal.Stop(ch)
+	defer signal.Stop(ch)
+	select {
+	case <-ch:
+		return true
+	case <-failed:
+		return false
+	}
 }
 
 func usageErr(err error) int {

@@ -142,8 +142,20 @@ type StatusResponse struct {
 	LastIndex      uint64    `protobuf:"varint,7,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
 	LeaderGrpcAddr string    `protobuf:"bytes,8,opt,name=leader_grpc_addr,json=leaderGrpcAddr,proto3" json:"leader_grpc_addr,omitempty"`
 	Members        []*Member `protobuf:"bytes,9,rep,name=members,proto3" json:"members,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Whether this node's clock agrees, within --max-clock-skew, with a
+	// quorum of the voters' clocks in the current term. A leader proposes
+	// time-stamped events only while it does.
+	ClockTrusted bool `protobuf:"varint,10,opt,name=clock_trusted,json=clockTrusted,proto3" json:"clock_trusted,omitempty"`
+	// This node's clock minus the median of the voters' clocks, as last
+	// measured (nanoseconds; 0 before the first measurement).
+	ClockOffsetNanos int64 `protobuf:"varint,11,opt,name=clock_offset_nanos,json=clockOffsetNanos,proto3" json:"clock_offset_nanos,omitempty"`
+	// The ID of this node's root key and of the cluster's (from the
+	// replicated state; empty until recorded). They differ on a node started
+	// with the wrong root key file, which then refuses to serve.
+	RootKeyId        string `protobuf:"bytes,12,opt,name=root_key_id,json=rootKeyId,proto3" json:"root_key_id,omitempty"`
+	ClusterRootKeyId string `protobuf:"bytes,13,opt,name=cluster_root_key_id,json=clusterRootKeyId,proto3" json:"cluster_root_key_id,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -237,6 +249,34 @@ func (x *StatusResponse) GetMembers() []*Member {
 		return x.Members
 	}
 	return nil
+}
+
+func (x *StatusResponse) GetClockTrusted() bool {
+	if x != nil {
+		return x.ClockTrusted
+	}
+	return false
+}
+
+func (x *StatusResponse) GetClockOffsetNanos() int64 {
+	if x != nil {
+		return x.ClockOffsetNanos
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetRootKeyId() string {
+	if x != nil {
+		return x.RootKeyId
+	}
+	return ""
+}
+
+func (x *StatusResponse) GetClusterRootKeyId() string {
+	if x != nil {
+		return x.ClusterRootKeyId
+	}
+	return ""
 }
 
 type JoinRequest struct {
@@ -1111,7 +1151,7 @@ const file_proto_cluster_v1_cluster_proto_rawDesc = "" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
 	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\x12\x14\n" +
-	"\x05voter\x18\x04 \x01(\bR\x05voter\"\xb7\x02\n" +
+	"\x05voter\x18\x04 \x01(\bR\x05voter\"\xd9\x03\n" +
 	"\x0eStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x1b\n" +
@@ -1122,7 +1162,12 @@ const file_proto_cluster_v1_cluster_proto_rawDesc = "" +
 	"\n" +
 	"last_index\x18\a \x01(\x04R\tlastIndex\x12(\n" +
 	"\x10leader_grpc_addr\x18\b \x01(\tR\x0eleaderGrpcAddr\x124\n" +
-	"\amembers\x18\t \x03(\v2\x1a.raftkms.cluster.v1.MemberR\amembers\"\xa6\x01\n" +
+	"\amembers\x18\t \x03(\v2\x1a.raftkms.cluster.v1.MemberR\amembers\x12#\n" +
+	"\rclock_trusted\x18\n" +
+	" \x01(\bR\fclockTrusted\x12,\n" +
+	"\x12clock_offset_nanos\x18\v \x01(\x03R\x10clockOffsetNanos\x12\x1e\n" +
+	"\vroot_key_id\x18\f \x01(\tR\trootKeyId\x12-\n" +
+	"\x13cluster_root_key_id\x18\r \x01(\tR\x10clusterRootKeyId\"\xa6\x01\n" +
 	"\vJoinRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +

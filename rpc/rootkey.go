@@ -1,0 +1,108 @@
+package rpc
+
+import (
+	"context"
+	"crypto/subtle"
+	"fmt"
+	"strings"
+
+	clusterv1 "github.com/raftkms/raftkms/proto/cluster/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Root-key checks (DESIGN §6). Every node must hold the cluster's root key:
+// a node with another one would seal new material that no other node can
+// open. The replicated state records the root key's check value (the first
+// RegisterNode that carries one sets it; the state machine rejects a
+// different one), every RegisterNode and Join carries the proposer's, a
+// leader refuses to add a node whose check differs, and a node whose root key
+// is not the state's refuses to serve and to propose anything.
+
+// rootKeyMismatch starts the message of a refused Join, so the joining
+// node can tell it from a passing failure (IsRootKeyRefusal).
+const rootKeyMismatch = "root key mismatch"
+
+// RootKeyError says that this node's root key is not the cluster's.
+type RootKeyError struct {
+	Node    string // this node's root-key ID
+	Cluster string // the root-key ID the replicated state records
+}
+
+func (e *RootKeyError) Error() string {
+	return fmt.Sprintf("this node's root key %s is not the cluster's %s: start it with the cluster's root key file", e.Node, e.Cluster)
+}
+
+// rootKeyFields are this node's root-key check value and ID, for
+// RegisterNode events and Join requests. Neither reveals the key.
+func (s *Server) rootKeyFields() ([]byte, string) { return s.root.CheckValue(), s.root.ID() }
+
+// rootKeyRecorded reports whether the replicated state records a root key.
+func (s *Server) rootKeyRecorded() bool {
+	check, _ := s.fsm.RootKeyCheck()
+	return len(check) > 0
+}
+
+// mismatch is the error for a state that records a root key other than
+// this node's, or nil.
+func (s *Server) mismatch() *RootKeyError {
+	check, id := s.fsm.RootKeyCheck()
+	if len(check) == 0 || subtle.ConstantTimeCompare(check, s.root.CheckValue()) == 1 {
+		return nil
+	}
+	return &RootKeyError{Node: s.root.ID(), Cluster: id}
+}
+
+// rootKeyErr refuses every proposal of a node whose root key is not the
+// cluster's (the propose path and the scheduler ask it): Unavailable, so a
+// client retries on another node.
+func (s *Server) rootKeyErr() error {
+	if m := s.mismatch(); m != nil {
+		return unavailableErr("%v; this node refuses to serve, retry on another node", m)
+	}
+	return nil
+}
+
+// RootKeyErr is rootKeyErr for the rotation scheduler's wiring.
+func (s *Server) RootKeyErr() error { return s.rootKeyErr() }
+
+// VerifyRootKey returns once this node has caught up with the cluster (a
+// read-index round) and compares its root key with the one the state
+// records: a *RootKeyError when they differ, nil when they match or the state
+// records none yet.
+func (s *Server) VerifyRootKey(ctx context.Context) error {
+	if err := s.readBarrier(ctx); err != nil {
+		return err
+	}
+	if m := s.mismatch(); m != nil {
+		return m
+	}
+	return nil
+}
+
+// checkJoinRootKey refuses a Join from a node whose root key is not the
+// cluster's (the state's, or this leader's while the state records none),
+// before the node becomes a voter.
+func (s *Server) checkJoinRootKey(req *clusterv1.JoinRequest) error {
+	want, wantID := s.fsm.RootKeyCheck()
+	if len(want) == 0 {
+		want, wantID = s.rootKeyFields()
+	}
+	if len(req.RootKeyCheck) == 0 {
+		return &apiError{codes.FailedPrecondition, "KMSInvalidStateException", fmt.Sprintf(
+			"%s: node %s sent no root-key check; the cluster's root key is %s", rootKeyMismatch, req.NodeId, wantID)}
+	}
+	if subtle.ConstantTimeCompare(req.RootKeyCheck, want) != 1 {
+		return &apiError{codes.FailedPrecondition, "KMSInvalidStateException", fmt.Sprintf(
+			"%s: node %s holds root key %s, not the cluster's %s: start it with the cluster's root key file",
+			rootKeyMismatch, req.NodeId, req.RootKeyId, wantID)}
+	}
+	return nil
+}
+
+// IsRootKeyRefusal reports whether err is a Join refused because the
+// joining node's root key is not the cluster's: retrying cannot help.
+func IsRootKeyRefusal(err error) bool {
+	st, ok := status.FromError(err)
+	return ok && st.Code() == codes.FailedPrecondition && strings.Contains(st.Message(), rootKeyMismatch)
+}
