@@ -29,6 +29,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
 )
 
 // Config configures one node.
@@ -305,7 +306,7 @@ func (s *Server) joinAndRegister() {
 				break
 			}
 			if rpc.IsRootKeyRefusal(err) {
-				s.refuse(fmt.Errorf("the cluster refused this node: %w", err))
+				s.refuse(fmt.Errorf("the cluster refused this node: %s", status.Convert(err).Message()))
 				return
 			}
 			s.log.Warn("joining the cluster failed; retrying", "via", s.cfg.Join, "error", err)

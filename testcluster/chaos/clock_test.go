@@ -21,7 +21,11 @@ import (
 // automatic rotations of a key are closer than its period (no double
 // rotation), versions are 1..n, and once every clock is right again every
 // key rotates within a period plus the largest forward jump (no rotation
-// is lost for good).
+// is lost for good). The jumps stay within the default --max-clock-skew
+// (10 s), so a jumped leader may keep leading; its scheduler now waits for
+// its own clock alone, never the state's. Leaders whose clocks jump beyond
+// the bound are refused and hand leadership over
+// (testcluster.TestSkewedLeaderDestroysNothingEarly).
 func TestChaosSchedulerClock(t *testing.T) {
 	const period = 2 * time.Second
 	const maxForward = 3 * time.Second

@@ -14,12 +14,16 @@ import (
 
 // TestRetryAfterLeaderClockJump: a client whose RotateKeyOnDemand was
 // applied but whose answer was lost retries it, under the same request ID,
-// a few seconds later — after a leader whose clock had jumped a day ahead
-// stamped one event. The chaos suite found that the state machine, which
+// a few seconds later — after the leader's clock jumped a day ahead while a
+// write was made. The chaos suite found that the state machine, which
 // measured its idempotency window (24 h) in event time alone, forgot every
-// request ID after that one event, and the retry rotated the key a second
+// request ID after one such event, and the retry rotated the key a second
 // time. Request IDs are now also kept for a number of log entries
-// (fsm.Config.IdempotencyEntries), so the retry applies once.
+// (fsm.Config.IdempotencyEntries), so the retry applies once. And since
+// leaders stamp events only while their clock agrees with their peers'
+// (rpc/clock.go), the jumped leader no longer stamps the write at all: it
+// refuses it and hands leadership over, the write is made under a healthy
+// leader, and the state's clock never jumps.
 func TestRetryAfterLeaderClockJump(t *testing.T) {
 	clocks := []*testcluster.Clock{{}, {}, {}}
 	c := testcluster.New(t, 3, testcluster.WithAPI(testcluster.WithClocks(clocks)))
@@ -38,12 +42,17 @@ func TestRetryAfterLeaderClockJump(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The answer is lost. Meanwhile the leader's clock jumps 25 h ahead
-	// for one write, then is put right.
+	// for one write (which another leader makes), then is put right.
 	clocks[l].Set(25 * time.Hour)
 	if _, err := c.KMS(l).TagResource(ctx, &kmsv1.TagResourceRequest{KeyId: key, Tags: []*kmsv1.Tag{{TagKey: "t", TagValue: "v"}}}); err != nil {
 		t.Fatal(err)
 	}
 	clocks[l].Set(0)
+	for i := range 3 {
+		if ahead := time.Until(time.Unix(0, c.FSM(i).Clock())); ahead > time.Minute {
+			t.Fatalf("node %d: the state's clock jumped %v ahead", i, ahead.Round(time.Second))
+		}
+	}
 	again, err := c.KMS(c.Leader()).RotateKeyOnDemand(rctx, &kmsv1.RotateKeyOnDemandRequest{KeyId: key})
 	if err != nil {
 		t.Fatal(err)
