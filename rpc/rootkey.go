@@ -3,10 +3,12 @@ package rpc
 import (
 	"context"
 	"crypto/subtle"
+	"errors"
 	"fmt"
 	"strings"
 
 	clusterv1 "github.com/raftkms/raftkms/proto/cluster/v1"
+	"github.com/raftkms/raftkms/raftnode"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -67,13 +69,32 @@ func (s *Server) rootKeyErr() error {
 func (s *Server) RootKeyErr() error { return s.rootKeyErr() }
 
 // VerifyRootKey returns once this node has caught up with the cluster (a
-// read-index round) and compares its root key with the one the state
-// records: a *RootKeyError when they differ, nil when they match or the state
-// records none yet.
+// read-index round, even on a node that serves stale reads) and compares its
+// root key with the one the state records: a *RootKeyError when they differ,
+// nil when they match or the state records none yet.
 func (s *Server) VerifyRootKey(ctx context.Context) error {
-	if err := s.readBarrier(ctx); err != nil {
+	var idx uint64
+	var err error
+	if s.node.IsLeader() {
+		idx, err = s.node.ReadIndex(ctx)
+	}
+	if !s.node.IsLeader() || errors.Is(err, raftnode.ErrNotLeader) {
+		idx, err = s.readIdx.Get(ctx)
+	}
+	if err == nil {
+		err = s.node.WaitApplied(ctx, idx)
+	}
+	if err != nil {
 		return err
 	}
+	return s.RootKeyMismatch()
+}
+
+// RootKeyMismatch compares this node's root key with the one its state
+// records so far: a *RootKeyError when they differ. The state never changes
+// the root key it records, so a mismatch is final even before the node has
+// caught up; nil is not (see VerifyRootKey).
+func (s *Server) RootKeyMismatch() error {
 	if m := s.mismatch(); m != nil {
 		return m
 	}

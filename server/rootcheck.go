@@ -3,10 +3,12 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/raftkms/raftkms/rpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 )
 
 // A node whose root key is not the cluster's must never serve: it would
@@ -39,6 +41,21 @@ func (s *Server) verifyRootKey() bool {
 		}
 		s.log.Debug("comparing root keys with the cluster's; retrying", "error", err)
 		s.sleep(100 * time.Millisecond)
+	}
+	return false
+}
+
+// refuseWrongRootKey refuses to serve when a failed registration shows that
+// this node's root key is not the cluster's: the leader refused its Join for
+// that reason, or its state already records another root key.
+func (s *Server) refuseWrongRootKey(err error) bool {
+	if rpc.IsRootKeyRefusal(err) {
+		s.refuse(fmt.Errorf("the cluster refused this node: %s", status.Convert(err).Message()))
+		return true
+	}
+	if m := s.api.RootKeyMismatch(); m != nil {
+		s.refuse(m)
+		return true
 	}
 	return false
 }

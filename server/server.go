@@ -29,7 +29,6 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
-	"google.golang.org/grpc/status"
 )
 
 // Config configures one node.
@@ -305,8 +304,7 @@ func (s *Server) joinAndRegister() {
 			if err == nil {
 				break
 			}
-			if rpc.IsRootKeyRefusal(err) {
-				s.refuse(fmt.Errorf("the cluster refused this node: %s", status.Convert(err).Message()))
+			if s.refuseWrongRootKey(err) {
 				return
 			}
 			s.log.Warn("joining the cluster failed; retrying", "via", s.cfg.Join, "error", err)
@@ -324,6 +322,9 @@ func (s *Server) joinAndRegister() {
 			s.serving.Store(true)
 			s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 			s.log.Info("node registered and serving", "grpc", s.api.Addr())
+			return
+		}
+		if s.refuseWrongRootKey(err) {
 			return
 		}
 		s.log.Debug("registering node; retrying", "error", err)
