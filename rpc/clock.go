@@ -64,6 +64,7 @@ type clockState struct {
 	members   bool       // a round has listed the members
 	untrusted bool       // an episode of disagreement has been logged
 	catchUp   sync.Mutex // one catch-up at a time
+	round     sync.Mutex // held by the measurement round running
 }
 
 // ClockView is this node's clock as measured against the voters'.
@@ -72,7 +73,7 @@ type ClockView struct {
 	Measured bool          // a round in this term has answers to judge by
 	Agree    int           // voters (itself included) that agree
 	Voters   int           // voters in the configuration
-	Offset   time.Duration // this clock minus the median of the voters' clocks
+	Offset   time.Duration // this clock minus the median of the voters' clocks (answers of any term)
 }
 
 // adjusted is a sample's offset bounds now, corrected for how far this
@@ -102,12 +103,15 @@ func (s *Server) clockView() ClockView {
 	for _, id := range c.others {
 		v.Voters++
 		smp, ok := c.samples[id]
-		if !ok || smp.term != term || mono.Sub(smp.mono) > clockSampleTTL {
+		if !ok || mono.Sub(smp.mono) > clockSampleTTL {
+			continue
+		}
+		lo, hi := smp.adjusted(wall, mono)
+		mids = append(mids, lo+(hi-lo)/2) // the offset shown needs no term
+		if smp.term != term {
 			continue
 		}
 		v.Measured = true
-		lo, hi := smp.adjusted(wall, mono)
-		mids = append(mids, lo+(hi-lo)/2)
 		if lo >= -skew && hi <= skew {
 			v.Agree++
 		}
@@ -156,7 +160,15 @@ func (s *Server) stamp(ctx context.Context, env *eventsv1.Envelope) error {
 		return nil
 	}
 	if err := s.clockErr(); err != nil {
-		return err
+		if s.clockView().Measured || !s.node.IsLeader() {
+			return err
+		}
+		// A new leader has no answers of its term yet: measure now rather
+		// than refuse the first writes of every term.
+		s.measureNow(ctx)
+		if err := s.clockErr(); err != nil {
+			return err
+		}
 	}
 	if err := s.catchUpClock(ctx); err != nil {
 		return err
@@ -287,8 +299,28 @@ func (s *Server) RunClock(ctx context.Context) {
 	}
 }
 
-// clockRound asks every other voter for its clock, concurrently.
+// measureNow runs a measurement round, or waits for the one running and
+// takes its answers: writes that arrive together share one round.
+func (s *Server) measureNow(ctx context.Context) {
+	c := &s.clockSt
+	if c.round.TryLock() {
+		defer c.round.Unlock()
+		s.clockRoundLocked(ctx)
+		return
+	}
+	c.round.Lock() // a round is running: its answers will do
+	c.round.Unlock()
+}
+
+// clockRound runs one measurement round (RunClock's).
 func (s *Server) clockRound(ctx context.Context) {
+	s.clockSt.round.Lock()
+	defer s.clockSt.round.Unlock()
+	s.clockRoundLocked(ctx)
+}
+
+// clockRoundLocked asks every other voter for its clock, concurrently.
+func (s *Server) clockRoundLocked(ctx context.Context) {
 	term := s.node.Term()
 	members, err := s.node.Members()
 	if err != nil {

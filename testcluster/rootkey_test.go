@@ -51,6 +51,9 @@ func checkSealedUnder(t *testing.T, f *fsm.FSM, root *keycrypto.RootKey) int {
 				continue
 			}
 			n++
+			if id, ok := keycrypto.SealedRootKeyID(v.Sealed); !ok || id != root.ID() {
+				t.Errorf("key %s version %d is sealed under root key %q (ok=%v), not the cluster's %s", k.ID, v.Number, id, ok, root.ID())
+			}
 			if _, err := root.Open(k.ID, v.Number, v.Sealed); err != nil {
 				t.Errorf("key %s version %d does not open under the cluster's root key: %v", k.ID, v.Number, err)
 			}
