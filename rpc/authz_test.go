@@ -210,7 +210,8 @@ func TestClusterAudiences(t *testing.T) {
 		t.Fatal(err)
 	}
 	join := func(id string) *clusterv1.JoinRequest {
-		return &clusterv1.JoinRequest{NodeId: id, RaftAddr: "10.0.0.9:7101", GrpcAddr: "10.0.0.9:7001"}
+		check, checkID := h.srv.rootKeyFields() // the cluster's root key (rootkey.go)
+		return &clusterv1.JoinRequest{NodeId: id, RaftAddr: "10.0.0.9:7101", GrpcAddr: "10.0.0.9:7001", RootKeyCheck: check, RootKeyId: checkID}
 	}
 	denied := codes.PermissionDenied
 	cases := []struct {
