@@ -112,10 +112,11 @@ func applyRotateKey(f *FSM, c *applyCtx) *Result {
 			e.KeyId, k.CurrentVersion(), e.ExpectedCurrentVersion))
 	}
 	if e.RotationType == eventsv1.RotationType_ROTATION_TYPE_AUTOMATIC {
-		if !k.Rotation.Enabled {
+		at, ok := RotationDue(k)
+		if !ok {
 			return failed(e.KeyId, reject(CodeConflict, "automatic rotation of key %s is off", e.KeyId))
 		}
-		if c.t < k.Rotation.NextRotation {
+		if c.t < at {
 			return failed(e.KeyId, reject(CodeConflict, "key %s is not due for rotation", e.KeyId))
 		}
 		k.Rotation.LastRotation = c.t

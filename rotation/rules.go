@@ -40,16 +40,12 @@ func (k Kind) String() string {
 func due(k *fsm.Key, kind Kind) (at int64, guard int64, ok bool) {
 	switch kind {
 	case KindRotate:
-		// Only enabled keys rotate. A disabled or pending-deletion key keeps
-		// NextRotation, so when it is enabled again the change notification
-		// reschedules it: at once when overdue, else at the old plan.
-		// Imported material never rotates automatically; managed (SERVICE)
-		// keys carry Rotation.Enabled from creation and rotate like others.
-		if k.State != fsm.KeyStateEnabled || !k.Rotation.Enabled || k.Origin == fsm.OriginExternal ||
-			k.Rotation.NextRotation <= 0 || k.CurrentVersion() == 0 {
+		// One rule for the scheduler and the state machine (fsm.RotationDue).
+		at, ok := fsm.RotationDue(k)
+		if !ok {
 			return 0, 0, false
 		}
-		return k.Rotation.NextRotation, int64(k.CurrentVersion()), true
+		return at, int64(k.CurrentVersion()), true
 	case KindDelete:
 		if k.State != fsm.KeyStatePendingDeletion || k.DeletionAt <= 0 {
 			return 0, 0, false

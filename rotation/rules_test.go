@@ -170,39 +170,38 @@ func TestRules(t *testing.T) {
 	}
 }
 
-// TestDue checks the rules on states the state machine cannot reach through
-// its API, such as an imported key with rotation on.
+// TestDue checks the scheduler's view of each kind of change. When a key is
+// due for rotation is fsm.RotationDue's rule, tabled in fsm; here only that
+// the scheduler asks it and guards with the current version.
 func TestDue(t *testing.T) {
 	v1 := []fsm.Version{{Number: 1, Sealed: []byte("m")}}
 	expires := eventsv1.ExpirationModel_EXPIRATION_MODEL_KEY_MATERIAL_EXPIRES
 	rot := fsm.Rotation{Enabled: true, PeriodSec: 10, NextRotation: 50}
 	cases := []struct {
-		name string
-		key  fsm.Key
-		kind Kind
-		at   int64
-		ok   bool
+		name  string
+		key   fsm.Key
+		kind  Kind
+		at    int64
+		guard int64
+		ok    bool
 	}{
-		{"enabled with rotation", fsm.Key{State: fsm.KeyStateEnabled, Versions: v1, Rotation: rot}, KindRotate, 50, true},
-		{"service key", fsm.Key{Origin: fsm.OriginService, State: fsm.KeyStateEnabled, Versions: v1, Rotation: rot}, KindRotate, 50, true},
-		{"rotation off", fsm.Key{State: fsm.KeyStateEnabled, Versions: v1}, KindRotate, 0, false},
-		{"disabled", fsm.Key{State: fsm.KeyStateDisabled, Versions: v1, Rotation: rot}, KindRotate, 0, false},
-		{"pending deletion", fsm.Key{State: fsm.KeyStatePendingDeletion, DeletionAt: 70, Versions: v1, Rotation: rot}, KindRotate, 0, false},
-		{"external with rotation on", fsm.Key{Origin: fsm.OriginExternal, State: fsm.KeyStateEnabled, Versions: v1, Rotation: rot}, KindRotate, 0, false},
-		{"deletion", fsm.Key{State: fsm.KeyStatePendingDeletion, DeletionAt: 70, Versions: v1}, KindDelete, 70, true},
-		{"no deletion when enabled", fsm.Key{State: fsm.KeyStateEnabled, Versions: v1}, KindDelete, 0, false},
-		{"expiry", fsm.Key{Origin: fsm.OriginExternal, State: fsm.KeyStateEnabled, Versions: v1, Expiration: expires, ValidTo: 90}, KindExpire, 90, true},
-		{"expiry of a disabled key", fsm.Key{Origin: fsm.OriginExternal, State: fsm.KeyStateDisabled, Versions: v1, Expiration: expires, ValidTo: 90}, KindExpire, 90, true},
+		{"rotation", fsm.Key{State: fsm.KeyStateEnabled, Versions: v1, Rotation: rot}, KindRotate, 50, 1, true},
+		{"rotation guards the current version", fsm.Key{State: fsm.KeyStateEnabled, Versions: append(v1, fsm.Version{Number: 2}), Rotation: rot}, KindRotate, 50, 2, true},
+		{"no rotation when disabled", fsm.Key{State: fsm.KeyStateDisabled, Versions: v1, Rotation: rot}, KindRotate, 0, 0, false},
+		{"deletion", fsm.Key{State: fsm.KeyStatePendingDeletion, DeletionAt: 70, Versions: v1}, KindDelete, 70, 70, true},
+		{"no deletion when enabled", fsm.Key{State: fsm.KeyStateEnabled, Versions: v1}, KindDelete, 0, 0, false},
+		{"expiry", fsm.Key{Origin: fsm.OriginExternal, State: fsm.KeyStateEnabled, Versions: v1, Expiration: expires, ValidTo: 90}, KindExpire, 90, 90, true},
+		{"expiry of a disabled key", fsm.Key{Origin: fsm.OriginExternal, State: fsm.KeyStateDisabled, Versions: v1, Expiration: expires, ValidTo: 90}, KindExpire, 90, 90, true},
 		{"no expiry without material", fsm.Key{Origin: fsm.OriginExternal, State: fsm.KeyStatePendingImport,
-			Versions: []fsm.Version{{Number: 1}}, Expiration: expires, ValidTo: 90}, KindExpire, 0, false},
-		{"no expiry of generated keys", fsm.Key{State: fsm.KeyStateEnabled, Versions: v1, Expiration: expires, ValidTo: 90}, KindExpire, 0, false},
-		{"no expiry of deleted keys", fsm.Key{Origin: fsm.OriginExternal, State: fsm.KeyStateDeleted, Versions: v1, Expiration: expires, ValidTo: 90}, KindExpire, 0, false},
+			Versions: []fsm.Version{{Number: 1}}, Expiration: expires, ValidTo: 90}, KindExpire, 0, 0, false},
+		{"no expiry of generated keys", fsm.Key{State: fsm.KeyStateEnabled, Versions: v1, Expiration: expires, ValidTo: 90}, KindExpire, 0, 0, false},
+		{"no expiry of deleted keys", fsm.Key{Origin: fsm.OriginExternal, State: fsm.KeyStateDeleted, Versions: v1, Expiration: expires, ValidTo: 90}, KindExpire, 0, 0, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			at, _, ok := due(&tc.key, tc.kind)
-			if ok != tc.ok || at != tc.at {
-				t.Fatalf("due = %d, %v; want %d, %v", at, ok, tc.at, tc.ok)
+			at, guard, ok := due(&tc.key, tc.kind)
+			if ok != tc.ok || at != tc.at || guard != tc.guard {
+				t.Fatalf("due = %d, %d, %v; want %d, %d, %v", at, guard, ok, tc.at, tc.guard, tc.ok)
 			}
 		})
 	}
