@@ -97,7 +97,7 @@ func (s kmsService) ListAliases(ctx context.Context, req *kmsv1.ListAliasesReque
 	}
 	resp := &kmsv1.ListAliasesResponse{NextMarker: next, Truncated: next != ""}
 	for _, a := range page {
-		resp.Aliases = append(resp.Aliases, &kmsv1.AliasListEntry{AliasName: a.Name, AliasArn: aliasARN(a.Name),
+		resp.Aliases = append(resp.Aliases, &kmsv1.AliasListEntry{AliasName: a.Name, AliasArn: s.aliasARN(a.Name),
 			TargetKeyId: a.KeyID, CreationDate: ts(a.CreatedAt), LastUpdatedDate: ts(a.UpdatedAt)})
 	}
 	return resp, nil

@@ -126,7 +126,7 @@ func (s kmsService) Sign(ctx context.Context, req *kmsv1.SignRequest) (*kmsv1.Si
 	if err != nil {
 		return nil, err
 	}
-	return &kmsv1.SignResponse{KeyId: keyARN(k.ID), Signature: sig, SigningAlgorithm: req.SigningAlgorithm}, nil
+	return &kmsv1.SignResponse{KeyId: s.keyARN(k.ID), Signature: sig, SigningAlgorithm: req.SigningAlgorithm}, nil
 }
 
 func (s kmsService) Verify(ctx context.Context, req *kmsv1.VerifyRequest) (*kmsv1.VerifyResponse, error) {
@@ -147,7 +147,7 @@ func (s kmsService) Verify(ctx context.Context, req *kmsv1.VerifyRequest) (*kmsv
 	if err := ak.Verify(req.SigningAlgorithm, req.MessageType, req.Message, req.Signature); err != nil {
 		return nil, err
 	}
-	return &kmsv1.VerifyResponse{KeyId: keyARN(k.ID), SignatureValid: true, SigningAlgorithm: req.SigningAlgorithm}, nil
+	return &kmsv1.VerifyResponse{KeyId: s.keyARN(k.ID), SignatureValid: true, SigningAlgorithm: req.SigningAlgorithm}, nil
 }
 
 func (s kmsService) GetPublicKey(ctx context.Context, req *kmsv1.GetPublicKeyRequest) (*kmsv1.GetPublicKeyResponse, error) {
@@ -163,7 +163,7 @@ func (s kmsService) GetPublicKey(ctx context.Context, req *kmsv1.GetPublicKeyReq
 		return nil, err
 	}
 	return &kmsv1.GetPublicKeyResponse{
-		KeyId:                 keyARN(k.ID),
+		KeyId:                 s.keyARN(k.ID),
 		PublicKey:             append([]byte(nil), ak.PublicKeyDER()...),
 		CustomerMasterKeySpec: k.KeySpec,
 		KeySpec:               k.KeySpec,
@@ -188,7 +188,7 @@ func (s *Server) encryptAsymmetric(k *fsm.Key, alg string, plaintext []byte) (*k
 	if err != nil {
 		return nil, err
 	}
-	return &kmsv1.EncryptResponse{CiphertextBlob: ct, KeyId: keyARN(k.ID), EncryptionAlgorithm: alg}, nil
+	return &kmsv1.EncryptResponse{CiphertextBlob: ct, KeyId: s.keyARN(k.ID), EncryptionAlgorithm: alg}, nil
 }
 
 // rsaAlgorithm reports whether an EncryptionAlgorithm is one of RSA's.
@@ -220,7 +220,7 @@ func (s *Server) decryptAsymmetric(ctx context.Context, req *kmsv1.DecryptReques
 	if err != nil {
 		return nil, err
 	}
-	return &kmsv1.DecryptResponse{KeyId: keyARN(k.ID), Plaintext: pt, EncryptionAlgorithm: req.EncryptionAlgorithm}, nil
+	return &kmsv1.DecryptResponse{KeyId: s.keyARN(k.ID), Plaintext: pt, EncryptionAlgorithm: req.EncryptionAlgorithm}, nil
 }
 
 // dataKeyPair makes a key pair and encrypts its PKCS#8 private half under a
@@ -260,7 +260,7 @@ func (s kmsService) GenerateDataKeyPair(ctx context.Context, req *kmsv1.Generate
 		return nil, err
 	}
 	return &kmsv1.GenerateDataKeyPairResponse{PrivateKeyCiphertextBlob: blob, PrivateKeyPlaintext: priv, PublicKey: pub,
-		KeyId: keyARN(k.ID), KeyPairSpec: req.KeyPairSpec}, nil
+		KeyId: s.keyARN(k.ID), KeyPairSpec: req.KeyPairSpec}, nil
 }
 
 func (s kmsService) GenerateDataKeyPairWithoutPlaintext(ctx context.Context, req *kmsv1.GenerateDataKeyPairWithoutPlaintextRequest) (*kmsv1.GenerateDataKeyPairWithoutPlaintextResponse, error) {
@@ -270,7 +270,7 @@ func (s kmsService) GenerateDataKeyPairWithoutPlaintext(ctx context.Context, req
 	}
 	clear(priv)
 	return &kmsv1.GenerateDataKeyPairWithoutPlaintextResponse{PrivateKeyCiphertextBlob: blob, PublicKey: pub,
-		KeyId: keyARN(k.ID), KeyPairSpec: req.KeyPairSpec}, nil
+		KeyId: s.keyARN(k.ID), KeyPairSpec: req.KeyPairSpec}, nil
 }
 
 // asymmetricErrors maps keycrypto's errors of the asymmetric and HMAC

@@ -130,7 +130,7 @@ func (s kmsService) Encrypt(ctx context.Context, req *kmsv1.EncryptRequest) (*km
 	if err != nil {
 		return nil, err
 	}
-	return &kmsv1.EncryptResponse{CiphertextBlob: blob, KeyId: keyARN(k.ID), EncryptionAlgorithm: algorithm}, nil
+	return &kmsv1.EncryptResponse{CiphertextBlob: blob, KeyId: s.keyARN(k.ID), EncryptionAlgorithm: algorithm}, nil
 }
 
 func checkAlgorithm(a string) error {
@@ -154,7 +154,7 @@ func (s kmsService) Decrypt(ctx context.Context, req *kmsv1.DecryptRequest) (*km
 	if err != nil {
 		return nil, err
 	}
-	return &kmsv1.DecryptResponse{KeyId: keyARN(k.ID), Plaintext: pt, EncryptionAlgorithm: algorithm}, nil
+	return &kmsv1.DecryptResponse{KeyId: s.keyARN(k.ID), Plaintext: pt, EncryptionAlgorithm: algorithm}, nil
 }
 
 func (s kmsService) ReEncrypt(ctx context.Context, req *kmsv1.ReEncryptRequest) (*kmsv1.ReEncryptResponse, error) {
@@ -183,7 +183,7 @@ func (s kmsService) ReEncrypt(ctx context.Context, req *kmsv1.ReEncryptRequest) 
 	if err != nil {
 		return nil, err
 	}
-	return &kmsv1.ReEncryptResponse{CiphertextBlob: blob, SourceKeyId: keyARN(src.ID), KeyId: keyARN(dst.ID),
+	return &kmsv1.ReEncryptResponse{CiphertextBlob: blob, SourceKeyId: s.keyARN(src.ID), KeyId: s.keyARN(dst.ID),
 		SourceEncryptionAlgorithm: algorithm, DestinationEncryptionAlgorithm: algorithm}, nil
 }
 
@@ -217,7 +217,7 @@ func (s kmsService) GenerateDataKey(ctx context.Context, req *kmsv1.GenerateData
 	if err != nil {
 		return nil, err
 	}
-	return &kmsv1.GenerateDataKeyResponse{CiphertextBlob: blob, Plaintext: pt, KeyId: keyARN(k.ID)}, nil
+	return &kmsv1.GenerateDataKeyResponse{CiphertextBlob: blob, Plaintext: pt, KeyId: s.keyARN(k.ID)}, nil
 }
 
 func (s kmsService) GenerateDataKeyWithoutPlaintext(ctx context.Context, req *kmsv1.GenerateDataKeyWithoutPlaintextRequest) (*kmsv1.GenerateDataKeyWithoutPlaintextResponse, error) {
@@ -226,5 +226,5 @@ func (s kmsService) GenerateDataKeyWithoutPlaintext(ctx context.Context, req *km
 		return nil, err
 	}
 	clear(pt)
-	return &kmsv1.GenerateDataKeyWithoutPlaintextResponse{CiphertextBlob: blob, KeyId: keyARN(k.ID)}, nil
+	return &kmsv1.GenerateDataKeyWithoutPlaintextResponse{CiphertextBlob: blob, KeyId: s.keyARN(k.ID)}, nil
 }

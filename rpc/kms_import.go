@@ -68,7 +68,7 @@ func (s kmsService) GetParametersForImport(ctx context.Context, req *kmsv1.GetPa
 		return nil, internalErr("import parameters applied but not found")
 	}
 	tok, _ := hex.DecodeString(k.Import.TokenID)
-	return &kmsv1.GetParametersForImportResponse{KeyId: keyARN(k.ID), ImportToken: tok, PublicKey: k.Import.PublicKeyDER,
+	return &kmsv1.GetParametersForImportResponse{KeyId: s.keyARN(k.ID), ImportToken: tok, PublicKey: k.Import.PublicKeyDER,
 		ParametersValidTo: ts(k.Import.ExpiresAt)}, nil
 }
 
@@ -160,7 +160,7 @@ func (s kmsService) ImportKeyMaterial(ctx context.Context, req *kmsv1.ImportKeyM
 	if err != nil {
 		return nil, err
 	}
-	return &kmsv1.ImportKeyMaterialResponse{KeyId: keyARN(k.ID), KeyVersion: res.Version}, nil
+	return &kmsv1.ImportKeyMaterialResponse{KeyId: s.keyARN(k.ID), KeyVersion: res.Version}, nil
 }
 
 func (s kmsService) DeleteImportedKeyMaterial(ctx context.Context, req *kmsv1.DeleteImportedKeyMaterialRequest) (*kmsv1.DeleteImportedKeyMaterialResponse, error) {

@@ -46,11 +46,11 @@ func expirationName(m fsm.ExpirationModel) string {
 }
 
 // keyMetadata describes a key as AWS KMS's DescribeKey does.
-func keyMetadata(k *fsm.Key) *kmsv1.KeyMetadata {
+func (s *Server) keyMetadata(k *fsm.Key) *kmsv1.KeyMetadata {
 	md := &kmsv1.KeyMetadata{
-		AwsAccountId:          accountID,
+		AwsAccountId:          s.cfg.ARN.Account,
 		KeyId:                 k.ID,
-		Arn:                   keyARN(k.ID),
+		Arn:                   s.keyARN(k.ID),
 		CreationDate:          ts(k.CreatedAt),
 		Enabled:               k.State == fsm.KeyStateEnabled,
 		Description:           k.Description,
@@ -133,7 +133,7 @@ func (s kmsService) CreateKey(ctx context.Context, req *kmsv1.CreateKeyRequest) 
 	if !ok {
 		return nil, internalErr("key %s applied but not found", res.KeyID)
 	}
-	return &kmsv1.CreateKeyResponse{KeyMetadata: keyMetadata(k)}, nil
+	return &kmsv1.CreateKeyResponse{KeyMetadata: s.keyMetadata(k)}, nil
 }
 
 func (s kmsService) DescribeKey(ctx context.Context, req *kmsv1.DescribeKeyRequest) (*kmsv1.DescribeKeyResponse, error) {
@@ -141,7 +141,7 @@ func (s kmsService) DescribeKey(ctx context.Context, req *kmsv1.DescribeKeyReque
 	if err != nil {
 		return nil, err
 	}
-	return &kmsv1.DescribeKeyResponse{KeyMetadata: keyMetadata(k)}, nil
+	return &kmsv1.DescribeKeyResponse{KeyMetadata: s.keyMetadata(k)}, nil
 }
 
 // pageLimit applies AWS's ListKeys bounds: 1..1000, default 100.
@@ -174,7 +174,7 @@ func (s kmsService) ListKeys(ctx context.Context, req *kmsv1.ListKeysRequest) (*
 		if k.State == fsm.KeyStateDeleted {
 			continue // gone, as in AWS KMS (a page may come back short)
 		}
-		resp.Keys = append(resp.Keys, &kmsv1.KeyListEntry{KeyId: k.ID, KeyArn: keyARN(k.ID)})
+		resp.Keys = append(resp.Keys, &kmsv1.KeyListEntry{KeyId: k.ID, KeyArn: s.keyARN(k.ID)})
 	}
 	if more && len(keys) > 0 {
 		resp.NextMarker = keys[len(keys)-1].ID
@@ -219,7 +219,7 @@ func (s kmsService) ScheduleKeyDeletion(ctx context.Context, req *kmsv1.Schedule
 	if err != nil {
 		return nil, err
 	}
-	return &kmsv1.ScheduleKeyDeletionResponse{KeyId: keyARN(res.KeyID), DeletionDate: ts(res.DeletionTime),
+	return &kmsv1.ScheduleKeyDeletionResponse{KeyId: s.keyARN(res.KeyID), DeletionDate: ts(res.DeletionTime),
 		KeyState: "PendingDeletion", PendingWindowInDays: int32(window / 86400)}, nil
 }
 
@@ -230,7 +230,7 @@ func (s kmsService) CancelKeyDeletion(ctx context.Context, req *kmsv1.CancelKeyD
 	if err != nil {
 		return nil, err
 	}
-	return &kmsv1.CancelKeyDeletionResponse{KeyId: keyARN(res.KeyID)}, nil
+	return &kmsv1.CancelKeyDeletionResponse{KeyId: s.keyARN(res.KeyID)}, nil
 }
 
 func (s kmsService) UpdateKeyDescription(ctx context.Context, req *kmsv1.UpdateKeyDescriptionRequest) (*kmsv1.UpdateKeyDescriptionResponse, error) {

@@ -45,7 +45,7 @@ func (s kmsService) GenerateMac(ctx context.Context, req *kmsv1.GenerateMacReque
 	if err != nil {
 		return nil, err
 	}
-	return &kmsv1.GenerateMacResponse{Mac: mac, MacAlgorithm: req.MacAlgorithm, KeyId: keyARN(k.ID)}, nil
+	return &kmsv1.GenerateMacResponse{Mac: mac, MacAlgorithm: req.MacAlgorithm, KeyId: s.keyARN(k.ID)}, nil
 }
 
 func (s kmsService) VerifyMac(ctx context.Context, req *kmsv1.VerifyMacRequest) (*kmsv1.VerifyMacResponse, error) {
@@ -66,5 +66,5 @@ func (s kmsService) VerifyMac(ctx context.Context, req *kmsv1.VerifyMacRequest) 
 	if err := mk.Verify(req.MacAlgorithm, req.Message, req.Mac); err != nil {
 		return nil, err
 	}
-	return &kmsv1.VerifyMacResponse{KeyId: keyARN(k.ID), MacValid: true, MacAlgorithm: req.MacAlgorithm}, nil
+	return &kmsv1.VerifyMacResponse{KeyId: s.keyARN(k.ID), MacValid: true, MacAlgorithm: req.MacAlgorithm}, nil
 }

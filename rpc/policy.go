@@ -12,7 +12,8 @@ import (
 //
 //	{"Version": "2012-10-17",
 //	 "Statement": [{"Sid": "...", "Effect": "Allow" | "Deny",
-//	                "Principal": "*" | {"Identity": "app" | ["app", ...]},
+//	                "Principal": "*" | {"Identity": "app" | ["app", ...]} |
+//	                             {"AWS": "app" | "arn:aws:iam::ACCOUNT:user/app" | ["*", ...]},
 //	                "Action": "kms:Encrypt" | ["kms:Encrypt", "kms:Generate*", ...] | "kms:*"}]}
 //
 // An explicit Deny wins over any Allow; what no statement allows is denied.
@@ -99,13 +100,23 @@ func parsePolicy(doc string) (*keyPolicy, error) {
 		} else {
 			var pr struct {
 				Identity json.RawMessage `json:"Identity"`
+				AWS      json.RawMessage `json:"AWS"`
 			}
-			if err := json.Unmarshal(rs.Principal, &pr); err != nil || len(pr.Identity) == 0 {
+			if err := json.Unmarshal(rs.Principal, &pr); err != nil || (len(pr.Identity) == 0 && len(pr.AWS) == 0) {
 				return nil, malformedPolicy("statement %d: Principal must be \"*\" or {\"Identity\": [...]}", i)
 			}
-			ids, err := stringOrList(pr.Identity)
-			if err != nil || len(ids) == 0 {
-				return nil, malformedPolicy("statement %d: Principal.Identity: %v", i, err)
+			var ids []string
+			if len(pr.Identity) > 0 {
+				if ids, err = stringOrList(pr.Identity); err != nil || len(ids) == 0 {
+					return nil, malformedPolicy("statement %d: Principal.Identity: %v", i, err)
+				}
+			}
+			if len(pr.AWS) > 0 {
+				more, err := awsPrincipals(pr.AWS)
+				if err != nil {
+					return nil, malformedPolicy("statement %d: Principal.AWS: %v", i, err)
+				}
+				ids = append(ids, more...)
 			}
 			st.identities = map[string]bool{}
 			for _, id := range ids {

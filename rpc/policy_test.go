@@ -49,7 +49,7 @@ func TestMalformedPolicies(t *testing.T) {
 		``, `{}`, `[]`, `{"Statement":[]}`, `not json`,
 		`{"Statement":[{"Effect":"Maybe","Principal":"*","Action":"kms:*"}]}`,
 		`{"Statement":[{"Effect":"Allow","Principal":"someone","Action":"kms:*"}]}`,
-		`{"Statement":[{"Effect":"Allow","Principal":{"AWS":"arn"},"Action":"kms:*"}]}`,
+		`{"Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::1:group/x"},"Action":"kms:*"}]}`,
 		`{"Statement":[{"Effect":"Allow","Principal":"*","Action":"s3:GetObject"}]}`,
 		`{"Statement":[{"Effect":"Allow","Principal":"*","Action":"kms:*crypt"}]}`,
 		`{"Statement":[{"Effect":"Allow","Principal":"*"}]}`,

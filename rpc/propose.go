@@ -4,23 +4,71 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/raftkms/raftkms/fsm"
 	eventsv1 "github.com/raftkms/raftkms/proto/events/v1"
 )
 
-// arnPrefix is the ARN form raftkms prints for keys; any ARN whose last
-// part is key/ID or alias/NAME is accepted as a key reference.
 const (
-	accountID      = "000000000000"
-	arnPrefix      = "arn:raftkms:kms:local:" + accountID + ":"
 	principalAnon  = "anonymous"
 	maxDescription = 8192
 )
 
-func keyARN(id string) string     { return arnPrefix + "key/" + id }
-func aliasARN(name string) string { return arnPrefix + name }
+// ARN is the partition, region and account a cluster names its keys with:
+// arn:PARTITION:kms:REGION:ACCOUNT:key/ID, the form AWS SDKs and tools
+// parse. Every node of a cluster should use the same values. Any ARN whose
+// last part is key/ID or alias/NAME is accepted as a key reference.
+type ARN struct {
+	Partition string // default DefaultPartition
+	Region    string // default DefaultRegion
+	Account   string // default DefaultAccount
+}
+
+// Defaults for ARN: the AWS partition (tools such as sops accept only its
+// ARNs), the AWS SDKs' and CLI's usual region, and an all-zero account.
+const (
+	DefaultPartition = "aws"
+	DefaultRegion    = "us-east-1"
+	DefaultAccount   = "000000000000"
+)
+
+func (a ARN) withDefaults() ARN {
+	if a.Partition == "" {
+		a.Partition = DefaultPartition
+	}
+	if a.Region == "" {
+		a.Region = DefaultRegion
+	}
+	if a.Account == "" {
+		a.Account = DefaultAccount
+	}
+	return a
+}
+
+// check refuses values that would not make an ARN AWS tools parse.
+func (a ARN) check() error {
+	for _, v := range []struct{ name, val string }{{"partition", a.Partition}, {"region", a.Region}, {"account", a.Account}} {
+		if strings.ContainsAny(v.val, ":/ ") {
+			return fmt.Errorf("rpc: ARN %s %q must not contain ':', '/' or spaces", v.name, v.val)
+		}
+	}
+	for _, c := range a.Account {
+		if c < '0' || c > '9' {
+			return fmt.Errorf("rpc: ARN account %q must be digits (AWS accounts are 12 digits)", a.Account)
+		}
+	}
+	return nil
+}
+
+// prefix is "arn:PARTITION:kms:REGION:ACCOUNT:".
+func (a ARN) prefix() string {
+	return "arn:" + a.Partition + ":kms:" + a.Region + ":" + a.Account + ":"
+}
+
+func (s *Server) keyARN(id string) string     { return s.arnPrefix + "key/" + id }
+func (s *Server) aliasARN(name string) string { return s.arnPrefix + name }
 
 // principal is the identity of the caller (from its client certificate
 // with mutual TLS; "anonymous" without).

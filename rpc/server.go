@@ -93,6 +93,8 @@ type Config struct {
 	Now func() time.Time
 	// Auth turns on identities from client certificates and key policies.
 	Auth Auth
+	// ARN names the cluster's partition, region and account in key ARNs.
+	ARN ARN
 	// Audit, if set, receives one JSON line per call (see audit.go).
 	Audit io.Writer
 	// ImportParametersPerMinute bounds GetParametersForImport calls per
@@ -116,6 +118,8 @@ type Server struct {
 	aeads  *keycrypto.Cache
 	rand   io.Reader
 	now    func() time.Time
+	// arnPrefix is cfg.ARN's "arn:PARTITION:kms:REGION:ACCOUNT:".
+	arnPrefix string
 
 	readIdx  *coalescer // read-index rounds of a follower, shared
 	importRL *throttle  // GetParametersForImport per identity
@@ -155,6 +159,10 @@ func New(cfg Config) (*Server, error) {
 	if cfg.DialOptions == nil {
 		cfg.DialOptions = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	}
+	cfg.ARN = cfg.ARN.withDefaults()
+	if err := cfg.ARN.check(); err != nil {
+		return nil, err
+	}
 	s := &Server{
 		cfg:    cfg,
 		limits: limits,
@@ -168,6 +176,7 @@ func New(cfg Config) (*Server, error) {
 		trust:  pki.Trust{Admins: cfg.Auth.Admins},
 		conns:  map[string]*grpc.ClientConn{},
 	}
+	s.arnPrefix = cfg.ARN.prefix()
 	s.importRL = newThrottle(cfg.ImportParametersPerMinute, cfg.Now)
 	s.readIdx = newCoalescer(5*time.Second, s.remoteReadIndex)
 	if cfg.Audit != nil {

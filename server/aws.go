@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/raftkms/raftkms/awsapi"
+	"github.com/raftkms/raftkms/rpc"
 )
 
 // AWS configures a node's AWS-protocol listener (AWS KMS JSON 1.1 with
@@ -19,14 +20,7 @@ type AWS struct {
 	Addr string
 	// Listener is an optional pre-made listener.
 	Listener net.Listener
-	// Region is the cluster's region: requests must be signed for it.
-	// Default DefaultRegion.
-	Region string
 }
-
-// DefaultRegion is the region of a cluster that sets none: the AWS SDKs' and
-// CLI's usual one, so clients need no region of their own.
-const DefaultRegion = "us-east-1"
 
 // startAWS starts the AWS-protocol listener when one is configured. Under
 // TLS it serves HTTPS with the node's certificate; clients authenticate by
@@ -36,13 +30,15 @@ func (s *Server) startAWS() error {
 	if a.Addr == "" && a.Listener == nil {
 		return nil
 	}
-	if a.Region == "" {
-		a.Region = DefaultRegion
+	// Requests must be signed for the cluster's region (Config.ARN).
+	region := s.cfg.ARN.Region
+	if region == "" {
+		region = rpc.DefaultRegion
 	}
 	h, err := awsapi.New(awsapi.Config{
 		Invoker:     s.api,
 		Credentials: s.api,
-		Region:      a.Region,
+		Region:      region,
 		Logger:      s.log.Named("aws"),
 		Now:         s.cfg.Now,
 	})

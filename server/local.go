@@ -29,8 +29,8 @@ type LocalConfig struct {
 	// AWSPort, if not 0, serves the AWS KMS protocol on every node: node i
 	// on AWSPort+i-1 (-1 picks free ports).
 	AWSPort int
-	// Region is the cluster's AWS region (default DefaultRegion).
-	Region string
+	// ARN is the cluster's partition, region and account.
+	ARN rpc.ARN
 	// MaxClockSkew is every node's Config.MaxClockSkew.
 	MaxClockSkew time.Duration
 }
@@ -119,6 +119,7 @@ func (l *Local) Start(i int) error {
 		Logger:       l.cfg.Logger,
 		TuneRaft:     l.cfg.TuneRaft,
 		AWS:          l.awsConfig(i),
+		ARN:          l.cfg.ARN,
 		MaxClockSkew: l.cfg.MaxClockSkew,
 	})
 	if err != nil {
@@ -173,7 +174,7 @@ func (l *Local) awsConfig(i int) AWS {
 	if len(l.aws) == 0 {
 		return AWS{}
 	}
-	return AWS{Addr: l.aws[i], Region: l.cfg.Region}
+	return AWS{Addr: l.aws[i]}
 }
 
 // AWSEndpoints are the nodes' AWS-protocol endpoint URLs (http://), or nil.

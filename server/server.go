@@ -73,6 +73,9 @@ type Config struct {
 	// the voters' clocks while it stamps events; default
 	// rpc.DefaultMaxClockSkew (see rootcheck.go and rpc/clock.go).
 	MaxClockSkew time.Duration
+	// ARN is the cluster's partition, region and account, in key ARNs and
+	// for AWS signatures (defaults: aws, us-east-1, 000000000000).
+	ARN rpc.ARN
 }
 
 // TLS holds a node's mutual TLS configurations.
@@ -190,6 +193,7 @@ func Start(cfg Config) (*Server, error) {
 		Now:          cfg.Now,
 		DialOptions:  append(dialOptions(cfg.TLS), cfg.DialOptions...),
 		MaxClockSkew: cfg.MaxClockSkew,
+		ARN:          cfg.ARN,
 	})
 	if err != nil {
 		s.node.Shutdown()

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	clusterv1 "github.com/raftkms/raftkms/proto/cluster/v1"
+	"github.com/raftkms/raftkms/rpc"
 	"github.com/raftkms/raftkms/server"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -15,12 +16,19 @@ import (
 
 // awsFlags configure the AWS-protocol listener (AWS KMS JSON 1.1 + SigV4).
 type awsFlags struct {
-	region string
+	region, account, partition string
 }
 
 func (f *awsFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.region, "aws-region", server.DefaultRegion,
+	fs.StringVar(&f.region, "aws-region", rpc.DefaultRegion,
 		"the cluster's AWS region: AWS clients sign for it and key ARNs name it (the same on every node)")
+	fs.StringVar(&f.account, "aws-account", rpc.DefaultAccount, "the account ID key ARNs name (the same on every node)")
+	fs.StringVar(&f.partition, "aws-partition", rpc.DefaultPartition, "the partition key ARNs name (the same on every node)")
+}
+
+// arn is the cluster's ARN settings.
+func (f *awsFlags) arn() rpc.ARN {
+	return rpc.ARN{Partition: f.partition, Region: f.region, Account: f.account}
 }
 
 // devIdentity is the admin identity of kmsd dev's access key.

@@ -59,7 +59,7 @@ func runDev(args []string) int {
 		StaleReads:   c.staleReads,
 		Logger:       c.logger("kmsd"),
 		AWSPort:      *awsPort,
-		Region:       aws.region,
+		ARN:          aws.arn(),
 		MaxClockSkew: c.maxClockSkew,
 	})
 	if err != nil {

@@ -179,7 +179,8 @@ func runServe(args []string) int {
 		TLS:           tlsCfg,
 		Auth:          auth,
 		Audit:         audit,
-		AWS:           server.AWS{Addr: *awsAddr, Region: aws.region},
+		AWS:           server.AWS{Addr: *awsAddr},
+		ARN:           aws.arn(),
 		MaxClockSkew:  c.maxClockSkew,
 	})
 	if err != nil {
