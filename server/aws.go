@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/raftkms/raftkms/awsapi"
 	"github.com/raftkms/raftkms/rpc"
 )
@@ -52,7 +53,9 @@ func (s *Server) startAWS() error {
 		}
 	}
 	s.awsLis = lis
-	s.awsHTTP = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	s.awsHTTP = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		// TLS handshake failures and the like go to the node's log, at debug.
+		ErrorLog: s.log.Named("aws").StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug})}
 	if s.cfg.TLS != nil {
 		tc := s.cfg.TLS.Server.Clone()
 		tc.ClientAuth = tls.NoClientCert
