@@ -69,10 +69,15 @@ func paramName(name string, d flagDef) string {
 }
 
 var (
-	keySpecs       = []string{"SYMMETRIC_DEFAULT"}
+	keySpecs = []string{"SYMMETRIC_DEFAULT", "RSA_2048", "RSA_3072", "RSA_4096", "ECC_NIST_P256", "ECC_NIST_P384",
+		"ECC_NIST_P521", "HMAC_224", "HMAC_256", "HMAC_384", "HMAC_512"}
 	dataKeySpecs   = []string{"AES_256", "AES_128"}
-	encryptionAlgs = []string{"SYMMETRIC_DEFAULT"}
-	wrappingAlgs   = []string{"RSAES_OAEP_SHA_256", "RSAES_OAEP_SHA_1", "RSA_AES_KEY_WRAP_SHA_256", "RSA_AES_KEY_WRAP_SHA_1"}
+	encryptionAlgs = []string{"SYMMETRIC_DEFAULT", "RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256"}
+	signingAlgs    = []string{"RSASSA_PSS_SHA_256", "RSASSA_PSS_SHA_384", "RSASSA_PSS_SHA_512", "RSASSA_PKCS1_V1_5_SHA_256",
+		"RSASSA_PKCS1_V1_5_SHA_384", "RSASSA_PKCS1_V1_5_SHA_512", "ECDSA_SHA_256", "ECDSA_SHA_384", "ECDSA_SHA_512"}
+	macAlgs      = []string{"HMAC_SHA_224", "HMAC_SHA_256", "HMAC_SHA_384", "HMAC_SHA_512"}
+	keyPairSpecs = []string{"RSA_2048", "RSA_3072", "RSA_4096", "ECC_NIST_P256", "ECC_NIST_P384", "ECC_NIST_P521"}
+	wrappingAlgs = []string{"RSAES_OAEP_SHA_256", "RSAES_OAEP_SHA_1", "RSA_AES_KEY_WRAP_SHA_256", "RSA_AES_KEY_WRAP_SHA_1"}
 )
 
 const (
@@ -90,8 +95,10 @@ var flagCatalog = map[string]flagDef{
 	"list-aliases/key-id": {doc: "List only the aliases of this key (ID or ARN).", example: exKeyID},
 	"policy":              {doc: "The key policy, a JSON document; file://PATH reads it from a file.", example: "file://policy.json"},
 	"description":         {doc: "A description of the key; file://PATH reads it from a file.", example: "backup key for the billing database", def: `""`},
-	"key-usage":           {doc: "What the key is for.", choices: []string{"ENCRYPT_DECRYPT"}, def: "ENCRYPT_DECRYPT", example: "ENCRYPT_DECRYPT"},
-	"key-spec":            {doc: "The kind of key.", choices: keySpecs, def: "SYMMETRIC_DEFAULT", example: "SYMMETRIC_DEFAULT"},
+	"key-usage": {doc: "What the key is for: ENCRYPT_DECRYPT (symmetric and RSA keys), SIGN_VERIFY (RSA and ECC keys) " +
+		"or GENERATE_VERIFY_MAC (HMAC keys).", choices: []string{"ENCRYPT_DECRYPT", "SIGN_VERIFY", "GENERATE_VERIFY_MAC"},
+		def: "ENCRYPT_DECRYPT; the only usage of ECC and HMAC keys", example: "SIGN_VERIFY"},
+	"key-spec": {doc: "The kind of key.", choices: keySpecs, def: "SYMMETRIC_DEFAULT", example: "SYMMETRIC_DEFAULT"},
 	"generate-data-key/key-spec": {doc: "The length of the data key; give it or --number-of-bytes.",
 		choices: dataKeySpecs, example: "AES_256"},
 	"generate-data-key-without-plaintext/key-spec": {doc: "The length of the data key; give it or --number-of-bytes.",
@@ -125,16 +132,17 @@ var flagCatalog = map[string]flagDef{
 		"(with --cli-binary-format raw-in-base64-out, plain text).", example: "fileb://secret.txt"},
 	"encryption-context": {kind: kindMap, doc: "Key/value pairs bound to the ciphertext: decrypt must give the same. " +
 		"Shorthand k=v,k2=v2 or JSON {\"k\":\"v\"}.", example: exContext},
-	"encryption-algorithm": {doc: "The encryption algorithm.", choices: encryptionAlgs, def: "SYMMETRIC_DEFAULT", example: "SYMMETRIC_DEFAULT"},
-	"ciphertext-blob":      {kind: kindBlob, doc: "The ciphertext: base64, or fileb://PATH for raw bytes.", example: exBlob},
+	"encryption-algorithm": {doc: "The encryption algorithm: SYMMETRIC_DEFAULT, or RSAES_OAEP_SHA_1 or RSAES_OAEP_SHA_256 " +
+		"(required) with an RSA key.", choices: encryptionAlgs, def: "SYMMETRIC_DEFAULT", example: "SYMMETRIC_DEFAULT"},
+	"ciphertext-blob": {kind: kindBlob, doc: "The ciphertext: base64, or fileb://PATH for raw bytes.", example: exBlob},
 	"source-encryption-context": {kind: kindMap, doc: "The encryption context the ciphertext was made with.",
 		example: exContext},
 	"source-key-id":      {doc: "The key the ciphertext must be under; optional, the ciphertext names its key.", example: exKeyID},
 	"destination-key-id": {doc: "The key to encrypt under again: ID, ARN, alias name or alias ARN.", example: "alias/new-key"},
 	"destination-encryption-context": {kind: kindMap, doc: "The encryption context of the new ciphertext.",
 		example: "purpose=backup,tenant=acme,generation=2"},
-	"source-encryption-algorithm":      {doc: "The algorithm of the ciphertext.", choices: encryptionAlgs, def: "SYMMETRIC_DEFAULT", example: "SYMMETRIC_DEFAULT"},
-	"destination-encryption-algorithm": {doc: "The algorithm of the new ciphertext.", choices: encryptionAlgs, def: "SYMMETRIC_DEFAULT", example: "SYMMETRIC_DEFAULT"},
+	"source-encryption-algorithm":      {doc: "The algorithm of the ciphertext.", choices: encryptionAlgs[:1], def: "SYMMETRIC_DEFAULT", example: "SYMMETRIC_DEFAULT"},
+	"destination-encryption-algorithm": {doc: "The algorithm of the new ciphertext.", choices: encryptionAlgs[:1], def: "SYMMETRIC_DEFAULT", example: "SYMMETRIC_DEFAULT"},
 	"number-of-bytes": {kind: kindInt, doc: "The data key's length in bytes (1-1024); give it or --key-spec.",
 		min: 1, hasMin: true, example: "32"},
 	"wrapping-algorithm": {doc: "How the key material will be wrapped.", choices: wrappingAlgs, example: "RSAES_OAEP_SHA_256"},
@@ -157,6 +165,22 @@ var flagCatalog = map[string]flagDef{
 	"grpc-addr":     {doc: "The node's gRPC address, HOST:PORT.", example: "10.0.0.4:7001"},
 	"target-node-id": {doc: "The node to hand leadership to.", def: "the voter the leader finds most up to date",
 		example: "kms2"},
+
+	// Asymmetric and HMAC keys (commands_asym.go).
+	"message": {kind: kindBlob, doc: "The message, up to 4096 bytes, or its digest with --message-type DIGEST: " +
+		"base64, or fileb://PATH for raw bytes.", example: "fileb://message.txt"},
+	"message-type": {doc: "Whether --message is the message (RAW) or its digest (DIGEST), as long as the algorithm's hash.",
+		choices: []string{"RAW", "DIGEST"}, def: "RAW", example: "DIGEST"},
+	"signing-algorithm": {doc: "The signing algorithm; RSA keys take the RSASSA ones, an ECC key the ECDSA one of its curve.",
+		choices: signingAlgs, example: "ECDSA_SHA_256"},
+	"signature":     {kind: kindBlob, doc: "The signature to check: base64, or fileb://PATH for raw bytes.", example: "fileb://signature.bin"},
+	"mac-algorithm": {doc: "The MAC algorithm: the HMAC_SHA_* of the key's spec.", choices: macAlgs, example: "HMAC_SHA_256"},
+	"mac":           {kind: kindBlob, doc: "The MAC to check: base64, or fileb://PATH for raw bytes.", example: "fileb://mac.bin"},
+	"key-pair-spec": {doc: "The kind of data key pair.", choices: keyPairSpecs, example: "ECC_NIST_P256"},
+	"generate-data-key-pair/key-id": {doc: "The symmetric key that encrypts the private key: ID, ARN, alias name or alias ARN.",
+		example: exKeyID},
+	"generate-data-key-pair-without-plaintext/key-id": {doc: "The symmetric key that encrypts the private key: ID, ARN, " +
+		"alias name or alias ARN.", example: exKeyID},
 }
 
 // flagSpec is one flag of one command.

@@ -62,6 +62,8 @@ type keyMetadataOut struct {
 	CustomerMasterKeySpec       string   `json:"CustomerMasterKeySpec,omitempty"`
 	KeySpec                     string   `json:"KeySpec,omitempty"`
 	EncryptionAlgorithms        []string `json:"EncryptionAlgorithms,omitempty"`
+	SigningAlgorithms           []string `json:"SigningAlgorithms,omitempty"`
+	MacAlgorithms               []string `json:"MacAlgorithms,omitempty"`
 	MultiRegion                 bool     `json:"MultiRegion"`
 	PendingDeletionWindowInDays int32    `json:"PendingDeletionWindowInDays,omitempty"`
 	CurrentKeyVersion           uint32   `json:"CurrentKeyVersion,omitempty" ext:"raftkms"`
@@ -90,6 +92,8 @@ func keyMetadataOf(m *kmsv1.KeyMetadata) keyMetadataDoc {
 		CustomerMasterKeySpec:       m.GetCustomerMasterKeySpec(),
 		KeySpec:                     m.GetKeySpec(),
 		EncryptionAlgorithms:        m.GetEncryptionAlgorithms(),
+		SigningAlgorithms:           m.GetSigningAlgorithms(),
+		MacAlgorithms:               m.GetMacAlgorithms(),
 		PendingDeletionWindowInDays: m.GetPendingDeletionWindowInDays(),
 		CurrentKeyVersion:           m.GetCurrentKeyVersion(),
 	}}
