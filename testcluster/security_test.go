@@ -330,6 +330,9 @@ func TestNoSecretsAnywhere(t *testing.T) {
 		KeyId: ext, ImportToken: params.ImportToken, EncryptedKeyMaterial: wrapped,
 		ExpirationModel: "KEY_MATERIAL_EXPIRES", ValidTo: timestamppb.New(time.Now().Add(time.Hour))}))
 	secrets = append(secrets, material)
+	// Asymmetric and HMAC keys: their private keys, and data key pairs'.
+	asymKeys, asymSecrets := asymmetricWorkload(t, c, keys[0])
+	keys, secrets = append(keys, asymKeys...), append(secrets, asymSecrets...)
 	c.WaitConverged(t)
 	for i := range 3 {
 		if _, err := c.ClusterAPI(i).Snapshot(ctx, &clusterv1.SnapshotRequest{}); err != nil {
@@ -344,7 +347,7 @@ func TestNoSecretsAnywhere(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			secrets = append(secrets, m)
+			secrets = append(append(secrets, m), privateKeyParts(t, m)...)
 		}
 		if k.Import != nil {
 			priv, err := c.Root().OpenPrivateKey(id, k.Import.TokenID, k.Import.SealedPrivateKey)
