@@ -390,17 +390,23 @@ func (s *Server) askTime(ctx context.Context, id, addr string, term uint64) (clo
 	return clockSample{lo: resp.UnixNano - recv, hi: resp.UnixNano - sent, wall: recv, mono: mono, term: term}, true
 }
 
-// afterClockRound acts on a round's result on the leader.
+// afterClockRound acts on a round's result: on the leader it logs, hands
+// leadership over or catches the state's clock up; a follower only logs.
 func (s *Server) afterClockRound(ctx context.Context) {
-	if !s.node.IsLeader() {
-		return
-	}
 	v := s.clockView()
 	c := &s.clockSt
 	c.mu.Lock()
 	was := c.untrusted
 	c.untrusted = v.Measured && !v.Trusted
 	c.mu.Unlock()
+	if !s.node.IsLeader() {
+		// A follower's clock matters once it leads: say so early.
+		if c.untrusted && !was {
+			s.log.Warn("this node's clock disagrees with the cluster's: it will refuse to stamp events if it leads",
+				"offset", v.Offset, "max_clock_skew", s.maxSkew(), "agree", v.Agree, "voters", v.Voters)
+		}
+		return
+	}
 	switch {
 	case v.Trusted:
 		if was {
