@@ -182,6 +182,8 @@ func openSystem(ctx context.Context, o *options, target string) (*system, error)
 			sys.close()
 			return nil, err
 		}
+	case targetRaftkmsAWS:
+		return openAWSSystem(ctx, o)
 	case targetBaselineGRPC:
 		b, err := startGRPCBaseline(o.nodes())
 		if err != nil {
@@ -279,14 +281,25 @@ func cmdCompare(ctx context.Context, o *options, stdout, progress io.Writer) err
 		return err
 	}
 	defer a.close()
+	systems := []*system{a}
+	if o.aws {
+		// The AWS-protocol front, beside the gRPC one, in every round.
+		aw, err := openSystem(ctx, o, targetRaftkmsAWS)
+		if err != nil {
+			return err
+		}
+		defer aw.close()
+		systems = append(systems, aw)
+	}
 	b, err := openSystem(ctx, o, baseline)
 	if err != nil {
 		return err
 	}
 	defer b.close()
+	systems = append(systems, b)
 	var runs []*Result
 	for round := 0; round < o.rounds && ctx.Err() == nil; round++ {
-		for _, sys := range []*system{a, b} {
+		for _, sys := range systems {
 			runs = append(runs, runLoad(ctx, o.loadConfig(sys, progress), sys.drv))
 		}
 	}

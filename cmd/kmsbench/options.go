@@ -22,6 +22,7 @@ const (
 type options struct {
 	endpoints   []string
 	spawn       int
+	aws         bool // compare: also the AWS-protocol front
 	workload    string
 	target      string // raftkms, baseline-grpc or baseline-raft; "" = from the workload
 	mixSpec     string
@@ -85,6 +86,7 @@ func newFlagSet(name string, o *options, stderr io.Writer) *flag.FlagSet {
 	fs.IntVar(&o.trials, "trials", 3, "failover: leader kills")
 	fs.BoolVar(&o.staleReads, "stale-reads", false, "ask for stale-ok crypto (skips the read-index round)")
 	fs.StringVar(&o.route, "route", "any", "with --spawn: send calls to any node, only the leader (no forwarding: as a leader-aware client), or only followers")
+	fs.BoolVar(&o.aws, "aws", false, "compare: also run raftkms through its AWS-protocol front (aws-sdk-go-v2, SigV4) in every round; needs --spawn")
 	fs.BoolVar(&o.jsonOut, "json", false, "print the result as JSON")
 	fs.BoolVar(&o.quiet, "quiet", false, "no progress line on stderr")
 	fs.StringVar(&o.logLevel, "log-level", "off", "log level of a spawned cluster (off, error, warn, info, debug)")
@@ -153,11 +155,18 @@ func (o *options) validate(cmd string) error {
 	switch o.target {
 	case "", targetRaftkms:
 		o.target = targetRaftkms
+	case targetRaftkmsAWS:
+		if o.spawn == 0 {
+			return fmt.Errorf("--target %s needs --spawn", targetRaftkmsAWS)
+		}
 	case targetBaselineGRPC, targetBaselineRaft:
 	default:
 		return fmt.Errorf("unknown target %q", o.target)
 	}
-	if cmd == "compare" || o.target != targetRaftkms {
+	if o.aws && (cmd != "compare" || o.spawn == 0) {
+		return errors.New("--aws is for compare with --spawn")
+	}
+	if cmd == "compare" || (o.target != targetRaftkms && o.target != targetRaftkmsAWS) {
 		// The baseline must be able to run this workload.
 		if _, err := o.baselineFor(); err != nil {
 			return err

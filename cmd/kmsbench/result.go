@@ -140,23 +140,30 @@ type Comparison struct {
 	Concurrency  int       `json:"concurrency"`
 	PayloadBytes int       `json:"payload_bytes"`
 	Rounds       int       `json:"rounds"`
-	Raftkms      *Result   `json:"raftkms"`  // all raftkms rounds merged
-	Baseline     *Result   `json:"baseline"` // all baseline rounds merged
-	Ratio        float64   `json:"ratio"`    // raftkms ops/s ÷ baseline ops/s
+	Raftkms      *Result   `json:"raftkms"`             // all raftkms rounds merged
+	AWS          *Result   `json:"aws,omitempty"`       // all raftkms-aws rounds merged (--aws)
+	AWSRatio     float64   `json:"aws_ratio,omitempty"` // raftkms-aws ops/s ÷ raftkms (gRPC) ops/s
+	Baseline     *Result   `json:"baseline"`            // all baseline rounds merged
+	Ratio        float64   `json:"ratio"`               // raftkms ops/s ÷ baseline ops/s
 	P99Ratio     float64   `json:"p99_ratio"`
 	Runs         []*Result `json:"runs"` // every run in the order it ran (A B A B …)
 }
 
 func newComparison(rounds int, runs []*Result) *Comparison {
-	var a, b []*Result
+	var a, b, aw []*Result
 	for _, r := range runs {
 		if r.Target == targetRaftkms {
 			a = append(a, r)
+		} else if r.Target == targetRaftkmsAWS {
+			aw = append(aw, r)
 		} else {
 			b = append(b, r)
 		}
 	}
-	c := &Comparison{Rounds: rounds, Runs: runs, Raftkms: merge(a), Baseline: merge(b)}
+	c := &Comparison{Rounds: rounds, Runs: runs, Raftkms: merge(a), Baseline: merge(b), AWS: merge(aw)}
+	if c.AWS != nil && c.Raftkms != nil {
+		c.AWSRatio = Ratio(c.AWS.OpsPerSec, c.Raftkms.OpsPerSec)
+	}
 	if c.Raftkms != nil {
 		c.Workload, c.Nodes, c.Concurrency, c.PayloadBytes = c.Raftkms.Workload, c.Raftkms.Nodes,
 			c.Raftkms.Concurrency, c.Raftkms.PayloadBytes
@@ -248,10 +255,14 @@ func printComparison(w io.Writer, c *Comparison) {
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	tableHeader(tw, true)
-	for i, r := range c.Runs {
-		tableRow(tw, fmt.Sprintf("round %d", i/2+1), r, true)
+	perRound := 2
+	if c.AWS != nil {
+		perRound = 3
 	}
-	for _, r := range []*Result{c.Raftkms, c.Baseline} {
+	for i, r := range c.Runs {
+		tableRow(tw, fmt.Sprintf("round %d", i/perRound+1), r, true)
+	}
+	for _, r := range []*Result{c.Raftkms, c.AWS, c.Baseline} {
 		if r != nil {
 			tableRow(tw, "all", r, true)
 		}
@@ -260,8 +271,12 @@ func printComparison(w io.Writer, c *Comparison) {
 	if c.Raftkms != nil && c.Baseline != nil {
 		fmt.Fprintf(w, "ratio %s/%s: %.3f of the throughput, p99 ×%.2f, CPU per op ×%.2f\n", c.Raftkms.Target,
 			c.Baseline.Target, c.Ratio, c.P99Ratio, Ratio(c.Raftkms.CPUPerOp, c.Baseline.CPUPerOp))
-		for _, r := range []*Result{c.Raftkms, c.Baseline} {
-			if r.FirstError != "" {
+		if c.AWS != nil {
+			fmt.Fprintf(w, "ratio %s/%s: %.3f of the throughput, p99 ×%.2f, CPU per op ×%.2f\n", c.AWS.Target,
+				c.Raftkms.Target, c.AWSRatio, Ratio(c.AWS.Latency.P99, c.Raftkms.Latency.P99), Ratio(c.AWS.CPUPerOp, c.Raftkms.CPUPerOp))
+		}
+		for _, r := range []*Result{c.Raftkms, c.AWS, c.Baseline} {
+			if r != nil && r.FirstError != "" {
 				fmt.Fprintf(w, "%s first error: %s\n", r.Target, r.FirstError)
 			}
 		}
