@@ -21,9 +21,10 @@ import (
 // leader refuses to add a node whose check differs, and a node whose root key
 // is not the state's refuses to serve and to propose anything.
 
-// rootKeyMismatch starts the message of a refused Join, so the joining
-// node can tell it from a passing failure (IsRootKeyRefusal).
-const rootKeyMismatch = "root key mismatch"
+// rootKeyMismatch names the exception of a refused Join (and of the state
+// machine's rejection of a RegisterNode with another root key), so the
+// joining node can tell it from a passing failure (IsRootKeyRefusal).
+const rootKeyMismatch = "RootKeyMismatchException"
 
 // RootKeyError says that this node's root key is not the cluster's.
 type RootKeyError struct {
@@ -110,13 +111,13 @@ func (s *Server) checkJoinRootKey(req *clusterv1.JoinRequest) error {
 		want, wantID = s.rootKeyFields()
 	}
 	if len(req.RootKeyCheck) == 0 {
-		return &apiError{codes.FailedPrecondition, "KMSInvalidStateException", fmt.Sprintf(
-			"%s: node %s sent no root-key check; the cluster's root key is %s", rootKeyMismatch, req.NodeId, wantID)}
+		return &apiError{codes.FailedPrecondition, rootKeyMismatch, fmt.Sprintf(
+			"node %s sent no root-key check; the cluster's root key is %s", req.NodeId, wantID)}
 	}
 	if subtle.ConstantTimeCompare(req.RootKeyCheck, want) != 1 {
-		return &apiError{codes.FailedPrecondition, "KMSInvalidStateException", fmt.Sprintf(
-			"%s: node %s holds root key %s, not the cluster's %s: start it with the cluster's root key file",
-			rootKeyMismatch, req.NodeId, req.RootKeyId, wantID)}
+		return &apiError{codes.FailedPrecondition, rootKeyMismatch, fmt.Sprintf(
+			"node %s holds root key %s, not the cluster's %s: start it with the cluster's root key file",
+			req.NodeId, req.RootKeyId, wantID)}
 	}
 	return nil
 }
@@ -125,5 +126,5 @@ func (s *Server) checkJoinRootKey(req *clusterv1.JoinRequest) error {
 // joining node's root key is not the cluster's: retrying cannot help.
 func IsRootKeyRefusal(err error) bool {
 	st, ok := status.FromError(err)
-	return ok && st.Code() == codes.FailedPrecondition && strings.Contains(st.Message(), rootKeyMismatch)
+	return ok && st.Code() == codes.FailedPrecondition && strings.HasPrefix(st.Message(), rootKeyMismatch)
 }
