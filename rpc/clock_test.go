@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"bytes"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -200,5 +201,39 @@ func TestJoinRootKeyChecks(t *testing.T) {
 	}
 	if err := join(h.srv.root.CheckValue(), h.srv.root.ID()); err != nil {
 		t.Fatalf("Join with the cluster's root key: %v", err)
+	}
+}
+
+// TestWrongRootKeyProposesNothing: once the state records another root key
+// than this node's, it proposes nothing — no client write, nothing for its
+// scheduler — and says why.
+func TestWrongRootKeyProposesNothing(t *testing.T) {
+	h := newHarness(t)
+	ctx := testCtx(t)
+	other, err := keycrypto.NewRootKey(bytes.Repeat([]byte{9}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another node registered first, with the cluster's (other) root key.
+	if _, err := h.node.Propose(ctx, &eventsv1.Envelope{TimeUnixNano: h.clock.Now().UnixNano(), Event: &eventsv1.Envelope_RegisterNode{
+		RegisterNode: &eventsv1.RegisterNode{NodeId: "node2", GrpcAddr: "10.0.0.2:7001", RaftAddr: "10.0.0.2:7101",
+			RootKeyCheck: other.CheckValue(), RootKeyId: other.ID()}}}); err != nil {
+		t.Fatal(err)
+	}
+	before := len(h.node.proposed())
+	_, err = h.kms("owner").CreateKey(ctx, &kmsv1.CreateKeyRequest{})
+	want := "this node's root key " + h.srv.root.ID() + " is not the cluster's " + other.ID()
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), want) {
+		t.Fatalf("CreateKey on a node with the wrong root key: %v", err)
+	}
+	if n := len(h.node.proposed()); n != before {
+		t.Fatalf("%d events proposed by a node with the wrong root key", n-before)
+	}
+	if h.srv.ClockReady() {
+		t.Fatal("the scheduler's gate is open on a node with the wrong root key")
+	}
+	var wrong *RootKeyError
+	if err := h.srv.VerifyRootKey(ctx); !errors.As(err, &wrong) || wrong.Cluster != other.ID() {
+		t.Fatalf("VerifyRootKey: %v", err)
 	}
 }
