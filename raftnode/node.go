@@ -35,6 +35,9 @@ type Node struct {
 	store   *raftboltdb.BoltStore
 	logs    raft.LogStore
 	trans   *raft.NetworkTransport
+	// started is raft once NewRaft returned, for goroutines raft started
+	// before (its transport dials).
+	started atomic.Pointer[raft.Raft]
 
 	verify  verifier
 	leaders leadership
@@ -78,20 +81,30 @@ func New(cfg Config) (*Node, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("raftnode: data dir: %w", err)
 	}
-	n.store, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db")})
+	dbPath := filepath.Join(cfg.DataDir, "raft.db")
+	n.store, err = raftboltdb.New(raftboltdb.Options{Path: dbPath})
 	if err != nil {
 		return nil, fmt.Errorf("raftnode: open raft.db: %w", err)
+	}
+	// raft-boltdb creates it 0600; one made by hand or copied in may not be.
+	if err := chmodIfNot(dbPath, privateFileMode); err != nil {
+		return nil, fmt.Errorf("raftnode: raft.db mode: %w", err)
 	}
 	n.logs, err = raft.NewLogCache(logCacheSize, n.store)
 	if err != nil {
 		return nil, fmt.Errorf("raftnode: log cache: %w", err)
 	}
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, cfg.SnapshotRetain, n.logger.Named("snapshot"))
+	snaps, err := newPrivateSnapshots(cfg.DataDir, cfg.SnapshotRetain, n.logger.Named("snapshot"))
 	if err != nil {
 		return nil, fmt.Errorf("raftnode: snapshot store: %w", err)
 	}
 	if n.trans, err = newTransport(cfg, n.logger.Named("net")); err != nil {
 		return nil, err
+	}
+	if ml, ok := cfg.StreamLayer.(interface {
+		setMembers(func(addr string) string)
+	}); ok {
+		ml.setMembers(n.memberAt)
 	}
 
 	rc := raft.DefaultConfig()
@@ -128,11 +141,35 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("raftnode: start raft: %w", err)
 	}
+	n.started.Store(n.raft)
 	n.verify.n = n
 	n.leaders.start(n.raft.LeaderCh(), n.doneCh, n.onLeadershipGained)
 	ok = true
 	n.logger.Info("node started", "id", cfg.NodeID, "addr", cfg.RaftAdvertiseAddr, "bootstrapped", !existing && len(cfg.Peers) > 0)
 	return n, nil
+}
+
+// memberAt is the ID of the member of the latest Raft configuration (the
+// bootstrap peers until Raft runs) at a Raft address, or "". The TLS layer
+// requires a dialled peer's certificate to be that member's.
+func (n *Node) memberAt(addr string) string {
+	if r := n.started.Load(); r != nil {
+		f := r.GetConfiguration()
+		if f.Error() == nil {
+			for _, s := range f.Configuration().Servers {
+				if string(s.Address) == addr {
+					return string(s.ID)
+				}
+			}
+		}
+		return ""
+	}
+	for _, p := range n.cfg.Peers {
+		if p.Addr == addr {
+			return p.ID
+		}
+	}
+	return ""
 }
 
 // raftLogger names the logger "raft" unless the caller already did.

@@ -15,6 +15,13 @@ import (
 	"github.com/raftkms/raftkms/raftnode"
 )
 
+// nodeTLS is node id's Raft TLS configuration with a certificate of ca.
+func nodeTLS(t *testing.T, ca *pki.Authority, id string) raftnode.TLSConfig {
+	t.Helper()
+	srv, cli := tlsPair(t, ca, id)
+	return raftnode.TLSConfig{Server: srv, Client: cli, NodeID: id}
+}
+
 func tlsPair(t *testing.T, ca *pki.Authority, id string) (*tls.Config, *tls.Config) {
 	t.Helper()
 	is, err := ca.IssueNode(id, nil, time.Hour)
@@ -54,8 +61,7 @@ func TestRaftOverTLSRefusesForeignNode(t *testing.T) {
 		if i == 2 {
 			ca = foreign
 		}
-		srv, cli := tlsPair(t, ca, peers[i].ID)
-		stream, err := raftnode.NewTLSStreamLayer(addrs[i], "", srv, cli)
+		stream, err := raftnode.NewTLSStreamLayer(addrs[i], "", nodeTLS(t, ca, peers[i].ID))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/raftkms/raftkms/fsm"
 	"github.com/raftkms/raftkms/keycrypto"
+	"github.com/raftkms/raftkms/pki"
 	"github.com/raftkms/raftkms/raftnode"
 	"github.com/raftkms/raftkms/rotation"
 	"github.com/raftkms/raftkms/rpc"
@@ -82,6 +83,9 @@ type Config struct {
 type TLS struct {
 	Server *tls.Config // accepts clients and peers with a certificate from the cluster CA
 	Client *tls.Config // presents the node's certificate to peers
+	// RaftHandshakeTimeout bounds a Raft peer's TLS handshake (default
+	// raftnode.DefaultTLSHandshakeTimeout).
+	RaftHandshakeTimeout time.Duration
 }
 
 // Server is one running node.
@@ -148,10 +152,16 @@ func Start(cfg Config) (*Server, error) {
 			s.lis.Close()
 			return nil, errors.New("server: TLS needs server and client configs")
 		}
+		// Only node certificates speak Raft, each for its own node ID.
+		rtls := raftnode.TLSConfig{
+			Server: cfg.TLS.Server, Client: cfg.TLS.Client, Trust: trustOf(cfg), NodeID: cfg.NodeID,
+			HandshakeTimeout: cfg.TLS.RaftHandshakeTimeout,
+			Logger:           logger.Named("raft").With("node", cfg.NodeID),
+		}
 		if stream != nil {
-			stream, err = raftnode.WrapTLS(stream, cfg.TLS.Server, cfg.TLS.Client)
+			stream, err = raftnode.WrapTLS(stream, rtls)
 		} else {
-			stream, err = raftnode.NewTLSStreamLayer(cfg.RaftAddr, "", cfg.TLS.Server, cfg.TLS.Client)
+			stream, err = raftnode.NewTLSStreamLayer(cfg.RaftAddr, "", rtls)
 		}
 		if err != nil {
 			s.lis.Close()
@@ -191,7 +201,7 @@ func Start(cfg Config) (*Server, error) {
 		Auth:         cfg.Auth,
 		Audit:        cfg.Audit,
 		Now:          cfg.Now,
-		DialOptions:  append(dialOptions(cfg.TLS), cfg.DialOptions...),
+		DialOptions:  append(dialOptions(cfg.TLS, trustOf(cfg)), cfg.DialOptions...),
 		MaxClockSkew: cfg.MaxClockSkew,
 		ARN:          cfg.ARN,
 	})
@@ -259,16 +269,21 @@ func Start(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// dialOptions reach other nodes: with the node's certificate under TLS.
+// trustOf is the node's pki.Trust: what a peer's certificate may be.
+func trustOf(cfg Config) pki.Trust { return pki.Trust{Admins: cfg.Auth.Admins} }
+
+// dialOptions reach other nodes: with the node's certificate under TLS, and
+// only nodes (pki.Trust.NodeOnly): a forwarded write, a read index or a join
+// never goes to a server presenting a client or admin certificate.
 //
 // A connection attempt gives up after two seconds, so a call forwarded to a
 // leader that just died (whose address may drop packets rather than refuse)
 // fails fast with Unavailable and the client retries, instead of waiting for
 // TCP's own timeout.
-func dialOptions(t *TLS) []grpc.DialOption {
+func dialOptions(t *TLS, trust pki.Trust) []grpc.DialOption {
 	creds := insecure.NewCredentials()
 	if t != nil {
-		creds = credentials.NewTLS(t.Client)
+		creds = credentials.NewTLS(trust.NodeOnly(t.Client, ""))
 	}
 	return []grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
