@@ -34,6 +34,8 @@ type apiOptions struct {
 	audit   io.Writer
 	clock   func(i int) func() time.Time   // nil: every node on time.Now (clock.go)
 	rootFor func(i int) *keycrypto.RootKey // nil: every node holds root (rootkey.go)
+	// raftHandshake bounds Raft TLS handshakes (0: raftnode's default).
+	raftHandshake time.Duration
 
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
@@ -96,6 +98,7 @@ func (c *Cluster) startAPI(i int, ep *Endpoint) error {
 	var auth rpc.Auth
 	if a.tls != nil {
 		tlsCfg = a.tls.nodeTLS(c.t, m.id)
+		tlsCfg.RaftHandshakeTimeout = a.raftHandshake
 		auth = rpc.Auth{Enabled: true, Admins: []string{"admin"}}
 	}
 	srv, err := server.Start(server.Config{
@@ -120,6 +123,8 @@ func (c *Cluster) startAPI(i int, ep *Endpoint) error {
 		TuneRaft: func(cfg *raftnode.Config) {
 			tuned := c.raftConfig(i, cfg.FSM, ep)
 			tuned.Logger = cfg.Logger
+			// The server's stream layer: under TLS, the TLS layer on ep.
+			tuned.StreamLayer = cfg.StreamLayer
 			*cfg = tuned
 		},
 	})

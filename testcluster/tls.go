@@ -39,6 +39,12 @@ func WithTLS() APIOption {
 	}
 }
 
+// WithRaftHandshakeTimeout sets how long a node's Raft listener waits for
+// a peer's TLS handshake (TLS clusters; default raftnode's).
+func WithRaftHandshakeTimeout(d time.Duration) APIOption {
+	return func(a *apiOptions) { a.raftHandshake = d }
+}
+
 // WithAudit sends every node's audit log to w.
 func WithAudit(w io.Writer) APIOption { return func(a *apiOptions) { a.audit = w } }
 
@@ -85,6 +91,13 @@ func (m *tlsMaterial) clientCreds(t testing.TB, identity string) credentials.Tra
 func (c *Cluster) NodeTLS(id string) *server.TLS {
 	c.t.Helper()
 	return c.opts.api.tls.nodeTLS(c.t, id)
+}
+
+// ClientCert is a client certificate for identity issued by the TLS
+// cluster's CA (tests present it where only nodes belong).
+func (c *Cluster) ClientCert(identity string) tls.Certificate {
+	c.t.Helper()
+	return c.opts.api.tls.cert(c.t, identity, false)
 }
 
 // CAPool is the TLS cluster's CA.
