@@ -55,7 +55,8 @@ type Config struct {
 	// ends in "raft"); nil discards them.
 	Logger hclog.Logger
 	// StreamLayer, if set, carries Raft's traffic instead of plain TCP (TLS,
-	// or a fault-injecting network in tests).
+	// or a fault-injecting network in tests). The node owns it: it is closed
+	// at Shutdown, or when New fails.
 	StreamLayer StreamLayer
 
 	HeartbeatTimeout   time.Duration // follower starts an election after this without contact

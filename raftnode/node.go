@@ -75,6 +75,9 @@ func New(cfg Config) (*Node, error) {
 	defer func() {
 		if !ok {
 			n.closeResources()
+			if n.trans == nil && cfg.StreamLayer != nil {
+				cfg.StreamLayer.Close() // the transport would have closed it
+			}
 		}
 	}()
 
