@@ -144,6 +144,8 @@ type kmsDriver struct {
 	kind    opKind
 	mix     *mix        // non-nil for mixed runs
 	md      metadata.MD // sent with every call (stale-ok reads)
+	// asymKeys are the keys of the sign and MAC operations (kms_asym.go).
+	asymKeys map[opKind][]string
 }
 
 // setupKMS makes the keys (and, for decrypt, the ciphertexts) a run uses.
@@ -170,6 +172,9 @@ func setupKMS(ctx context.Context, o *options, pool *clientPool, kind opKind, m 
 		d.keys[i] = resp.KeyMetadata.KeyId
 		return nil
 	}); err != nil {
+		return nil, err
+	}
+	if err := d.setupAsymmetric(ctx, o, kind, m); err != nil {
 		return nil, err
 	}
 	needBlobs := kind == opDecrypt || (m != nil && m.weight[opDecrypt] > 0)
@@ -213,6 +218,8 @@ func (d *kmsDriver) do(ctx context.Context, w *worker) (opKind, error) {
 		_, err = c.GenerateDataKey(ctx, &kmsv1.GenerateDataKeyRequest{KeyId: d.keys[w.rng.IntN(len(d.keys))], KeySpec: "AES_256"})
 	case opCreateKey:
 		_, err = c.CreateKey(ctx, &kmsv1.CreateKeyRequest{Description: "kmsbench"})
+	case opSignRSA, opSignECC, opGenerateMac:
+		err = d.doAsymmetric(ctx, c, w, kind)
 	case opRotate:
 		// Worker i rotates key i mod keys: with --keys >= --concurrency no
 		// two workers race on one key's expected version.

@@ -54,6 +54,9 @@ var workloads = map[string]opKind{
 	"generate-data-key": opGenerateDataKey,
 	"create-key":        opCreateKey,
 	"rotate":            opRotate,
+	"sign-rsa":          opSignRSA,
+	"sign-ecc":          opSignECC,
+	"generate-mac":      opGenerateMac,
 }
 
 const defaultMix = "encrypt=50,decrypt=40,generate-data-key=10"
@@ -72,7 +75,7 @@ func newFlagSet(name string, o *options, stderr io.Writer) *flag.FlagSet {
 	})
 	fs.IntVar(&o.spawn, "spawn", 0, "start an in-process cluster of this many nodes on 127.0.0.1 instead of using --endpoints")
 	fs.StringVar(&o.workload, "workload", "encrypt",
-		"encrypt, decrypt, generate-data-key, create-key, rotate, mixed; or baseline-grpc (encrypt) / baseline-raft (create-key)")
+		"encrypt, decrypt, generate-data-key, create-key, rotate, sign-rsa, sign-ecc, generate-mac, mixed; or baseline-grpc (encrypt) / baseline-raft (create-key)")
 	fs.StringVar(&o.target, "target", "", "raftkms (default), baseline-grpc or baseline-raft: which system the run command measures")
 	fs.StringVar(&o.mixSpec, "mix", defaultMix, "operation weights of the mixed workload")
 	fs.IntVar(&o.concurrency, "concurrency", 64, "concurrent closed-loop clients")
@@ -206,6 +209,11 @@ func (o *options) nodes() int {
 // baselineFor names the bare system that bounds the workload: the gRPC
 // baseline for crypto, the Raft baseline for lifecycle writes.
 func (o *options) baselineFor() (string, error) {
+	for k := opSignRSA; k <= opGenerateMac; k++ {
+		if o.kind == k || (o.mix != nil && o.mix.weight[k] > 0) {
+			return "", fmt.Errorf("%s has no baseline; measure it with run", k)
+		}
+	}
 	if o.mix != nil {
 		crypto, writes := false, false
 		for k, w := range o.mix.weight {
@@ -255,7 +263,7 @@ func parseMix(s string) (*mix, error) {
 		k, known := workloads[strings.TrimSpace(name)]
 		n, err := strconv.Atoi(strings.TrimSpace(val))
 		if !ok || !known || err != nil || n < 0 {
-			return nil, fmt.Errorf("--mix: %q is not OPERATION=WEIGHT (operations: encrypt, decrypt, generate-data-key, create-key, rotate)", part)
+			return nil, fmt.Errorf("--mix: %q is not OPERATION=WEIGHT (operations: encrypt, decrypt, generate-data-key, create-key, rotate, sign-rsa, sign-ecc, generate-mac)", part)
 		}
 		m.weight[k] += n
 		m.total += n

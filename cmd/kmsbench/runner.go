@@ -25,10 +25,14 @@ const (
 	opCreateKey
 	opRotate
 	opRaftApply
+	opSignRSA     // Sign with an RSA_2048 key, RSASSA_PSS_SHA_256
+	opSignECC     // Sign with an ECC_NIST_P256 key, ECDSA_SHA_256
+	opGenerateMac // GenerateMac with an HMAC_256 key
 	numOps
 )
 
-var opNames = [numOps]string{"encrypt", "decrypt", "generate-data-key", "create-key", "rotate", "raft-apply"}
+var opNames = [numOps]string{"encrypt", "decrypt", "generate-data-key", "create-key", "rotate", "raft-apply",
+	"sign-rsa", "sign-ecc", "generate-mac"}
 
 func (k opKind) String() string { return opNames[k] }
 
