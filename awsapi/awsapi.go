@@ -42,6 +42,10 @@ type Config struct {
 	Logger      hclog.Logger // named "aws"
 	// Now is the clock signing times are checked against; default time.Now.
 	Now func() time.Time
+	// Observe, if set, is called once per request with the operation's name
+	// ("unknown" when the request names none this front serves), the AWS
+	// error type answered ("" on success) and the time taken (metrics).
+	Observe func(operation, errType string, took time.Duration)
 }
 
 // MaxBodyBytes bounds a request body (the largest AWS KMS inputs, key
@@ -54,6 +58,7 @@ const targetPrefix = "TrentService."
 // operation is one AWS KMS operation: the raftkms API method it runs and
 // the type of that method's request.
 type operation struct {
+	name       string
 	fullMethod string
 	input      protoreflect.MessageType
 }
@@ -70,6 +75,7 @@ var operations = func() map[string]operation {
 			panic("awsapi: no type for " + string(md.Input().FullName()))
 		}
 		ops[string(md.Name())] = operation{
+			name:       string(md.Name()),
 			fullMethod: "/" + string(sd.FullName()) + "/" + string(md.Name()),
 			input:      mt,
 		}
@@ -88,12 +94,13 @@ func Operations() []string {
 
 // Handler is the AWS-protocol HTTP handler of one node.
 type Handler struct {
-	inv    Invoker
-	creds  Credentials
-	region string
-	log    hclog.Logger
-	now    func() time.Time
-	signer *v4.Signer
+	inv     Invoker
+	creds   Credentials
+	region  string
+	log     hclog.Logger
+	now     func() time.Time
+	signer  *v4.Signer
+	observe func(operation, errType string, took time.Duration)
 }
 
 // New validates cfg and makes the handler.
@@ -111,7 +118,7 @@ func New(cfg Config) (*Handler, error) {
 		cfg.Now = time.Now
 	}
 	return &Handler{inv: cfg.Invoker, creds: cfg.Credentials, region: cfg.Region, log: cfg.Logger,
-		now: cfg.Now, signer: newSigner()}, nil
+		now: cfg.Now, signer: newSigner(), observe: cfg.Observe}, nil
 }
 
 // newRequestID is a random UUID for x-amzn-RequestId.
@@ -127,30 +134,43 @@ func newRequestID() string {
 
 // ServeHTTP answers one AWS JSON 1.1 request.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	op, errType := h.serve(w, r)
+	if h.observe != nil {
+		h.observe(op, errType, time.Since(start))
+	}
+}
+
+// serve answers a request and returns its operation's name ("unknown"
+// before one is recognised) and the AWS error type answered, if any.
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (string, string) {
 	w.Header().Set("x-amzn-RequestId", newRequestID())
+	opName := "unknown"
+	if name, ok := strings.CutPrefix(r.Header.Get("X-Amz-Target"), targetPrefix); ok {
+		if _, known := operations[name]; known {
+			opName = name
+		}
+	}
 	body, op, principal, aerr := h.accept(w, r)
 	if aerr != nil {
-		h.writeError(w, aerr)
-		return
+		return opName, h.writeError(w, aerr)
 	}
 	req := op.input.New().Interface()
 	if aerr := decodeRequest(body, req); aerr != nil {
-		h.writeError(w, aerr)
-		return
+		return op.name, h.writeError(w, aerr)
 	}
 	resp, err := h.inv.Invoke(r.Context(), principal, op.fullMethod, req)
 	if err != nil {
-		h.writeError(w, fromStatus(err))
-		return
+		return op.name, h.writeError(w, fromStatus(err))
 	}
 	out, err := encodeResponse(resp)
 	if err != nil {
-		h.writeError(w, newError(http.StatusInternalServerError, "KMSInternalException", "the answer could not be encoded"))
-		return
+		return op.name, h.writeError(w, newError(http.StatusInternalServerError, "KMSInternalException", "the answer could not be encoded"))
 	}
 	w.Header().Set("Content-Type", "application/x-amz-json-1.1")
 	w.WriteHeader(http.StatusOK)
 	w.Write(out)
+	return op.name, ""
 }
 
 // accept reads the request and checks its form and signature.
@@ -181,7 +201,8 @@ func (h *Handler) accept(w http.ResponseWriter, r *http.Request) ([]byte, operat
 	return body, op, principal, nil
 }
 
-func (h *Handler) writeError(w http.ResponseWriter, e *Error) {
+// writeError answers e and returns its type.
+func (h *Handler) writeError(w http.ResponseWriter, e *Error) string {
 	if e.Status >= 500 {
 		h.log.Warn("request failed", "type", e.Type, "message", e.Message)
 	}
@@ -190,4 +211,5 @@ func (h *Handler) writeError(w http.ResponseWriter, e *Error) {
 	w.Header().Set("x-amzn-ErrorType", e.Type)
 	w.WriteHeader(e.Status)
 	w.Write(b)
+	return e.Type
 }

@@ -54,6 +54,7 @@ type Stats struct {
 	ClockHeld      uint64              // passes in which ClockTrusted held every proposal back
 	Scans          uint64              // full passes over the keys: one per term, plus one per Restore
 	InFlight       int                 // proposals outstanding now
+	Backlog        Backlog             // what is due and not yet done (leader only)
 }
 
 // New validates cfg, fills in defaults and makes a scheduler that is idle
@@ -209,6 +210,7 @@ func (s *Scheduler) lead(ctx context.Context) {
 		t.drain()
 		s.listen(false)
 		s.active.Store(false)
+		s.count(func(st *Stats) { st.Backlog = Backlog{} })
 		s.log.Info("scheduler stopped: leadership lost")
 	}()
 	t.rebuild()

@@ -22,6 +22,7 @@ type term struct {
 	retry    map[item]*retryState
 	inflight map[string]bool // key IDs with a proposal outstanding
 	done     chan outcome
+	counted  int64 // when countBacklog last counted (own clock)
 }
 
 // retryState is what the scheduler remembers about a change that failed,
@@ -73,6 +74,7 @@ func (t *term) loop() {
 		} else {
 			t.dispatchDue(now, own)
 		}
+		t.countBacklog(now, own)
 		if len(t.inflight) == 0 && !held {
 			t.s.idlePass.Store(pass)
 		}

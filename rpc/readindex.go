@@ -3,8 +3,16 @@ package rpc
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 )
+
+// ReadIndexObserver receives one call per read-index round: how many reads
+// shared it, how long it took and its error (metrics).
+type ReadIndexObserver func(callers int, took time.Duration, err error)
+
+// ObserveReadIndex sets the observer of this node's read-index rounds.
+func (s *Server) ObserveReadIndex(fn ReadIndexObserver) { s.readIdx.observe.Store(&fn) }
 
 // coalescer shares one read-index round among concurrent callers. A caller
 // always waits for a round that starts after it arrived, so the index it gets
@@ -14,15 +22,18 @@ type coalescer struct {
 	fetch   func(ctx context.Context) (uint64, error)
 	timeout time.Duration
 
+	observe atomic.Pointer[ReadIndexObserver]
+
 	mu      sync.Mutex
 	running bool
 	next    *round
 }
 
 type round struct {
-	done  chan struct{}
-	index uint64
-	err   error
+	done    chan struct{}
+	index   uint64
+	err     error
+	callers int // guarded by coalescer.mu until the round starts
 }
 
 func newCoalescer(timeout time.Duration, fetch func(ctx context.Context) (uint64, error)) *coalescer {
@@ -36,6 +47,7 @@ func (c *coalescer) Get(ctx context.Context) (uint64, error) {
 		c.next = &round{done: make(chan struct{})}
 	}
 	r := c.next
+	r.callers++
 	if !c.running {
 		c.running = true
 		c.next = nil
@@ -54,8 +66,15 @@ func (c *coalescer) Get(ctx context.Context) (uint64, error) {
 func (c *coalescer) run(r *round) {
 	for r != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+		c.mu.Lock()
+		callers := r.callers // no one joins a round once it runs
+		c.mu.Unlock()
+		start := time.Now()
 		r.index, r.err = c.fetch(ctx)
 		cancel()
+		if fn := c.observe.Load(); fn != nil {
+			(*fn)(callers, time.Since(start), r.err)
+		}
 		close(r.done)
 		c.mu.Lock()
 		r = c.next

@@ -66,3 +66,53 @@ func TestCoalescerHonoursCallerContext(t *testing.T) {
 		t.Fatal("want the caller's deadline error")
 	}
 }
+
+// The observer sees every round once, and the callers it reports add up to
+// the reads that were served.
+func TestCoalescerObserver(t *testing.T) {
+	var started atomic.Int64
+	gate := make(chan struct{})
+	c := newCoalescer(time.Second, func(ctx context.Context) (uint64, error) {
+		started.Add(1)
+		<-gate
+		return 1, nil
+	})
+	var mu sync.Mutex
+	rounds, callers := 0, 0
+	fn := ReadIndexObserver(func(n int, _ time.Duration, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			t.Error(err)
+		}
+		rounds++
+		callers += n
+	})
+	c.observe.Store(&fn)
+	const n = 20
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := c.Get(context.Background()); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	for {
+		select {
+		case gate <- struct{}{}:
+			continue
+		case <-done:
+		}
+		break
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if callers != n || int64(rounds) != started.Load() {
+		t.Fatalf("observed %d callers in %d rounds; want %d callers in %d rounds", callers, rounds, n, started.Load())
+	}
+}
