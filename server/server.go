@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/raftkms/raftkms/fsm"
 	"github.com/raftkms/raftkms/keycrypto"
+	"github.com/raftkms/raftkms/metrics"
 	"github.com/raftkms/raftkms/pki"
 	"github.com/raftkms/raftkms/raftnode"
 	"github.com/raftkms/raftkms/rotation"
@@ -77,6 +78,13 @@ type Config struct {
 	// ARN is the cluster's partition, region and account, in key ARNs and
 	// for AWS signatures (defaults: aws, us-east-1, 000000000000).
 	ARN rpc.ARN
+	// MetricsAddr, if set, is where Prometheus metrics are served
+	// (HOST:PORT, /metrics); PProf adds Go's profiles there (/debug/pprof/).
+	MetricsAddr string
+	PProf       bool
+	// HealthMaxLag is how many committed entries the node may have left to
+	// apply while it answers SERVING; default DefaultHealthMaxLag.
+	HealthMaxLag uint64
 }
 
 // TLS holds a node's mutual TLS configurations.
@@ -106,6 +114,9 @@ type Server struct {
 	// AWS-protocol listener (aws.go), nil when off.
 	awsLis  net.Listener
 	awsHTTP *http.Server
+
+	metrics    *metrics.Registry // nil when metrics are off (metrics.go)
+	metricsLis *metrics.Listener
 
 	// failed is closed when the node has refused to serve (failure.go).
 	failed   chan struct{}
@@ -219,7 +230,7 @@ func Start(cfg Config) (*Server, error) {
 		MayHaveApplied: func(err error) bool { return errors.Is(err, raftnode.ErrAmbiguous) },
 		Now:            cfg.Now,
 		ClockTrusted:   s.api.ClockReady,
-		Logger:         logger.Named("rotation").With("node", cfg.NodeID),
+		Logger:         logger.With("node", cfg.NodeID), // rotation names its logger
 	})
 	if err != nil {
 		s.node.Shutdown()
@@ -227,25 +238,43 @@ func Start(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.sched.Store(sched)
-	opts := []grpc.ServerOption{grpc.ChainUnaryInterceptor(s.api.UnaryInterceptor()), rpc.ServerCodec(),
+	metricOpts, err := s.newMetrics()
+	if err != nil {
+		s.node.Shutdown()
+		s.lis.Close()
+		return nil, err
+	}
+	// Metrics first, so that they count every call, refused ones included.
+	opts := append(metricOpts, grpc.ChainUnaryInterceptor(s.api.UnaryInterceptor()), rpc.ServerCodec(),
 		// Peers ping every 10 s (dialOptions); allow it.
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true})}
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}))
 	if cfg.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS.Server)))
 	}
 	s.grpc = grpc.NewServer(opts...)
 	s.api.Register(s.grpc)
 	s.health = health.NewServer()
-	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	for _, name := range healthServices {
+		s.health.SetServingStatus(name, healthpb.HealthCheckResponse_NOT_SERVING)
+	}
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
+	if err := s.startMetrics(sched); err != nil {
+		s.node.Shutdown()
+		s.lis.Close()
+		return nil, err
+	}
 
 	if err := s.startAWS(); err != nil {
 		s.node.Shutdown()
 		s.lis.Close()
 		return nil, err
 	}
-	s.wg.Add(4)
+	s.wg.Add(5)
+	go func() {
+		defer s.wg.Done()
+		s.watchHealth()
+	}()
 	go func() {
 		defer s.wg.Done()
 		s.api.RunClock(s.ctx)
@@ -338,8 +367,7 @@ func (s *Server) joinAndRegister() {
 			if !s.verifyRootKey() {
 				return
 			}
-			s.serving.Store(true)
-			s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+			s.serving.Store(true) // watchHealth turns the health status to SERVING
 			s.log.Info("node registered and serving", "grpc", s.api.Addr())
 			return
 		}
@@ -383,6 +411,9 @@ func (s *Server) Stop() {
 		s.cancel()
 		s.health.Shutdown()
 		s.stopAWS()
+		if s.metricsLis != nil {
+			s.metricsLis.Close()
+		}
 		done := make(chan struct{})
 		go func() { s.grpc.GracefulStop(); close(done) }()
 		select {

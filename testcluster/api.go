@@ -36,6 +36,7 @@ type apiOptions struct {
 	rootFor func(i int) *keycrypto.RootKey // nil: every node holds root (rootkey.go)
 	// raftHandshake bounds Raft TLS handshakes (0: raftnode's default).
 	raftHandshake time.Duration
+	metrics       bool // serve metrics on a free loopback port (WithMetrics)
 
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
@@ -117,6 +118,7 @@ func (c *Cluster) startAPI(i int, ep *Endpoint) error {
 		Logger:      hclog.New(&hclog.LoggerOptions{Name: m.id, Output: c.logw, Level: c.opts.level}),
 		StreamLayer: ep,
 		OnApply:     onApply,
+		MetricsAddr: a.metricsAddr(),
 		// Forwarding and read-index calls to other nodes cross the same
 		// links as Raft, so a cut or a pause stops both planes.
 		DialOptions: []grpc.DialOption{grpc.WithContextDialer(c.net.Dialer(m.id))},
