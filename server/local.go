@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"path/filepath"
 	"sync"
@@ -33,6 +34,12 @@ type LocalConfig struct {
 	ARN rpc.ARN
 	// MaxClockSkew is every node's Config.MaxClockSkew.
 	MaxClockSkew time.Duration
+	// MetricsPort, if set, serves node i's metrics on 127.0.0.1:MetricsPort+i-1
+	// (with Go's profiles when PProf is set).
+	MetricsPort int
+	PProf       bool
+	// Audit, if set, receives every node's audit lines (each names its node).
+	Audit io.Writer
 }
 
 // Local is a running in-process cluster.
@@ -121,6 +128,14 @@ func (l *Local) Start(i int) error {
 		AWS:          l.awsConfig(i),
 		ARN:          l.cfg.ARN,
 		MaxClockSkew: l.cfg.MaxClockSkew,
+		Audit:        l.cfg.Audit,
+		PProf:        l.cfg.PProf,
+		MetricsAddr: func() string {
+			if l.cfg.MetricsPort == 0 {
+				return ""
+			}
+			return fmt.Sprintf("127.0.0.1:%d", l.cfg.MetricsPort+i)
+		}(),
 	})
 	if err != nil {
 		return err

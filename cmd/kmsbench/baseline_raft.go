@@ -67,7 +67,7 @@ func startRaftBaseline(ctx context.Context, o *options, n int, entry []byte) (*r
 		return nil, err
 	}
 	b := &raftBaseline{dir: dir, entry: entry}
-	logger := benchLogger(o.logLevel)
+	logger := benchLogger(o)
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}

@@ -117,6 +117,8 @@ func TestOptions(t *testing.T) {
 		{args: []string{"--spawn", "3", "--payload-bytes", "5000"}, cmd: "run", wantErr: "payload"},
 		{args: []string{"--spawn", "3", "--workload", "mixed", "--mix", "encrypt=x"}, cmd: "run", wantErr: "--mix"},
 		{args: []string{"--endpoints", "a:1"}, cmd: "failover", wantErr: "--spawn 3"},
+		{args: []string{"--spawn", "3", "--log-format", "json"}, cmd: "run", target: targetRaftkms},
+		{args: []string{"--spawn", "3", "--log-format", "xml"}, cmd: "run", wantErr: "--log-format"},
 	}
 	for _, c := range cases {
 		o := &options{}

@@ -50,7 +50,7 @@ func spawnCluster(ctx context.Context, o *options) (*spawned, error) {
 		RootKey:    root,
 		Limits:     rpc.Limits{OnDemandLimit: math.MaxUint32},
 		StaleReads: false,
-		Logger:     benchLogger(o.logLevel),
+		Logger:     benchLogger(o),
 	})
 	if err != nil {
 		os.RemoveAll(dir)
@@ -64,11 +64,13 @@ func spawnCluster(ctx context.Context, o *options) (*spawned, error) {
 	return s, nil
 }
 
-func benchLogger(level string) hclog.Logger {
-	if level == "" || level == "off" {
+// benchLogger is the spawned cluster's logger, nil when logs are off.
+func benchLogger(o *options) hclog.Logger {
+	if o.logLevel == "" || o.logLevel == "off" {
 		return nil
 	}
-	return hclog.New(&hclog.LoggerOptions{Name: "kmsbench", Level: hclog.LevelFromString(level), Output: os.Stderr})
+	return hclog.New(&hclog.LoggerOptions{Name: "kmsbench", Level: hclog.LevelFromString(o.logLevel), Output: os.Stderr,
+		JSONFormat: o.logFormat == "json"})
 }
 
 // waitServing polls until there is a leader and every running node serves.

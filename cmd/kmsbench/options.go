@@ -40,6 +40,7 @@ type options struct {
 	jsonOut     bool
 	quiet       bool
 	logLevel    string
+	logFormat   string
 	dataDir     string
 	cpuProfile  string
 
@@ -93,6 +94,7 @@ func newFlagSet(name string, o *options, stderr io.Writer) *flag.FlagSet {
 	fs.BoolVar(&o.jsonOut, "json", false, "print the result as JSON")
 	fs.BoolVar(&o.quiet, "quiet", false, "no progress line on stderr")
 	fs.StringVar(&o.logLevel, "log-level", "off", "log level of a spawned cluster (off, error, warn, info, debug)")
+	fs.StringVar(&o.logFormat, "log-format", "text", "log format of a spawned cluster: text, or json (one JSON object per line)")
 	fs.StringVar(&o.dataDir, "data-dir", "", "parent directory of the spawned clusters' data (default: the system temp dir)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole process (cluster included) to this file")
 	return fs
@@ -100,6 +102,9 @@ func newFlagSet(name string, o *options, stderr io.Writer) *flag.FlagSet {
 
 // validate checks the flags and resolves the workload.
 func (o *options) validate(cmd string) error {
+	if o.logFormat != "text" && o.logFormat != "json" {
+		return fmt.Errorf("--log-format must be text or json, not %q", o.logFormat)
+	}
 	if o.spawn < 0 || o.spawn > 9 {
 		return errors.New("--spawn must be 1..9")
 	}

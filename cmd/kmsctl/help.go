@@ -3,9 +3,9 @@ package main
 import (
 	"fmt"
 	"io"
-	"runtime"
-	"runtime/debug"
 	"strings"
+
+	"github.com/raftkms/raftkms/internal/buildinfo"
 )
 
 // Help pages are made from the same tables the parser reads (flagCatalog,
@@ -130,32 +130,6 @@ func subcommands(group string) []string {
 // versionLine is kmsctl's version: the module version, the commit it was
 // built from (and whether the tree had changes), the Go version, the
 // platform, as `aws --version` prints its own.
-func versionLine() string {
-	version, commit, modified := "(devel)", "", false
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		if bi.Main.Version != "" {
-			version = bi.Main.Version
-		}
-		for _, s := range bi.Settings {
-			switch s.Key {
-			case "vcs.revision":
-				commit = s.Value
-			case "vcs.modified":
-				modified = s.Value == "true"
-			}
-		}
-	}
-	line := "kmsctl/" + version
-	if commit != "" {
-		if len(commit) > 12 {
-			commit = commit[:12]
-		}
-		line += " commit/" + commit
-		if modified {
-			line += "-modified"
-		}
-	}
-	return fmt.Sprintf("%s %s %s/%s", line, runtime.Version(), runtime.GOOS, runtime.GOARCH)
-}
+func versionLine() string { return buildinfo.Line("kmsctl") }
 
 func printVersion(w io.Writer) { fmt.Fprintln(w, versionLine()) }

@@ -2,11 +2,14 @@ package main
 
 import (
 	"crypto/rand"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/raftkms/raftkms/keycrypto"
 	"github.com/raftkms/raftkms/server"
@@ -24,6 +27,8 @@ func runDev(args []string) int {
 		dataDir  = fs.String("data-dir", "", "keep the cluster's data (and its root key) here; default: a temporary directory removed on exit")
 		awsPort  = fs.Int("aws-port", 7201, "AWS KMS protocol (HTTP, SigV4) port of node 1; node i listens on aws-port+i-1; 0 turns it off")
 		aws      awsFlags
+		metrics  = fs.Int("metrics-port", 0, "serve Prometheus metrics of node 1 on this port (node i on metrics-port+i-1); off unless set")
+		auditLog = fs.String("audit-log", "", "append one JSON line per call of every node to this file (- for stdout)")
 	)
 	aws.register(fs)
 	c.register(fs, "warn")
@@ -32,6 +37,23 @@ func runDev(args []string) int {
 	}
 	if *nodes < 1 || *nodes > 9 {
 		return usageErr(fmt.Errorf("--nodes must be 1..9"))
+	}
+	if err := c.check(); err != nil {
+		return usageErr(err)
+	}
+	if c.pprof && *metrics == 0 {
+		return usageErr(errors.New("--pprof serves on the metrics listener: give --metrics-port too"))
+	}
+	if *metrics < 0 || *metrics+*nodes-1 > 65535 {
+		return usageErr(fmt.Errorf("--metrics-port %d is not a port", *metrics))
+	}
+	audit, closeAudit, err := openAudit(*auditLog)
+	if err != nil {
+		return fail(err)
+	}
+	defer closeAudit()
+	if audit != nil {
+		audit = &syncWriter{w: audit} // every node writes to it
 	}
 	limits, err := c.limits()
 	if err != nil {
@@ -61,6 +83,10 @@ func runDev(args []string) int {
 		AWSPort:      *awsPort,
 		ARN:          aws.arn(),
 		MaxClockSkew: c.maxClockSkew,
+		TuneRaft:     c.raft.tune,
+		MetricsPort:  *metrics,
+		PProf:        c.pprof,
+		Audit:        audit,
 	})
 	if err != nil {
 		return fail(err)
@@ -69,7 +95,7 @@ func runDev(args []string) int {
 	endpoints := cluster.Endpoints()
 	eps := strings.Join(endpoints, ",")
 	fmt.Printf(`raftkms dev cluster: %d nodes on 127.0.0.1 (insecure, data in %s)
-  endpoints: %s
+  endpoints: %s%s
 
 try:
   export RAFTKMS_ENDPOINTS=%s
@@ -77,7 +103,7 @@ try:
   go run ./cmd/kmsctl encrypt --key-id KEY_ID --plaintext $(printf hello | base64)
   go run ./cmd/kmsctl cluster status
 
-`, *nodes, dir, eps, eps)
+`, *nodes, dir, eps, metricsLine(*metrics, *nodes), eps)
 	if awsEps := cluster.AWSEndpoints(); len(awsEps) > 0 {
 		key, err := createDevAccessKey(cluster)
 		if err != nil {
@@ -89,6 +115,30 @@ try:
 	waitForSignal()
 	fmt.Println("stopping")
 	return 0
+}
+
+// metricsLine says where a dev cluster's metrics are, if anywhere.
+func metricsLine(port, nodes int) string {
+	if port == 0 {
+		return ""
+	}
+	urls := make([]string, nodes)
+	for i := range urls {
+		urls[i] = fmt.Sprintf("http://127.0.0.1:%d/metrics", port+i)
+	}
+	return "\n  metrics:   " + strings.Join(urls, " ")
+}
+
+// syncWriter serializes writes from several nodes to one audit log.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
 }
 
 // devRootKey makes a root key for a dev cluster; with a kept data dir it is

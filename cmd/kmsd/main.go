@@ -15,6 +15,8 @@ import (
 	"fmt"
 	"os"
 	"strings"
+
+	"github.com/raftkms/raftkms/internal/buildinfo"
 )
 
 func main() {
@@ -43,6 +45,9 @@ func run(args []string) int {
 	case "help", "-h", "--help":
 		usage()
 		return 0
+	case "version", "--version", "-version":
+		fmt.Println(buildinfo.Line("kmsd"))
+		return 0
 	}
 	fmt.Fprintf(os.Stderr, "kmsd: unknown command %q\n", cmd)
 	usage()
@@ -59,14 +64,19 @@ commands:
   health        exit 0 when the node at --grpc-addr is serving
   gen-certs     make a CA and node and client certificates (mutual TLS)
   k8s-plugin    serve the Kubernetes KMS v2 API on a unix socket, backed by a cluster key
+  version       print kmsd's version (also --version)
 
 Run "kmsd COMMAND -h" for the flags of a command. Every flag may also be set
-with a RAFTKMS_* environment variable (--node-id from RAFTKMS_NODE_ID).
+with a RAFTKMS_* environment variable (--node-id from RAFTKMS_NODE_ID), and
+those of serve from a YAML file with --config FILE (the command line wins
+over the environment, which wins over the file).
 `)
 }
 
 // parseFlags parses args, then fills every flag not given on the command line
-// from its RAFTKMS_* environment variable.
+// from its RAFTKMS_* environment variable, then, when the flag set has a
+// --config flag and it names a file, every flag still unset from that file:
+// the command line wins over the environment, which wins over the file.
 func parseFlags(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -86,9 +96,16 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 			if e := fs.Set(f.Name, v); e != nil {
 				err = fmt.Errorf("%s: %w", env, e)
 			}
+			set[f.Name] = true
 		}
 	})
-	return err
+	if err != nil {
+		return err
+	}
+	if f := fs.Lookup(configFlag); f != nil && f.Value.String() != "" {
+		return applyConfigFile(fs, f.Value.String(), set)
+	}
+	return nil
 }
 
 // envName is the environment variable of a flag: node-id → RAFTKMS_NODE_ID.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"strconv"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/raftkms/raftkms/internal/buildinfo"
 	"github.com/raftkms/raftkms/raftnode"
 	"github.com/raftkms/raftkms/rpc"
 	"github.com/raftkms/raftkms/server"
@@ -23,8 +25,11 @@ type commonFlags struct {
 	minPending    string
 	onDemandLimit uint
 	logLevel      string
+	logFormat     string
 	staleReads    bool
 	maxClockSkew  time.Duration
+	pprof         bool
+	raft          raftFlags
 }
 
 func (c *commonFlags) register(fs *flag.FlagSet, defaultLevel string) {
@@ -32,9 +37,23 @@ func (c *commonFlags) register(fs *flag.FlagSet, defaultLevel string) {
 	fs.StringVar(&c.minPending, "min-pending-window", "", "shortest deletion waiting period allowed (e.g. 3s, 7d; default 7d)")
 	fs.UintVar(&c.onDemandLimit, "on-demand-rotation-limit", rpc.DefaultOnDemandLimit, "on-demand rotations allowed per key")
 	fs.StringVar(&c.logLevel, "log-level", defaultLevel, "log level: trace, debug, info, warn, error")
+	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text, or json (one JSON object per line)")
 	fs.BoolVar(&c.staleReads, "stale-reads", false, "serve every read from local state without a read-index round")
 	fs.DurationVar(&c.maxClockSkew, "max-clock-skew", rpc.DefaultMaxClockSkew,
 		"how far a leader's clock may be from a quorum of the voters' clocks while it stamps events (deletions, expiries, rotations, writes)")
+	fs.BoolVar(&c.pprof, "pprof", false, "serve Go's profiles under /debug/pprof/ on the metrics listener")
+	c.raft.register(fs)
+}
+
+// check validates the flags that need it.
+func (c *commonFlags) check() error {
+	if c.logFormat != "text" && c.logFormat != "json" {
+		return fmt.Errorf("--log-format must be text or json, not %q", c.logFormat)
+	}
+	if hclog.LevelFromString(c.logLevel) == hclog.NoLevel {
+		return fmt.Errorf("--log-level must be trace, debug, info, warn or error, not %q", c.logLevel)
+	}
+	return c.raft.check()
 }
 
 func (c *commonFlags) limits() (rpc.Limits, error) {
@@ -57,8 +76,12 @@ func (c *commonFlags) limits() (rpc.Limits, error) {
 	return l, nil
 }
 
-func (c *commonFlags) logger(name string) hclog.Logger {
-	return hclog.New(&hclog.LoggerOptions{Name: name, Level: hclog.LevelFromString(c.logLevel), Output: os.Stderr})
+func (c *commonFlags) logger(name string) hclog.Logger { return c.loggerTo(name, os.Stderr) }
+
+// loggerTo is the logger of --log-level and --log-format writing to w.
+func (c *commonFlags) loggerTo(name string, w io.Writer) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{Name: name, Level: hclog.LevelFromString(c.logLevel), Output: w,
+		JSONFormat: c.logFormat == "json"})
 }
 
 // parseDuration accepts Go durations (2s, 90m, 36h) and whole days (90d).
@@ -116,6 +139,8 @@ func runServe(args []string) int {
 		join        = fs.String("join", "", "gRPC address of a cluster member to join through (instead of --peers)")
 		awsAddr     = fs.String("aws-addr", "", "serve the AWS KMS protocol (SigV4) on HOST:PORT; HTTPS with the node's certificate under TLS")
 		aws         awsFlags
+		metricsAddr = fs.String("metrics-addr", "", "serve Prometheus metrics on HOST:PORT/metrics (off unless set)")
+		_           = fs.String(configFlag, "", "read settings from this YAML file (keys are flag names; flags and RAFTKMS_* variables win)")
 	)
 	aws.register(fs)
 	var sec securityFlags
@@ -123,6 +148,12 @@ func runServe(args []string) int {
 	c.register(fs, "info")
 	if err := parseFlags(fs, args); err != nil {
 		return usageErr(err)
+	}
+	if err := c.check(); err != nil {
+		return usageErr(err)
+	}
+	if c.pprof && *metricsAddr == "" {
+		return usageErr(errors.New("--pprof serves on the metrics listener: give --metrics-addr too"))
 	}
 	if *nodeID == "" || *grpcAddr == "" || *raftAddr == "" || *dataDir == "" || *rootKeyFile == "" {
 		return usageErr(errors.New("--node-id, --grpc-addr, --raft-addr, --data-dir and --root-key-file are required"))
@@ -182,11 +213,14 @@ func runServe(args []string) int {
 		AWS:           server.AWS{Addr: *awsAddr},
 		ARN:           aws.arn(),
 		MaxClockSkew:  c.maxClockSkew,
+		MetricsAddr:   *metricsAddr,
+		PProf:         c.pprof,
+		TuneRaft:      c.raft.tune,
 	})
 	if err != nil {
 		return fail(err)
 	}
-	log.Info("kmsd serving", "node", *nodeID, "grpc", srv.Addr(), "raft", *raftAddr, "tls", tlsCfg != nil, "aws", srv.AWSURL())
+	log.Info("kmsd serving", "version", buildinfo.Line("kmsd"), "node", *nodeID, "grpc", srv.Addr(), "raft", *raftAddr, "tls", tlsCfg != nil, "aws", srv.AWSURL())
 	if !waitForSignalOr(srv.Failed()) {
 		srv.Stop()
 		return fail(srv.Err())
