@@ -50,8 +50,8 @@ type NodeSources struct {
 type nodeCollector struct {
 	src NodeSources
 
-	raftState, raftTerm, raftCommit, raftApplied, raftLast, raftSnapIdx, raftContact, raftPending, raftPeers, raftLeader *prometheus.Desc
-	verifyRounds                                                                                                         *prometheus.Desc
+	raftState, raftTerm, raftCommit, raftApplied, raftLast, raftSnapIdx, raftContact, raftPending, raftLeader *prometheus.Desc
+	verifyRounds                                                                                              *prometheus.Desc
 
 	keys *prometheus.Desc
 
@@ -80,7 +80,6 @@ func NewNodeCollector(src NodeSources) prometheus.Collector {
 		raftSnapIdx:  d("raft", "last_snapshot_index", "Log index of the newest snapshot."),
 		raftContact:  d("raft", "last_contact_seconds", "Time since this follower last heard from the leader (0 on the leader; absent before any contact)."),
 		raftPending:  d("raft", "fsm_pending", "Committed entries waiting to be applied."),
-		raftPeers:    d("raft", "peers", "Other voters in the Raft configuration."),
 		raftLeader:   d("raft", "has_leader", "1 when this node knows a leader, 0 otherwise."),
 		verifyRounds: d("raft", "verify_leader_rounds_total", "Rounds of heartbeats this node ran as leader to confirm its leadership for reads."),
 		keys:         d("", "keys", "Keys in the replicated state by state and origin (deleted keys included).", "state", "origin"),
@@ -100,7 +99,7 @@ func NewNodeCollector(src NodeSources) prometheus.Collector {
 
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.raftState, c.raftTerm, c.raftCommit, c.raftApplied, c.raftLast, c.raftSnapIdx,
-		c.raftContact, c.raftPending, c.raftPeers, c.raftLeader, c.verifyRounds, c.keys, c.schedActive, c.schedDue,
+		c.raftContact, c.raftPending, c.raftLeader, c.verifyRounds, c.keys, c.schedActive, c.schedDue,
 		c.schedOverdue, c.schedOldest, c.schedInFlight, c.schedProposed, c.schedApplied, c.schedRejected, c.schedErrors,
 		c.snapBytes} {
 		ch <- d
@@ -146,7 +145,6 @@ func (c *nodeCollector) collectRaft(ch chan<- prometheus.Metric) {
 	gauge(c.raftLast, "last_log_index")
 	gauge(c.raftSnapIdx, "last_snapshot_index")
 	gauge(c.raftPending, "fsm_pending")
-	gauge(c.raftPeers, "num_peers")
 	if lc := st["last_contact"]; lc != "" && lc != "never" {
 		if d, err := time.ParseDuration(lc); err == nil {
 			ch <- prometheus.MustNewConstMetric(c.raftContact, prometheus.GaugeValue, d.Seconds())

@@ -36,12 +36,17 @@ func (s *Server) startAWS() error {
 	if region == "" {
 		region = rpc.DefaultRegion
 	}
+	var observe func(string, string, time.Duration)
+	if s.metrics != nil {
+		observe = s.metrics.ObserveAWS
+	}
 	h, err := awsapi.New(awsapi.Config{
 		Invoker:     s.api,
 		Credentials: s.api,
 		Region:      region,
 		Logger:      s.log.Named("aws"),
 		Now:         s.cfg.Now,
+		Observe:     observe,
 	})
 	if err != nil {
 		return err

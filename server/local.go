@@ -34,8 +34,9 @@ type LocalConfig struct {
 	ARN rpc.ARN
 	// MaxClockSkew is every node's Config.MaxClockSkew.
 	MaxClockSkew time.Duration
-	// MetricsPort, if set, serves node i's metrics on 127.0.0.1:MetricsPort+i-1
-	// (with Go's profiles when PProf is set).
+	// MetricsPort, if not 0, serves node i's metrics on
+	// 127.0.0.1:MetricsPort+i-1 (-1 picks free ports; Server(i).MetricsAddr
+	// says which), with Go's profiles when PProf is set.
 	MetricsPort int
 	PProf       bool
 	// Audit, if set, receives every node's audit lines (each names its node).
@@ -130,12 +131,7 @@ func (l *Local) Start(i int) error {
 		MaxClockSkew: l.cfg.MaxClockSkew,
 		Audit:        l.cfg.Audit,
 		PProf:        l.cfg.PProf,
-		MetricsAddr: func() string {
-			if l.cfg.MetricsPort == 0 {
-				return ""
-			}
-			return fmt.Sprintf("127.0.0.1:%d", l.cfg.MetricsPort+i)
-		}(),
+		MetricsAddr:  l.metricsAddr(i),
 	})
 	if err != nil {
 		return err
@@ -190,6 +186,17 @@ func (l *Local) awsConfig(i int) AWS {
 		return AWS{}
 	}
 	return AWS{Addr: l.aws[i]}
+}
+
+// metricsAddr is node i's metrics address, "" when metrics are off.
+func (l *Local) metricsAddr(i int) string {
+	switch {
+	case l.cfg.MetricsPort == 0:
+		return ""
+	case l.cfg.MetricsPort < 0:
+		return "127.0.0.1:0"
+	}
+	return fmt.Sprintf("127.0.0.1:%d", l.cfg.MetricsPort+i)
 }
 
 // AWSEndpoints are the nodes' AWS-protocol endpoint URLs (http://), or nil.

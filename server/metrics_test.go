@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"crypto/rand"
 	"net/http"
 	"strings"
 	"testing"
@@ -10,7 +11,9 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"github.com/raftkms/raftkms/keycrypto"
 	kmsv1 "github.com/raftkms/raftkms/proto/kms/v1"
+	"github.com/raftkms/raftkms/server"
 	"github.com/raftkms/raftkms/testcluster"
 )
 
@@ -80,6 +83,16 @@ func TestMetricsScrape(t *testing.T) {
 		t.Fatal("node has no metrics address")
 	}
 	before := scrape(t, addr)
+	reads := func() float64 { // read rounds of every node: follower rounds, or leader verifications
+		sum := 0.0
+		for i := 0; i < c.N(); i++ {
+			fams := scrape(t, c.Server(i).MetricsAddr())
+			sum += max(0, value(fams, "raftkms_read_index_rounds_total", map[string]string{"result": "ok"}))
+			sum += max(0, value(fams, "raftkms_raft_verify_leader_rounds_total", nil))
+		}
+		return sum
+	}
+	readsBefore := reads()
 	for _, name := range []string{
 		"raftkms_grpc_server_started_total", "raftkms_grpc_server_handled_total", "raftkms_grpc_server_handling_seconds",
 		"raftkms_raft_state", "raftkms_raft_term", "raftkms_raft_commit_index", "raftkms_raft_applied_index",
@@ -91,8 +104,8 @@ func TestMetricsScrape(t *testing.T) {
 			t.Errorf("family %s missing", name)
 		}
 	}
-	if v := value(before, "raftkms_raft_state", map[string]string{"state": "Follower"}); v != 1 {
-		t.Errorf("follower's raftkms_raft_state{state=Follower} = %v, want 1", v)
+	if v := value(before, "raftkms_raft_state", nil); v != 1 {
+		t.Errorf("raftkms_raft_state sums to %v over the states, want 1 (one state at a time)", v)
 	}
 	created := map[string]string{"grpc_method": "CreateKey", "grpc_code": "OK"}
 	enabled := map[string]string{"state": "Enabled", "origin": "AWS_KMS"}
@@ -124,8 +137,10 @@ func TestMetricsScrape(t *testing.T) {
 	rise("raftkms_grpc_server_handling_seconds", map[string]string{"grpc_method": "Encrypt"}, n)
 	rise("raftkms_grpc_server_handled_total", map[string]string{"grpc_method": "DescribeKey", "grpc_code": "NotFound"}, 1)
 	rise("raftkms_keys", enabled, n)
-	rise("raftkms_read_index_rounds_total", map[string]string{"result": "ok"}, 1)
 	rise("raftkms_raft_applied_index", nil, n)
+	if r := reads(); r < readsBefore+1 {
+		t.Errorf("read rounds over the cluster went from %v to %v after %d linearizable Encrypts", readsBefore, r, n)
+	}
 
 	// hashicorp/raft's own metrics arrive through the go-metrics sink
 	// (apply and commit timings; the process's nodes share it).
@@ -146,5 +161,42 @@ func TestMetricsScrape(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// The AWS-protocol front counts requests by operation and AWS error type.
+func TestMetricsAWS(t *testing.T) {
+	root, err := keycrypto.GenerateRootKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := server.StartLocal(server.LocalConfig{Nodes: 1, Dir: t.TempDir(), RootKey: root, AWSPort: -1, MetricsPort: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.Stop)
+	addr := l.Server(0).MetricsAddr()
+	unsigned := map[string]string{"operation": "ListKeys", "code": "MissingAuthenticationTokenException"}
+	before := max(0, value(scrape(t, addr), "raftkms_aws_requests_total", unsigned))
+	const n = 2
+	for i := 0; i < n; i++ {
+		req, err := http.NewRequest(http.MethodPost, l.AWSEndpoints()[0], strings.NewReader(`{}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("X-Amz-Target", "TrentService.ListKeys")
+		req.Header.Set("Content-Type", "application/x-amz-json-1.1")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	after := scrape(t, addr)
+	if got := value(after, "raftkms_aws_requests_total", unsigned) - before; got != n {
+		t.Fatalf("raftkms_aws_requests_total%v rose by %v, want %d (families: %v)", unsigned, got, n, after["raftkms_aws_requests_total"])
+	}
+	if value(after, "raftkms_aws_request_duration_seconds", map[string]string{"operation": "ListKeys"}) < n {
+		t.Fatal("raftkms_aws_request_duration_seconds did not count the requests")
 	}
 }
