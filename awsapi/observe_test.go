@@ -16,6 +16,16 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
+// oneKey is a credential store holding one access key.
+type oneKey struct{ id, identity, secret string }
+
+func (k oneKey) LookupAccessKey(_ context.Context, id string) (string, string, bool, error) {
+	if id != k.id {
+		return "", "", false, nil
+	}
+	return k.identity, k.secret, true, nil
+}
+
 // fakeInvoker answers ListKeys and fails DescribeKey as the gRPC layer does.
 type fakeInvoker struct{}
 
@@ -32,7 +42,7 @@ func TestObserve(t *testing.T) {
 	type obs struct{ op, typ string }
 	var mu sync.Mutex
 	var got []obs
-	creds := &memCredentials{keys: map[string][2]string{"AKIAEXAMPLEDEV000001": {"dev", "devsecretdevsecretdevsecretdevsecret0001"}}}
+	creds := oneKey{"AKIAEXAMPLEDEV000001", "dev", "devsecretdevsecretdevsecretdevsecret0001"}
 	h, err := awsapi.New(awsapi.Config{Invoker: fakeInvoker{}, Credentials: creds, Region: testRegion,
 		Observe: func(op, typ string, took time.Duration) {
 			mu.Lock()
