@@ -54,7 +54,7 @@ func openAWSSystem(ctx context.Context, o *options) (*system, error) {
 	}
 	local, err := server.StartLocal(server.LocalConfig{
 		Nodes: o.spawn, Dir: dir, RootKey: root, Limits: rpc.Limits{OnDemandLimit: math.MaxUint32},
-		Logger: benchLogger(o.logLevel), AWSPort: -1,
+		Logger: benchLogger(o), AWSPort: -1,
 	})
 	if err != nil {
 		os.RemoveAll(dir)
