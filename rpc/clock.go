@@ -57,14 +57,15 @@ type clockSample struct {
 
 // clockState is what this node knows of its peers' clocks.
 type clockState struct {
-	mu        sync.Mutex
-	samples   map[string]clockSample // other voters, by node ID
-	others    []string               // the other voters, as of the last round
-	selfVoter bool
-	members   bool       // a round has listed the members
-	untrusted bool       // an episode of disagreement has been logged
-	catchUp   sync.Mutex // one catch-up at a time
-	round     sync.Mutex // held by the measurement round running
+	mu         sync.Mutex
+	samples    map[string]clockSample // other voters, by node ID
+	others     []string               // the other voters, as of the last round
+	selfVoter  bool
+	members    bool       // a round has listed the members
+	untrusted  bool       // an episode of disagreement has been logged
+	unmeasured int        // consecutive rounds a leader had no answers
+	catchUp    sync.Mutex // one catch-up at a time
+	round      sync.Mutex // held by the measurement round running
 }
 
 // ClockView is this node's clock as measured against the voters'.
@@ -398,6 +399,9 @@ func (s *Server) afterClockRound(ctx context.Context) {
 	c.mu.Lock()
 	was := c.untrusted
 	c.untrusted = v.Measured && !v.Trusted
+	if v.Measured {
+		c.unmeasured = 0
+	}
 	c.mu.Unlock()
 	if !s.node.IsLeader() {
 		// A follower's clock matters once it leads: say so early.
@@ -420,7 +424,18 @@ func (s *Server) afterClockRound(ctx context.Context) {
 		}
 		return
 	case !v.Measured:
-		return // no answers yet: nothing to judge by, and nothing is stamped
+		// No answers of this term: nothing to judge by, and nothing is
+		// stamped. Say so once if it lasts (the node-to-node channel may be
+		// cut while Raft still works).
+		c.mu.Lock()
+		c.unmeasured++
+		n := c.unmeasured
+		c.mu.Unlock()
+		if n == 3 {
+			s.log.Warn("no other voter answered this leader's clock check; it proposes nothing time-stamped until one does",
+				"voters", v.Voters)
+		}
+		return
 	}
 	if !was {
 		s.log.Error("this leader's clock disagrees with the cluster's: it proposes nothing time-stamped and hands leadership over",
