@@ -92,6 +92,7 @@ type Result struct {
 	KeyID        string // the key the event was about
 	Version      uint32 // the key's current version after the event
 	DeletionTime int64  // for ScheduleKeyDeletion: when the key will be deleted
+	GrantID      string // for CreateGrant: the grant made or matched
 	Err          error  // deterministic rejection, or nil
 	Duplicate    bool   // the request ID was seen before: this is the first result
 	Skipped      bool   // an unknown event marked skippable was ignored
@@ -164,6 +165,7 @@ type storedResult struct {
 	keyID        string
 	version      uint32
 	deletionTime int64
+	grantID      string
 }
 
 // New makes an empty state machine.
@@ -354,7 +356,7 @@ func (f *FSM) pruneRequests(now int64, index uint64) {
 }
 
 func storeResult(r *Result) storedResult {
-	s := storedResult{keyID: r.KeyID, version: r.Version, deletionTime: r.DeletionTime}
+	s := storedResult{keyID: r.KeyID, version: r.Version, deletionTime: r.DeletionTime, grantID: r.GrantID}
 	if r.Err != nil {
 		if rej, ok := r.Err.(*Rejection); ok {
 			s.code, s.msg = rej.Code, rej.Msg
@@ -366,7 +368,7 @@ func storeResult(r *Result) storedResult {
 }
 
 func (s storedResult) toResult(dup bool) *Result {
-	r := &Result{KeyID: s.keyID, Version: s.version, DeletionTime: s.deletionTime, Duplicate: dup}
+	r := &Result{KeyID: s.keyID, Version: s.version, DeletionTime: s.deletionTime, GrantID: s.grantID, Duplicate: dup}
 	if s.code != CodeOK {
 		r.Err = &Rejection{Code: s.code, Msg: s.msg}
 	}

@@ -170,7 +170,7 @@ func (s *Snapshot) writeTo(w io.Writer, limit int) (int64, error) {
 		r := e.result
 		reqResult.Reset()
 		reqResult.Code, reqResult.Message, reqResult.KeyId = uint32(r.code), r.msg, r.keyID
-		reqResult.Version, reqResult.DeletionUnixNano = r.version, r.deletionTime
+		reqResult.Version, reqResult.DeletionUnixNano, reqResult.GrantId = r.version, r.deletionTime, r.grantID
 		reqRecord.Reset()
 		reqRecord.RequestId, reqRecord.TimeUnixNano, reqRecord.Index, reqRecord.Result = e.key.id, e.time, e.index, reqResult
 		reqRecord.Scoped, reqRecord.Principal, reqRecord.Fingerprint = e.key.scoped, e.key.principal, e.fingerprint
@@ -217,8 +217,9 @@ func (kr *keyRecorder) record(k *Key) *eventsv1.KeyRecord {
 		vr := r.Versions[i]
 		vr.Reset()
 		vr.Version, vr.RotationType, vr.CreatedUnixNano = v.Number, v.Type, v.CreatedAt
-		vr.SealedMaterial, vr.MaterialFingerprint = v.Sealed, v.Fingerprint
+		vr.SealedMaterial, vr.MaterialFingerprint, vr.DestroyedUnixNano = v.Sealed, v.Fingerprint, v.DestroyedAt
 	}
+	r.MinDecryptionVersion = k.MinDecryptionVersion
 	r.History = kr.history[:len(k.History)]
 	for i := range k.History {
 		h, hr := &k.History[i], r.History[i]
@@ -238,7 +239,25 @@ func (kr *keyRecorder) record(k *Key) *eventsv1.KeyRecord {
 			WrappingAlgorithm: p.WrappingAlgorithm, PublicKeyDer: p.PublicKeyDER, SealedPrivateKey: p.SealedPrivateKey,
 			ExpiresUnixNano: p.ExpiresAt}
 	}
+	for i := range k.Grants {
+		r.Grants = append(r.Grants, grantRecord(&k.Grants[i]))
+	}
 	return r
+}
+
+func grantRecord(g *Grant) *eventsv1.GrantRecord {
+	gr := &eventsv1.GrantRecord{GrantId: g.ID, GrantToken: g.Token, Name: g.Name, GranteePrincipal: g.Grantee,
+		RetiringPrincipal: g.Retiring, IssuingPrincipal: g.Issuer, Operations: g.Operations, CreatedUnixNano: g.CreatedAt}
+	if len(g.ECSubset) > 0 || len(g.ECEquals) > 0 {
+		gr.Constraints = &eventsv1.GrantConstraints{}
+		for _, t := range g.ECSubset {
+			gr.Constraints.EncryptionContextSubset = append(gr.Constraints.EncryptionContextSubset, &eventsv1.Tag{Key: t.Key, Value: t.Value})
+		}
+		for _, t := range g.ECEquals {
+			gr.Constraints.EncryptionContextEquals = append(gr.Constraints.EncryptionContextEquals, &eventsv1.Tag{Key: t.Key, Value: t.Value})
+		}
+	}
+	return gr
 }
 
 func recordToKey(r *eventsv1.KeyRecord) (*Key, error) {
@@ -273,7 +292,17 @@ func recordToKey(r *eventsv1.KeyRecord) (*Key, error) {
 			return nil, fmt.Errorf("%w: key %s version %d at position %d", ErrCorruptSnapshot, r.KeyId, v.Version, i+1)
 		}
 		k.Versions[i] = Version{Number: v.Version, Type: v.RotationType, CreatedAt: v.CreatedUnixNano,
-			Sealed: v.SealedMaterial, Fingerprint: v.MaterialFingerprint}
+			Sealed: v.SealedMaterial, Fingerprint: v.MaterialFingerprint, DestroyedAt: v.DestroyedUnixNano}
+	}
+	k.MinDecryptionVersion = r.MinDecryptionVersion
+	for i, g := range r.Grants {
+		if len(g.GrantId) != 64 || (i > 0 && r.Grants[i-1].GrantId >= g.GrantId) {
+			return nil, fmt.Errorf("%w: key %s grants out of order", ErrCorruptSnapshot, r.KeyId)
+		}
+		k.Grants = append(k.Grants, Grant{ID: g.GrantId, Token: g.GrantToken, Name: g.Name, Grantee: g.GranteePrincipal,
+			Retiring: g.RetiringPrincipal, Issuer: g.IssuingPrincipal, Operations: g.Operations,
+			ECSubset: tagsFrom(g.GetConstraints().GetEncryptionContextSubset()),
+			ECEquals: tagsFrom(g.GetConstraints().GetEncryptionContextEquals()), CreatedAt: g.CreatedUnixNano})
 	}
 	if len(r.History) > 0 {
 		k.History = make([]HistoryEntry, len(r.History))
@@ -408,7 +437,7 @@ func (f *FSM) restore(r io.Reader, limit int) error {
 			e := &requestEntry{key: reqKey{scoped: q.Scoped, principal: q.Principal, id: q.RequestId},
 				fingerprint: bytes.Clone(q.Fingerprint), time: q.TimeUnixNano, index: q.Index, result: storedResult{
 					code: Code(res.GetCode()), msg: res.GetMessage(), keyID: res.GetKeyId(), version: res.GetVersion(),
-					deletionTime: res.GetDeletionUnixNano()}}
+					deletionTime: res.GetDeletionUnixNano(), grantID: res.GetGrantId()}}
 			n.requests[e.key] = e
 			n.reqQueue = append(n.reqQueue, e)
 		default:

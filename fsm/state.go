@@ -80,6 +80,12 @@ type Key struct {
 	// chain head of the last of them, from which History[1].Hash chains.
 	HistoryDropped     uint64
 	HistoryDroppedHead [32]byte
+	// Grants on the key, sorted by ID (apply_grants.go). Never changed in
+	// place: a change builds a new slice, as readers may hold the old one.
+	Grants []Grant
+	// MinDecryptionVersion: versions below it refuse to decrypt; 0 or 1
+	// allows all (apply_versions.go).
+	MinDecryptionVersion uint32
 
 	seq int // position in creation order
 }
@@ -91,6 +97,7 @@ type Version struct {
 	CreatedAt   int64        // Unix nanoseconds
 	Sealed      []byte       // material sealed under the root key; nil once destroyed or expired
 	Fingerprint []byte       // keyed fingerprint of imported material
+	DestroyedAt int64        // when DestroyKeyVersion shredded it; 0 if not
 }
 
 // Rotation holds a key's automatic rotation settings.

@@ -349,6 +349,11 @@ type Envelope struct {
 	//	*Envelope_RegisterNode
 	//	*Envelope_CreateAccessKey
 	//	*Envelope_DeleteAccessKey
+	//	*Envelope_CreateGrant
+	//	*Envelope_RetireGrant
+	//	*Envelope_RevokeGrant
+	//	*Envelope_UpdateKeyVersionPolicy
+	//	*Envelope_DestroyKeyVersion
 	Event         isEnvelope_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -640,6 +645,51 @@ func (x *Envelope) GetDeleteAccessKey() *DeleteAccessKey {
 	return nil
 }
 
+func (x *Envelope) GetCreateGrant() *CreateGrant {
+	if x != nil {
+		if x, ok := x.Event.(*Envelope_CreateGrant); ok {
+			return x.CreateGrant
+		}
+	}
+	return nil
+}
+
+func (x *Envelope) GetRetireGrant() *RetireGrant {
+	if x != nil {
+		if x, ok := x.Event.(*Envelope_RetireGrant); ok {
+			return x.RetireGrant
+		}
+	}
+	return nil
+}
+
+func (x *Envelope) GetRevokeGrant() *RevokeGrant {
+	if x != nil {
+		if x, ok := x.Event.(*Envelope_RevokeGrant); ok {
+			return x.RevokeGrant
+		}
+	}
+	return nil
+}
+
+func (x *Envelope) GetUpdateKeyVersionPolicy() *UpdateKeyVersionPolicy {
+	if x != nil {
+		if x, ok := x.Event.(*Envelope_UpdateKeyVersionPolicy); ok {
+			return x.UpdateKeyVersionPolicy
+		}
+	}
+	return nil
+}
+
+func (x *Envelope) GetDestroyKeyVersion() *DestroyKeyVersion {
+	if x != nil {
+		if x, ok := x.Event.(*Envelope_DestroyKeyVersion); ok {
+			return x.DestroyKeyVersion
+		}
+	}
+	return nil
+}
+
 type isEnvelope_Event interface {
 	isEnvelope_Event()
 }
@@ -736,6 +786,27 @@ type Envelope_DeleteAccessKey struct {
 	DeleteAccessKey *DeleteAccessKey `protobuf:"bytes,32,opt,name=delete_access_key,json=deleteAccessKey,proto3,oneof"`
 }
 
+type Envelope_CreateGrant struct {
+	// Grants and version controls (numbered from 40, apart from the others).
+	CreateGrant *CreateGrant `protobuf:"bytes,40,opt,name=create_grant,json=createGrant,proto3,oneof"`
+}
+
+type Envelope_RetireGrant struct {
+	RetireGrant *RetireGrant `protobuf:"bytes,41,opt,name=retire_grant,json=retireGrant,proto3,oneof"`
+}
+
+type Envelope_RevokeGrant struct {
+	RevokeGrant *RevokeGrant `protobuf:"bytes,42,opt,name=revoke_grant,json=revokeGrant,proto3,oneof"`
+}
+
+type Envelope_UpdateKeyVersionPolicy struct {
+	UpdateKeyVersionPolicy *UpdateKeyVersionPolicy `protobuf:"bytes,43,opt,name=update_key_version_policy,json=updateKeyVersionPolicy,proto3,oneof"`
+}
+
+type Envelope_DestroyKeyVersion struct {
+	DestroyKeyVersion *DestroyKeyVersion `protobuf:"bytes,44,opt,name=destroy_key_version,json=destroyKeyVersion,proto3,oneof"`
+}
+
 func (*Envelope_CreateKey) isEnvelope_Event() {}
 
 func (*Envelope_EnableKey) isEnvelope_Event() {}
@@ -781,6 +852,16 @@ func (*Envelope_RegisterNode) isEnvelope_Event() {}
 func (*Envelope_CreateAccessKey) isEnvelope_Event() {}
 
 func (*Envelope_DeleteAccessKey) isEnvelope_Event() {}
+
+func (*Envelope_CreateGrant) isEnvelope_Event() {}
+
+func (*Envelope_RetireGrant) isEnvelope_Event() {}
+
+func (*Envelope_RevokeGrant) isEnvelope_Event() {}
+
+func (*Envelope_UpdateKeyVersionPolicy) isEnvelope_Event() {}
+
+func (*Envelope_DestroyKeyVersion) isEnvelope_Event() {}
 
 // Tag is one key/value tag on a key.
 type Tag struct {
@@ -2244,11 +2325,391 @@ func (x *DeleteAccessKey) GetAccessKeyId() string {
 	return ""
 }
 
+// GrantConstraints limit a grant to requests with a given encryption
+// context. Pairs are sorted by key and keys are unique.
+type GrantConstraints struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The request's context must contain all of these pairs.
+	EncryptionContextSubset []*Tag `protobuf:"bytes,1,rep,name=encryption_context_subset,json=encryptionContextSubset,proto3" json:"encryption_context_subset,omitempty"`
+	// The request's context must be exactly these pairs.
+	EncryptionContextEquals []*Tag `protobuf:"bytes,2,rep,name=encryption_context_equals,json=encryptionContextEquals,proto3" json:"encryption_context_equals,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
+}
+
+func (x *GrantConstraints) Reset() {
+	*x = GrantConstraints{}
+	mi := &file_proto_events_v1_events_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GrantConstraints) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GrantConstraints) ProtoMessage() {}
+
+func (x *GrantConstraints) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_events_v1_events_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GrantConstraints.ProtoReflect.Descriptor instead.
+func (*GrantConstraints) Descriptor() ([]byte, []int) {
+	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *GrantConstraints) GetEncryptionContextSubset() []*Tag {
+	if x != nil {
+		return x.EncryptionContextSubset
+	}
+	return nil
+}
+
+func (x *GrantConstraints) GetEncryptionContextEquals() []*Tag {
+	if x != nil {
+		return x.EncryptionContextEquals
+	}
+	return nil
+}
+
+// CreateGrant gives grantee_principal the operations on a key. The grant ID
+// and token are chosen by the proposer. A grant with a name is unique by
+// name and parameters: the same name with the same parameters applies as
+// the existing grant, and changes nothing.
+type CreateGrant struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	KeyId             string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	GrantId           string                 `protobuf:"bytes,2,opt,name=grant_id,json=grantId,proto3" json:"grant_id,omitempty"`
+	GrantToken        string                 `protobuf:"bytes,3,opt,name=grant_token,json=grantToken,proto3" json:"grant_token,omitempty"`
+	Name              string                 `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`
+	GranteePrincipal  string                 `protobuf:"bytes,5,opt,name=grantee_principal,json=granteePrincipal,proto3" json:"grantee_principal,omitempty"`
+	RetiringPrincipal string                 `protobuf:"bytes,6,opt,name=retiring_principal,json=retiringPrincipal,proto3" json:"retiring_principal,omitempty"`
+	// kms:ACTION names without the prefix (Decrypt, Encrypt, ...), sorted and
+	// unique.
+	Operations    []string          `protobuf:"bytes,7,rep,name=operations,proto3" json:"operations,omitempty"`
+	Constraints   *GrantConstraints `protobuf:"bytes,8,opt,name=constraints,proto3" json:"constraints,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateGrant) Reset() {
+	*x = CreateGrant{}
+	mi := &file_proto_events_v1_events_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateGrant) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateGrant) ProtoMessage() {}
+
+func (x *CreateGrant) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_events_v1_events_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateGrant.ProtoReflect.Descriptor instead.
+func (*CreateGrant) Descriptor() ([]byte, []int) {
+	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *CreateGrant) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *CreateGrant) GetGrantId() string {
+	if x != nil {
+		return x.GrantId
+	}
+	return ""
+}
+
+func (x *CreateGrant) GetGrantToken() string {
+	if x != nil {
+		return x.GrantToken
+	}
+	return ""
+}
+
+func (x *CreateGrant) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateGrant) GetGranteePrincipal() string {
+	if x != nil {
+		return x.GranteePrincipal
+	}
+	return ""
+}
+
+func (x *CreateGrant) GetRetiringPrincipal() string {
+	if x != nil {
+		return x.RetiringPrincipal
+	}
+	return ""
+}
+
+func (x *CreateGrant) GetOperations() []string {
+	if x != nil {
+		return x.Operations
+	}
+	return nil
+}
+
+func (x *CreateGrant) GetConstraints() *GrantConstraints {
+	if x != nil {
+		return x.Constraints
+	}
+	return nil
+}
+
+// RetireGrant removes a grant at the request of its retiring principal or
+// grantee (the proposer has checked who may).
+type RetireGrant struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	KeyId         string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	GrantId       string                 `protobuf:"bytes,2,opt,name=grant_id,json=grantId,proto3" json:"grant_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetireGrant) Reset() {
+	*x = RetireGrant{}
+	mi := &file_proto_events_v1_events_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetireGrant) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetireGrant) ProtoMessage() {}
+
+func (x *RetireGrant) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_events_v1_events_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetireGrant.ProtoReflect.Descriptor instead.
+func (*RetireGrant) Descriptor() ([]byte, []int) {
+	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *RetireGrant) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *RetireGrant) GetGrantId() string {
+	if x != nil {
+		return x.GrantId
+	}
+	return ""
+}
+
+// RevokeGrant removes a grant at the request of someone the key policy
+// allows kms:RevokeGrant.
+type RevokeGrant struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	KeyId         string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	GrantId       string                 `protobuf:"bytes,2,opt,name=grant_id,json=grantId,proto3" json:"grant_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeGrant) Reset() {
+	*x = RevokeGrant{}
+	mi := &file_proto_events_v1_events_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeGrant) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeGrant) ProtoMessage() {}
+
+func (x *RevokeGrant) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_events_v1_events_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeGrant.ProtoReflect.Descriptor instead.
+func (*RevokeGrant) Descriptor() ([]byte, []int) {
+	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *RevokeGrant) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *RevokeGrant) GetGrantId() string {
+	if x != nil {
+		return x.GrantId
+	}
+	return ""
+}
+
+// UpdateKeyVersionPolicy sets the key's minimum decryption version: older
+// versions refuse to decrypt. 1 allows every version; it may be lowered
+// again as long as the versions it re-admits are not destroyed.
+type UpdateKeyVersionPolicy struct {
+	state                protoimpl.MessageState `protogen:"open.v1"`
+	KeyId                string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	MinDecryptionVersion uint32                 `protobuf:"varint,2,opt,name=min_decryption_version,json=minDecryptionVersion,proto3" json:"min_decryption_version,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *UpdateKeyVersionPolicy) Reset() {
+	*x = UpdateKeyVersionPolicy{}
+	mi := &file_proto_events_v1_events_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateKeyVersionPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateKeyVersionPolicy) ProtoMessage() {}
+
+func (x *UpdateKeyVersionPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_events_v1_events_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateKeyVersionPolicy.ProtoReflect.Descriptor instead.
+func (*UpdateKeyVersionPolicy) Descriptor() ([]byte, []int) {
+	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *UpdateKeyVersionPolicy) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *UpdateKeyVersionPolicy) GetMinDecryptionVersion() uint32 {
+	if x != nil {
+		return x.MinDecryptionVersion
+	}
+	return 0
+}
+
+// DestroyKeyVersion crypto-shreds one version: its sealed material is
+// removed from the state for good; the version's record and the key's
+// history stay. The current version cannot be destroyed.
+type DestroyKeyVersion struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	KeyId         string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	Version       uint32                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DestroyKeyVersion) Reset() {
+	*x = DestroyKeyVersion{}
+	mi := &file_proto_events_v1_events_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DestroyKeyVersion) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DestroyKeyVersion) ProtoMessage() {}
+
+func (x *DestroyKeyVersion) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_events_v1_events_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DestroyKeyVersion.ProtoReflect.Descriptor instead.
+func (*DestroyKeyVersion) Descriptor() ([]byte, []int) {
+	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *DestroyKeyVersion) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *DestroyKeyVersion) GetVersion() uint32 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
 var File_proto_events_v1_events_proto protoreflect.FileDescriptor
 
 const file_proto_events_v1_events_proto_rawDesc = "" +
 	"\n" +
-	"\x1cproto/events/v1/events.proto\x12\x11raftkms.events.v1\"\xf2\x0f\n" +
+	"\x1cproto/events/v1/events.proto\x12\x11raftkms.events.v1\"\x81\x13\n" +
 	"\bEnvelope\x12%\n" +
 	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12$\n" +
 	"\x0etime_unix_nano\x18\x02 \x01(\x03R\ftimeUnixNano\x12\x1d\n" +
@@ -2285,7 +2746,12 @@ const file_proto_events_v1_events_proto_rawDesc = "" +
 	"\tuntag_key\x18\x1d \x01(\v2\x1b.raftkms.events.v1.UntagKeyH\x00R\buntagKey\x12F\n" +
 	"\rregister_node\x18\x1e \x01(\v2\x1f.raftkms.events.v1.RegisterNodeH\x00R\fregisterNode\x12P\n" +
 	"\x11create_access_key\x18\x1f \x01(\v2\".raftkms.events.v1.CreateAccessKeyH\x00R\x0fcreateAccessKey\x12P\n" +
-	"\x11delete_access_key\x18  \x01(\v2\".raftkms.events.v1.DeleteAccessKeyH\x00R\x0fdeleteAccessKeyB\a\n" +
+	"\x11delete_access_key\x18  \x01(\v2\".raftkms.events.v1.DeleteAccessKeyH\x00R\x0fdeleteAccessKey\x12C\n" +
+	"\fcreate_grant\x18( \x01(\v2\x1e.raftkms.events.v1.CreateGrantH\x00R\vcreateGrant\x12C\n" +
+	"\fretire_grant\x18) \x01(\v2\x1e.raftkms.events.v1.RetireGrantH\x00R\vretireGrant\x12C\n" +
+	"\frevoke_grant\x18* \x01(\v2\x1e.raftkms.events.v1.RevokeGrantH\x00R\vrevokeGrant\x12f\n" +
+	"\x19update_key_version_policy\x18+ \x01(\v2).raftkms.events.v1.UpdateKeyVersionPolicyH\x00R\x16updateKeyVersionPolicy\x12V\n" +
+	"\x13destroy_key_version\x18, \x01(\v2$.raftkms.events.v1.DestroyKeyVersionH\x00R\x11destroyKeyVersionB\a\n" +
 	"\x05event\"-\n" +
 	"\x03Tag\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
@@ -2385,7 +2851,34 @@ const file_proto_events_v1_events_proto_rawDesc = "" +
 	"\bidentity\x18\x02 \x01(\tR\bidentity\x12#\n" +
 	"\rsealed_secret\x18\x03 \x01(\fR\fsealedSecret\"5\n" +
 	"\x0fDeleteAccessKey\x12\"\n" +
-	"\raccess_key_id\x18\x01 \x01(\tR\vaccessKeyId*\xa9\x01\n" +
+	"\raccess_key_id\x18\x01 \x01(\tR\vaccessKeyId\"\xba\x01\n" +
+	"\x10GrantConstraints\x12R\n" +
+	"\x19encryption_context_subset\x18\x01 \x03(\v2\x16.raftkms.events.v1.TagR\x17encryptionContextSubset\x12R\n" +
+	"\x19encryption_context_equals\x18\x02 \x03(\v2\x16.raftkms.events.v1.TagR\x17encryptionContextEquals\"\xb7\x02\n" +
+	"\vCreateGrant\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x19\n" +
+	"\bgrant_id\x18\x02 \x01(\tR\agrantId\x12\x1f\n" +
+	"\vgrant_token\x18\x03 \x01(\tR\n" +
+	"grantToken\x12\x12\n" +
+	"\x04name\x18\x04 \x01(\tR\x04name\x12+\n" +
+	"\x11grantee_principal\x18\x05 \x01(\tR\x10granteePrincipal\x12-\n" +
+	"\x12retiring_principal\x18\x06 \x01(\tR\x11retiringPrincipal\x12\x1e\n" +
+	"\n" +
+	"operations\x18\a \x03(\tR\n" +
+	"operations\x12E\n" +
+	"\vconstraints\x18\b \x01(\v2#.raftkms.events.v1.GrantConstraintsR\vconstraints\"?\n" +
+	"\vRetireGrant\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x19\n" +
+	"\bgrant_id\x18\x02 \x01(\tR\agrantId\"?\n" +
+	"\vRevokeGrant\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x19\n" +
+	"\bgrant_id\x18\x02 \x01(\tR\agrantId\"e\n" +
+	"\x16UpdateKeyVersionPolicy\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x124\n" +
+	"\x16min_decryption_version\x18\x02 \x01(\rR\x14minDecryptionVersion\"D\n" +
+	"\x11DestroyKeyVersion\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\rR\aversion*\xa9\x01\n" +
 	"\bKeyState\x12\x19\n" +
 	"\x15KEY_STATE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11KEY_STATE_ENABLED\x10\x01\x12\x16\n" +
@@ -2427,7 +2920,7 @@ func file_proto_events_v1_events_proto_rawDescGZIP() []byte {
 }
 
 var file_proto_events_v1_events_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_proto_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_proto_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_proto_events_v1_events_proto_goTypes = []any{
 	(KeyState)(0),                     // 0: raftkms.events.v1.KeyState
 	(Origin)(0),                       // 1: raftkms.events.v1.Origin
@@ -2459,6 +2952,12 @@ var file_proto_events_v1_events_proto_goTypes = []any{
 	(*RegisterNode)(nil),              // 27: raftkms.events.v1.RegisterNode
 	(*CreateAccessKey)(nil),           // 28: raftkms.events.v1.CreateAccessKey
 	(*DeleteAccessKey)(nil),           // 29: raftkms.events.v1.DeleteAccessKey
+	(*GrantConstraints)(nil),          // 30: raftkms.events.v1.GrantConstraints
+	(*CreateGrant)(nil),               // 31: raftkms.events.v1.CreateGrant
+	(*RetireGrant)(nil),               // 32: raftkms.events.v1.RetireGrant
+	(*RevokeGrant)(nil),               // 33: raftkms.events.v1.RevokeGrant
+	(*UpdateKeyVersionPolicy)(nil),    // 34: raftkms.events.v1.UpdateKeyVersionPolicy
+	(*DestroyKeyVersion)(nil),         // 35: raftkms.events.v1.DestroyKeyVersion
 }
 var file_proto_events_v1_events_proto_depIdxs = []int32{
 	7,  // 0: raftkms.events.v1.Envelope.create_key:type_name -> raftkms.events.v1.CreateKey
@@ -2484,17 +2983,25 @@ var file_proto_events_v1_events_proto_depIdxs = []int32{
 	27, // 20: raftkms.events.v1.Envelope.register_node:type_name -> raftkms.events.v1.RegisterNode
 	28, // 21: raftkms.events.v1.Envelope.create_access_key:type_name -> raftkms.events.v1.CreateAccessKey
 	29, // 22: raftkms.events.v1.Envelope.delete_access_key:type_name -> raftkms.events.v1.DeleteAccessKey
-	1,  // 23: raftkms.events.v1.CreateKey.origin:type_name -> raftkms.events.v1.Origin
-	6,  // 24: raftkms.events.v1.CreateKey.tags:type_name -> raftkms.events.v1.Tag
-	2,  // 25: raftkms.events.v1.RotateKey.rotation_type:type_name -> raftkms.events.v1.RotationType
-	3,  // 26: raftkms.events.v1.ImportKeyMaterial.import_type:type_name -> raftkms.events.v1.ImportType
-	4,  // 27: raftkms.events.v1.ImportKeyMaterial.expiration_model:type_name -> raftkms.events.v1.ExpirationModel
-	6,  // 28: raftkms.events.v1.TagKey.tags:type_name -> raftkms.events.v1.Tag
-	29, // [29:29] is the sub-list for method output_type
-	29, // [29:29] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	31, // 23: raftkms.events.v1.Envelope.create_grant:type_name -> raftkms.events.v1.CreateGrant
+	32, // 24: raftkms.events.v1.Envelope.retire_grant:type_name -> raftkms.events.v1.RetireGrant
+	33, // 25: raftkms.events.v1.Envelope.revoke_grant:type_name -> raftkms.events.v1.RevokeGrant
+	34, // 26: raftkms.events.v1.Envelope.update_key_version_policy:type_name -> raftkms.events.v1.UpdateKeyVersionPolicy
+	35, // 27: raftkms.events.v1.Envelope.destroy_key_version:type_name -> raftkms.events.v1.DestroyKeyVersion
+	1,  // 28: raftkms.events.v1.CreateKey.origin:type_name -> raftkms.events.v1.Origin
+	6,  // 29: raftkms.events.v1.CreateKey.tags:type_name -> raftkms.events.v1.Tag
+	2,  // 30: raftkms.events.v1.RotateKey.rotation_type:type_name -> raftkms.events.v1.RotationType
+	3,  // 31: raftkms.events.v1.ImportKeyMaterial.import_type:type_name -> raftkms.events.v1.ImportType
+	4,  // 32: raftkms.events.v1.ImportKeyMaterial.expiration_model:type_name -> raftkms.events.v1.ExpirationModel
+	6,  // 33: raftkms.events.v1.TagKey.tags:type_name -> raftkms.events.v1.Tag
+	6,  // 34: raftkms.events.v1.GrantConstraints.encryption_context_subset:type_name -> raftkms.events.v1.Tag
+	6,  // 35: raftkms.events.v1.GrantConstraints.encryption_context_equals:type_name -> raftkms.events.v1.Tag
+	30, // 36: raftkms.events.v1.CreateGrant.constraints:type_name -> raftkms.events.v1.GrantConstraints
+	37, // [37:37] is the sub-list for method output_type
+	37, // [37:37] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_proto_events_v1_events_proto_init() }
@@ -2526,6 +3033,11 @@ func file_proto_events_v1_events_proto_init() {
 		(*Envelope_RegisterNode)(nil),
 		(*Envelope_CreateAccessKey)(nil),
 		(*Envelope_DeleteAccessKey)(nil),
+		(*Envelope_CreateGrant)(nil),
+		(*Envelope_RetireGrant)(nil),
+		(*Envelope_RevokeGrant)(nil),
+		(*Envelope_UpdateKeyVersionPolicy)(nil),
+		(*Envelope_DestroyKeyVersion)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2533,7 +3045,7 @@ func file_proto_events_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_events_v1_events_proto_rawDesc), len(file_proto_events_v1_events_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   25,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -353,8 +353,10 @@ type VersionRecord struct {
 	// Empty once the material is destroyed or (imported) expired.
 	SealedMaterial      []byte `protobuf:"bytes,4,opt,name=sealed_material,json=sealedMaterial,proto3" json:"sealed_material,omitempty"`
 	MaterialFingerprint []byte `protobuf:"bytes,5,opt,name=material_fingerprint,json=materialFingerprint,proto3" json:"material_fingerprint,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// When the version was destroyed (DestroyKeyVersion); 0 if it was not.
+	DestroyedUnixNano int64 `protobuf:"varint,40,opt,name=destroyed_unix_nano,json=destroyedUnixNano,proto3" json:"destroyed_unix_nano,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *VersionRecord) Reset() {
@@ -420,6 +422,13 @@ func (x *VersionRecord) GetMaterialFingerprint() []byte {
 		return x.MaterialFingerprint
 	}
 	return nil
+}
+
+func (x *VersionRecord) GetDestroyedUnixNano() int64 {
+	if x != nil {
+		return x.DestroyedUnixNano
+	}
+	return 0
 }
 
 type RotationRecord struct {
@@ -691,8 +700,13 @@ type KeyRecord struct {
 	HistoryDropped uint64 `protobuf:"varint,18,opt,name=history_dropped,json=historyDropped,proto3" json:"history_dropped,omitempty"`
 	// Chain head of the last dropped entry: history[1].hash chains from it.
 	HistoryDroppedHead []byte `protobuf:"bytes,19,opt,name=history_dropped_head,json=historyDroppedHead,proto3" json:"history_dropped_head,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Grants on the key, sorted by grant ID (numbered from 40, apart from
+	// the others).
+	Grants []*GrantRecord `protobuf:"bytes,40,rep,name=grants,proto3" json:"grants,omitempty"`
+	// Versions below this refuse to decrypt; 0 or 1 allows every version.
+	MinDecryptionVersion uint32 `protobuf:"varint,41,opt,name=min_decryption_version,json=minDecryptionVersion,proto3" json:"min_decryption_version,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *KeyRecord) Reset() {
@@ -858,6 +872,129 @@ func (x *KeyRecord) GetHistoryDroppedHead() []byte {
 	return nil
 }
 
+func (x *KeyRecord) GetGrants() []*GrantRecord {
+	if x != nil {
+		return x.Grants
+	}
+	return nil
+}
+
+func (x *KeyRecord) GetMinDecryptionVersion() uint32 {
+	if x != nil {
+		return x.MinDecryptionVersion
+	}
+	return 0
+}
+
+// GrantRecord is one grant on a key.
+type GrantRecord struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	GrantId           string                 `protobuf:"bytes,1,opt,name=grant_id,json=grantId,proto3" json:"grant_id,omitempty"`
+	GrantToken        string                 `protobuf:"bytes,2,opt,name=grant_token,json=grantToken,proto3" json:"grant_token,omitempty"`
+	Name              string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	GranteePrincipal  string                 `protobuf:"bytes,4,opt,name=grantee_principal,json=granteePrincipal,proto3" json:"grantee_principal,omitempty"`
+	RetiringPrincipal string                 `protobuf:"bytes,5,opt,name=retiring_principal,json=retiringPrincipal,proto3" json:"retiring_principal,omitempty"`
+	IssuingPrincipal  string                 `protobuf:"bytes,6,opt,name=issuing_principal,json=issuingPrincipal,proto3" json:"issuing_principal,omitempty"`
+	Operations        []string               `protobuf:"bytes,7,rep,name=operations,proto3" json:"operations,omitempty"`
+	Constraints       *GrantConstraints      `protobuf:"bytes,8,opt,name=constraints,proto3" json:"constraints,omitempty"`
+	CreatedUnixNano   int64                  `protobuf:"varint,9,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *GrantRecord) Reset() {
+	*x = GrantRecord{}
+	mi := &file_proto_events_v1_state_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GrantRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GrantRecord) ProtoMessage() {}
+
+func (x *GrantRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_events_v1_state_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GrantRecord.ProtoReflect.Descriptor instead.
+func (*GrantRecord) Descriptor() ([]byte, []int) {
+	return file_proto_events_v1_state_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *GrantRecord) GetGrantId() string {
+	if x != nil {
+		return x.GrantId
+	}
+	return ""
+}
+
+func (x *GrantRecord) GetGrantToken() string {
+	if x != nil {
+		return x.GrantToken
+	}
+	return ""
+}
+
+func (x *GrantRecord) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *GrantRecord) GetGranteePrincipal() string {
+	if x != nil {
+		return x.GranteePrincipal
+	}
+	return ""
+}
+
+func (x *GrantRecord) GetRetiringPrincipal() string {
+	if x != nil {
+		return x.RetiringPrincipal
+	}
+	return ""
+}
+
+func (x *GrantRecord) GetIssuingPrincipal() string {
+	if x != nil {
+		return x.IssuingPrincipal
+	}
+	return ""
+}
+
+func (x *GrantRecord) GetOperations() []string {
+	if x != nil {
+		return x.Operations
+	}
+	return nil
+}
+
+func (x *GrantRecord) GetConstraints() *GrantConstraints {
+	if x != nil {
+		return x.Constraints
+	}
+	return nil
+}
+
+func (x *GrantRecord) GetCreatedUnixNano() int64 {
+	if x != nil {
+		return x.CreatedUnixNano
+	}
+	return 0
+}
+
 type AliasRecord struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	AliasName       string                 `protobuf:"bytes,1,opt,name=alias_name,json=aliasName,proto3" json:"alias_name,omitempty"`
@@ -871,7 +1008,7 @@ type AliasRecord struct {
 
 func (x *AliasRecord) Reset() {
 	*x = AliasRecord{}
-	mi := &file_proto_events_v1_state_proto_msgTypes[8]
+	mi := &file_proto_events_v1_state_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -883,7 +1020,7 @@ func (x *AliasRecord) String() string {
 func (*AliasRecord) ProtoMessage() {}
 
 func (x *AliasRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_events_v1_state_proto_msgTypes[8]
+	mi := &file_proto_events_v1_state_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -896,7 +1033,7 @@ func (x *AliasRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AliasRecord.ProtoReflect.Descriptor instead.
 func (*AliasRecord) Descriptor() ([]byte, []int) {
-	return file_proto_events_v1_state_proto_rawDescGZIP(), []int{8}
+	return file_proto_events_v1_state_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *AliasRecord) GetAliasName() string {
@@ -938,7 +1075,7 @@ type NodeRecord struct {
 
 func (x *NodeRecord) Reset() {
 	*x = NodeRecord{}
-	mi := &file_proto_events_v1_state_proto_msgTypes[9]
+	mi := &file_proto_events_v1_state_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -950,7 +1087,7 @@ func (x *NodeRecord) String() string {
 func (*NodeRecord) ProtoMessage() {}
 
 func (x *NodeRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_events_v1_state_proto_msgTypes[9]
+	mi := &file_proto_events_v1_state_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -963,7 +1100,7 @@ func (x *NodeRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeRecord.ProtoReflect.Descriptor instead.
 func (*NodeRecord) Descriptor() ([]byte, []int) {
-	return file_proto_events_v1_state_proto_rawDescGZIP(), []int{9}
+	return file_proto_events_v1_state_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *NodeRecord) GetNodeId() string {
@@ -996,13 +1133,15 @@ type ResultRecord struct {
 	KeyId            string                 `protobuf:"bytes,3,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
 	Version          uint32                 `protobuf:"varint,4,opt,name=version,proto3" json:"version,omitempty"`
 	DeletionUnixNano int64                  `protobuf:"varint,5,opt,name=deletion_unix_nano,json=deletionUnixNano,proto3" json:"deletion_unix_nano,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// For CreateGrant: the grant the request made or matched.
+	GrantId       string `protobuf:"bytes,40,opt,name=grant_id,json=grantId,proto3" json:"grant_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ResultRecord) Reset() {
 	*x = ResultRecord{}
-	mi := &file_proto_events_v1_state_proto_msgTypes[10]
+	mi := &file_proto_events_v1_state_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1014,7 +1153,7 @@ func (x *ResultRecord) String() string {
 func (*ResultRecord) ProtoMessage() {}
 
 func (x *ResultRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_events_v1_state_proto_msgTypes[10]
+	mi := &file_proto_events_v1_state_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1027,7 +1166,7 @@ func (x *ResultRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResultRecord.ProtoReflect.Descriptor instead.
 func (*ResultRecord) Descriptor() ([]byte, []int) {
-	return file_proto_events_v1_state_proto_rawDescGZIP(), []int{10}
+	return file_proto_events_v1_state_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ResultRecord) GetCode() uint32 {
@@ -1065,6 +1204,13 @@ func (x *ResultRecord) GetDeletionUnixNano() int64 {
 	return 0
 }
 
+func (x *ResultRecord) GetGrantId() string {
+	if x != nil {
+		return x.GrantId
+	}
+	return ""
+}
+
 type RequestRecord struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	RequestId    string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
@@ -1084,7 +1230,7 @@ type RequestRecord struct {
 
 func (x *RequestRecord) Reset() {
 	*x = RequestRecord{}
-	mi := &file_proto_events_v1_state_proto_msgTypes[11]
+	mi := &file_proto_events_v1_state_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1096,7 +1242,7 @@ func (x *RequestRecord) String() string {
 func (*RequestRecord) ProtoMessage() {}
 
 func (x *RequestRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_events_v1_state_proto_msgTypes[11]
+	mi := &file_proto_events_v1_state_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1109,7 +1255,7 @@ func (x *RequestRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestRecord.ProtoReflect.Descriptor instead.
 func (*RequestRecord) Descriptor() ([]byte, []int) {
-	return file_proto_events_v1_state_proto_rawDescGZIP(), []int{11}
+	return file_proto_events_v1_state_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RequestRecord) GetRequestId() string {
@@ -1175,7 +1321,7 @@ type AccessKeyRecord struct {
 
 func (x *AccessKeyRecord) Reset() {
 	*x = AccessKeyRecord{}
-	mi := &file_proto_events_v1_state_proto_msgTypes[12]
+	mi := &file_proto_events_v1_state_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1187,7 +1333,7 @@ func (x *AccessKeyRecord) String() string {
 func (*AccessKeyRecord) ProtoMessage() {}
 
 func (x *AccessKeyRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_events_v1_state_proto_msgTypes[12]
+	mi := &file_proto_events_v1_state_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1200,7 +1346,7 @@ func (x *AccessKeyRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccessKeyRecord.ProtoReflect.Descriptor instead.
 func (*AccessKeyRecord) Descriptor() ([]byte, []int) {
-	return file_proto_events_v1_state_proto_rawDescGZIP(), []int{12}
+	return file_proto_events_v1_state_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *AccessKeyRecord) GetAccessKeyId() string {
@@ -1259,13 +1405,14 @@ const file_proto_events_v1_state_proto_rawDesc = "" +
 	"\x0eroot_key_check\x18\a \x01(\fR\frootKeyCheck\x12\x1e\n" +
 	"\vroot_key_id\x18\b \x01(\tR\trootKeyId\"4\n" +
 	"\x0fSnapshotTrailer\x12!\n" +
-	"\frecord_count\x18\x01 \x01(\x04R\vrecordCount\"\xf7\x01\n" +
+	"\frecord_count\x18\x01 \x01(\x04R\vrecordCount\"\xa7\x02\n" +
 	"\rVersionRecord\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12D\n" +
 	"\rrotation_type\x18\x02 \x01(\x0e2\x1f.raftkms.events.v1.RotationTypeR\frotationType\x12*\n" +
 	"\x11created_unix_nano\x18\x03 \x01(\x03R\x0fcreatedUnixNano\x12'\n" +
 	"\x0fsealed_material\x18\x04 \x01(\fR\x0esealedMaterial\x121\n" +
-	"\x14material_fingerprint\x18\x05 \x01(\fR\x13materialFingerprint\"\xbf\x01\n" +
+	"\x14material_fingerprint\x18\x05 \x01(\fR\x13materialFingerprint\x12.\n" +
+	"\x13destroyed_unix_nano\x18( \x01(\x03R\x11destroyedUnixNano\"\xbf\x01\n" +
 	"\x0eRotationRecord\x12\x18\n" +
 	"\aenabled\x18\x01 \x01(\bR\aenabled\x12%\n" +
 	"\x0eperiod_seconds\x18\x02 \x01(\x03R\rperiodSeconds\x125\n" +
@@ -1287,7 +1434,7 @@ const file_proto_events_v1_state_proto_rawDesc = "" +
 	"request_id\x18\x04 \x01(\tR\trequestId\x121\n" +
 	"\x05state\x18\x05 \x01(\x0e2\x1b.raftkms.events.v1.KeyStateR\x05state\x12\x18\n" +
 	"\aversion\x18\x06 \x01(\rR\aversion\x12\x12\n" +
-	"\x04hash\x18\a \x01(\fR\x04hash\"\x98\a\n" +
+	"\x04hash\x18\a \x01(\fR\x04hash\"\x86\b\n" +
 	"\tKeyRecord\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x121\n" +
@@ -1308,7 +1455,22 @@ const file_proto_events_v1_state_proto_rawDesc = "" +
 	"\x12valid_to_unix_nano\x18\x10 \x01(\x03R\x0fvalidToUnixNano\x12:\n" +
 	"\ahistory\x18\x11 \x03(\v2 .raftkms.events.v1.HistoryRecordR\ahistory\x12'\n" +
 	"\x0fhistory_dropped\x18\x12 \x01(\x04R\x0ehistoryDropped\x120\n" +
-	"\x14history_dropped_head\x18\x13 \x01(\fR\x12historyDroppedHead\"\xa8\x01\n" +
+	"\x14history_dropped_head\x18\x13 \x01(\fR\x12historyDroppedHead\x126\n" +
+	"\x06grants\x18( \x03(\v2\x1e.raftkms.events.v1.GrantRecordR\x06grants\x124\n" +
+	"\x16min_decryption_version\x18) \x01(\rR\x14minDecryptionVersion\"\xf9\x02\n" +
+	"\vGrantRecord\x12\x19\n" +
+	"\bgrant_id\x18\x01 \x01(\tR\agrantId\x12\x1f\n" +
+	"\vgrant_token\x18\x02 \x01(\tR\n" +
+	"grantToken\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12+\n" +
+	"\x11grantee_principal\x18\x04 \x01(\tR\x10granteePrincipal\x12-\n" +
+	"\x12retiring_principal\x18\x05 \x01(\tR\x11retiringPrincipal\x12+\n" +
+	"\x11issuing_principal\x18\x06 \x01(\tR\x10issuingPrincipal\x12\x1e\n" +
+	"\n" +
+	"operations\x18\a \x03(\tR\n" +
+	"operations\x12E\n" +
+	"\vconstraints\x18\b \x01(\v2#.raftkms.events.v1.GrantConstraintsR\vconstraints\x12*\n" +
+	"\x11created_unix_nano\x18\t \x01(\x03R\x0fcreatedUnixNano\"\xa8\x01\n" +
 	"\vAliasRecord\x12\x1d\n" +
 	"\n" +
 	"alias_name\x18\x01 \x01(\tR\taliasName\x12\"\n" +
@@ -1319,13 +1481,14 @@ const file_proto_events_v1_state_proto_rawDesc = "" +
 	"NodeRecord\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
 	"\tgrpc_addr\x18\x02 \x01(\tR\bgrpcAddr\x12\x1b\n" +
-	"\traft_addr\x18\x03 \x01(\tR\braftAddr\"\x9b\x01\n" +
+	"\traft_addr\x18\x03 \x01(\tR\braftAddr\"\xb6\x01\n" +
 	"\fResultRecord\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\rR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x15\n" +
 	"\x06key_id\x18\x03 \x01(\tR\x05keyId\x12\x18\n" +
 	"\aversion\x18\x04 \x01(\rR\aversion\x12,\n" +
-	"\x12deletion_unix_nano\x18\x05 \x01(\x03R\x10deletionUnixNano\"\xfb\x01\n" +
+	"\x12deletion_unix_nano\x18\x05 \x01(\x03R\x10deletionUnixNano\x12\x19\n" +
+	"\bgrant_id\x18( \x01(\tR\agrantId\"\xfb\x01\n" +
 	"\rRequestRecord\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12$\n" +
@@ -1353,7 +1516,7 @@ func file_proto_events_v1_state_proto_rawDescGZIP() []byte {
 	return file_proto_events_v1_state_proto_rawDescData
 }
 
-var file_proto_events_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_proto_events_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_proto_events_v1_state_proto_goTypes = []any{
 	(*SnapshotRecord)(nil),         // 0: raftkms.events.v1.SnapshotRecord
 	(*SnapshotHeader)(nil),         // 1: raftkms.events.v1.SnapshotHeader
@@ -1363,41 +1526,45 @@ var file_proto_events_v1_state_proto_goTypes = []any{
 	(*ImportParametersRecord)(nil), // 5: raftkms.events.v1.ImportParametersRecord
 	(*HistoryRecord)(nil),          // 6: raftkms.events.v1.HistoryRecord
 	(*KeyRecord)(nil),              // 7: raftkms.events.v1.KeyRecord
-	(*AliasRecord)(nil),            // 8: raftkms.events.v1.AliasRecord
-	(*NodeRecord)(nil),             // 9: raftkms.events.v1.NodeRecord
-	(*ResultRecord)(nil),           // 10: raftkms.events.v1.ResultRecord
-	(*RequestRecord)(nil),          // 11: raftkms.events.v1.RequestRecord
-	(*AccessKeyRecord)(nil),        // 12: raftkms.events.v1.AccessKeyRecord
-	(RotationType)(0),              // 13: raftkms.events.v1.RotationType
-	(KeyState)(0),                  // 14: raftkms.events.v1.KeyState
-	(Origin)(0),                    // 15: raftkms.events.v1.Origin
-	(*Tag)(nil),                    // 16: raftkms.events.v1.Tag
-	(ExpirationModel)(0),           // 17: raftkms.events.v1.ExpirationModel
+	(*GrantRecord)(nil),            // 8: raftkms.events.v1.GrantRecord
+	(*AliasRecord)(nil),            // 9: raftkms.events.v1.AliasRecord
+	(*NodeRecord)(nil),             // 10: raftkms.events.v1.NodeRecord
+	(*ResultRecord)(nil),           // 11: raftkms.events.v1.ResultRecord
+	(*RequestRecord)(nil),          // 12: raftkms.events.v1.RequestRecord
+	(*AccessKeyRecord)(nil),        // 13: raftkms.events.v1.AccessKeyRecord
+	(RotationType)(0),              // 14: raftkms.events.v1.RotationType
+	(KeyState)(0),                  // 15: raftkms.events.v1.KeyState
+	(Origin)(0),                    // 16: raftkms.events.v1.Origin
+	(*Tag)(nil),                    // 17: raftkms.events.v1.Tag
+	(ExpirationModel)(0),           // 18: raftkms.events.v1.ExpirationModel
+	(*GrantConstraints)(nil),       // 19: raftkms.events.v1.GrantConstraints
 }
 var file_proto_events_v1_state_proto_depIdxs = []int32{
 	1,  // 0: raftkms.events.v1.SnapshotRecord.header:type_name -> raftkms.events.v1.SnapshotHeader
 	7,  // 1: raftkms.events.v1.SnapshotRecord.key:type_name -> raftkms.events.v1.KeyRecord
-	8,  // 2: raftkms.events.v1.SnapshotRecord.alias:type_name -> raftkms.events.v1.AliasRecord
-	9,  // 3: raftkms.events.v1.SnapshotRecord.node:type_name -> raftkms.events.v1.NodeRecord
-	11, // 4: raftkms.events.v1.SnapshotRecord.request:type_name -> raftkms.events.v1.RequestRecord
+	9,  // 2: raftkms.events.v1.SnapshotRecord.alias:type_name -> raftkms.events.v1.AliasRecord
+	10, // 3: raftkms.events.v1.SnapshotRecord.node:type_name -> raftkms.events.v1.NodeRecord
+	12, // 4: raftkms.events.v1.SnapshotRecord.request:type_name -> raftkms.events.v1.RequestRecord
 	2,  // 5: raftkms.events.v1.SnapshotRecord.trailer:type_name -> raftkms.events.v1.SnapshotTrailer
-	12, // 6: raftkms.events.v1.SnapshotRecord.access_key:type_name -> raftkms.events.v1.AccessKeyRecord
-	13, // 7: raftkms.events.v1.VersionRecord.rotation_type:type_name -> raftkms.events.v1.RotationType
-	14, // 8: raftkms.events.v1.HistoryRecord.state:type_name -> raftkms.events.v1.KeyState
-	15, // 9: raftkms.events.v1.KeyRecord.origin:type_name -> raftkms.events.v1.Origin
-	14, // 10: raftkms.events.v1.KeyRecord.state:type_name -> raftkms.events.v1.KeyState
+	13, // 6: raftkms.events.v1.SnapshotRecord.access_key:type_name -> raftkms.events.v1.AccessKeyRecord
+	14, // 7: raftkms.events.v1.VersionRecord.rotation_type:type_name -> raftkms.events.v1.RotationType
+	15, // 8: raftkms.events.v1.HistoryRecord.state:type_name -> raftkms.events.v1.KeyState
+	16, // 9: raftkms.events.v1.KeyRecord.origin:type_name -> raftkms.events.v1.Origin
+	15, // 10: raftkms.events.v1.KeyRecord.state:type_name -> raftkms.events.v1.KeyState
 	4,  // 11: raftkms.events.v1.KeyRecord.rotation:type_name -> raftkms.events.v1.RotationRecord
 	3,  // 12: raftkms.events.v1.KeyRecord.versions:type_name -> raftkms.events.v1.VersionRecord
-	16, // 13: raftkms.events.v1.KeyRecord.tags:type_name -> raftkms.events.v1.Tag
+	17, // 13: raftkms.events.v1.KeyRecord.tags:type_name -> raftkms.events.v1.Tag
 	5,  // 14: raftkms.events.v1.KeyRecord.import_parameters:type_name -> raftkms.events.v1.ImportParametersRecord
-	17, // 15: raftkms.events.v1.KeyRecord.expiration_model:type_name -> raftkms.events.v1.ExpirationModel
+	18, // 15: raftkms.events.v1.KeyRecord.expiration_model:type_name -> raftkms.events.v1.ExpirationModel
 	6,  // 16: raftkms.events.v1.KeyRecord.history:type_name -> raftkms.events.v1.HistoryRecord
-	10, // 17: raftkms.events.v1.RequestRecord.result:type_name -> raftkms.events.v1.ResultRecord
-	18, // [18:18] is the sub-list for method output_type
-	18, // [18:18] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	8,  // 17: raftkms.events.v1.KeyRecord.grants:type_name -> raftkms.events.v1.GrantRecord
+	19, // 18: raftkms.events.v1.GrantRecord.constraints:type_name -> raftkms.events.v1.GrantConstraints
+	11, // 19: raftkms.events.v1.RequestRecord.result:type_name -> raftkms.events.v1.ResultRecord
+	20, // [20:20] is the sub-list for method output_type
+	20, // [20:20] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_proto_events_v1_state_proto_init() }
@@ -1421,7 +1588,7 @@ func file_proto_events_v1_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_events_v1_state_proto_rawDesc), len(file_proto_events_v1_state_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

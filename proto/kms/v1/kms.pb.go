@@ -111,8 +111,10 @@ type KeyMetadata struct {
 	SigningAlgorithms []string `protobuf:"bytes,19,rep,name=signing_algorithms,json=signingAlgorithms,proto3" json:"signing_algorithms,omitempty"`
 	// For HMAC keys: the one HMAC_SHA_* of the key spec.
 	MacAlgorithms []string `protobuf:"bytes,20,rep,name=mac_algorithms,json=macAlgorithms,proto3" json:"mac_algorithms,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// raftkms extension: versions below this refuse to decrypt (1 = all).
+	MinDecryptionVersion uint32 `protobuf:"varint,40,opt,name=min_decryption_version,json=minDecryptionVersion,proto3" json:"min_decryption_version,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *KeyMetadata) Reset() {
@@ -283,6 +285,13 @@ func (x *KeyMetadata) GetMacAlgorithms() []string {
 		return x.MacAlgorithms
 	}
 	return nil
+}
+
+func (x *KeyMetadata) GetMinDecryptionVersion() uint32 {
+	if x != nil {
+		return x.MinDecryptionVersion
+	}
+	return 0
 }
 
 type CreateKeyRequest struct {
@@ -4990,6 +4999,1136 @@ func (x *GenerateDataKeyPairWithoutPlaintextResponse) GetKeyPairSpec() string {
 	return ""
 }
 
+// GrantConstraints limit a grant to requests whose encryption context
+// contains (subset) or is exactly (equals) the given pairs.
+type GrantConstraints struct {
+	state                   protoimpl.MessageState `protogen:"open.v1"`
+	EncryptionContextSubset map[string]string      `protobuf:"bytes,1,rep,name=encryption_context_subset,json=encryptionContextSubset,proto3" json:"encryption_context_subset,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	EncryptionContextEquals map[string]string      `protobuf:"bytes,2,rep,name=encryption_context_equals,json=encryptionContextEquals,proto3" json:"encryption_context_equals,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
+}
+
+func (x *GrantConstraints) Reset() {
+	*x = GrantConstraints{}
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[82]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GrantConstraints) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GrantConstraints) ProtoMessage() {}
+
+func (x *GrantConstraints) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[82]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GrantConstraints.ProtoReflect.Descriptor instead.
+func (*GrantConstraints) Descriptor() ([]byte, []int) {
+	return file_proto_kms_v1_kms_proto_rawDescGZIP(), []int{82}
+}
+
+func (x *GrantConstraints) GetEncryptionContextSubset() map[string]string {
+	if x != nil {
+		return x.EncryptionContextSubset
+	}
+	return nil
+}
+
+func (x *GrantConstraints) GetEncryptionContextEquals() map[string]string {
+	if x != nil {
+		return x.EncryptionContextEquals
+	}
+	return nil
+}
+
+type CreateGrantRequest struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	KeyId             string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	GranteePrincipal  string                 `protobuf:"bytes,2,opt,name=grantee_principal,json=granteePrincipal,proto3" json:"grantee_principal,omitempty"`
+	RetiringPrincipal string                 `protobuf:"bytes,3,opt,name=retiring_principal,json=retiringPrincipal,proto3" json:"retiring_principal,omitempty"`
+	// Decrypt, Encrypt, GenerateDataKey, GenerateDataKeyWithoutPlaintext,
+	// ReEncryptFrom, ReEncryptTo, Sign, Verify, GetPublicKey, CreateGrant,
+	// RetireGrant, DescribeKey, GenerateDataKeyPair,
+	// GenerateDataKeyPairWithoutPlaintext, GenerateMac, VerifyMac.
+	Operations    []string          `protobuf:"bytes,4,rep,name=operations,proto3" json:"operations,omitempty"`
+	Constraints   *GrantConstraints `protobuf:"bytes,5,opt,name=constraints,proto3" json:"constraints,omitempty"`
+	GrantTokens   []string          `protobuf:"bytes,6,rep,name=grant_tokens,json=grantTokens,proto3" json:"grant_tokens,omitempty"`
+	Name          string            `protobuf:"bytes,7,opt,name=name,proto3" json:"name,omitempty"`
+	DryRun        bool              `protobuf:"varint,8,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateGrantRequest) Reset() {
+	*x = CreateGrantRequest{}
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[83]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateGrantRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateGrantRequest) ProtoMessage() {}
+
+func (x *CreateGrantRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[83]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateGrantRequest.ProtoReflect.Descriptor instead.
+func (*CreateGrantRequest) Descriptor() ([]byte, []int) {
+	return file_proto_kms_v1_kms_proto_rawDescGZIP(), []int{83}
+}
+
+func (x *CreateGrantRequest) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *CreateGrantRequest) GetGranteePrincipal() string {
+	if x != nil {
+		return x.GranteePrincipal
+	}
+	return ""
+}
+
+func (x *CreateGrantRequest) GetRetiringPrincipal() string {
+	if x != nil {
+		return x.RetiringPrincipal
+	}
+	return ""
+}
+
+func (x *CreateGrantRequest) GetOperations() []string {
+	if x != nil {
+		return x.Operations
+	}
+	return nil
+}
+
+func (x *CreateGrantRequest) GetConstraints() *GrantConstraints {
+	if x != nil {
+		return x.Constraints
+	}
+	return nil
+}
+
+func (x *CreateGrantRequest) GetGrantTokens() []string {
+	if x != nil {
+		return x.GrantTokens
+	}
+	return nil
+}
+
+func (x *CreateGrantRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateGrantRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+type CreateGrantResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	GrantToken    string                 `protobuf:"bytes,1,opt,name=grant_token,json=grantToken,proto3" json:"grant_token,omitempty"`
+	GrantId       string                 `protobuf:"bytes,2,opt,name=grant_id,json=grantId,proto3" json:"grant_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateGrantResponse) Reset() {
+	*x = CreateGrantResponse{}
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[84]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateGrantResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateGrantResponse) ProtoMessage() {}
+
+func (x *CreateGrantResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[84]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateGrantResponse.ProtoReflect.Descriptor instead.
+func (*CreateGrantResponse) Descriptor() ([]byte, []int) {
+	return file_proto_kms_v1_kms_proto_rawDescGZIP(), []int{84}
+}
+
+func (x *CreateGrantResponse) GetGrantToken() string {
+	if x != nil {
+		return x.GrantToken
+	}
+	return ""
+}
+
+func (x *CreateGrantResponse) GetGrantId() string {
+	if x != nil {
+		return x.GrantId
+	}
+	return ""
+}
+
+type ListGrantsRequest struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	KeyId            string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	Limit            int32                  `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	Marker           string                 `protobuf:"bytes,3,opt,name=marker,proto3" json:"marker,omitempty"`
+	GrantId          string                 `protobuf:"bytes,4,opt,name=grant_id,json=grantId,proto3" json:"grant_id,omitempty"`
+	GranteePrincipal string                 `protobuf:"bytes,5,opt,name=grantee_principal,json=granteePrincipal,proto3" json:"grantee_principal,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *ListGrantsRequest) Reset() {
+	*x = ListGrantsRequest{}
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[85]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListGrantsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListGrantsRequest) ProtoMessage() {}
+
+func (x *ListGrantsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[85]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListGrantsRequest.ProtoReflect.Descriptor instead.
+func (*ListGrantsRequest) Descriptor() ([]byte, []int) {
+	return file_proto_kms_v1_kms_proto_rawDescGZIP(), []int{85}
+}
+
+func (x *ListGrantsRequest) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *ListGrantsRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *ListGrantsRequest) GetMarker() string {
+	if x != nil {
+		return x.Marker
+	}
+	return ""
+}
+
+func (x *ListGrantsRequest) GetGrantId() string {
+	if x != nil {
+		return x.GrantId
+	}
+	return ""
+}
+
+func (x *ListGrantsRequest) GetGranteePrincipal() string {
+	if x != nil {
+		return x.GranteePrincipal
+	}
+	return ""
+}
+
+type GrantListEntry struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	KeyId             string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	GrantId           string                 `protobuf:"bytes,2,opt,name=grant_id,json=grantId,proto3" json:"grant_id,omitempty"`
+	Name              string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	CreationDate      *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=creation_date,json=creationDate,proto3" json:"creation_date,omitempty"`
+	GranteePrincipal  string                 `protobuf:"bytes,5,opt,name=grantee_principal,json=granteePrincipal,proto3" json:"grantee_principal,omitempty"`
+	RetiringPrincipal string                 `protobuf:"bytes,6,opt,name=retiring_principal,json=retiringPrincipal,proto3" json:"retiring_principal,omitempty"`
+	IssuingAccount    string                 `protobuf:"bytes,7,opt,name=issuing_account,json=issuingAccount,proto3" json:"issuing_account,omitempty"`
+	Operations        []string               `protobuf:"bytes,8,rep,name=operations,proto3" json:"operations,omitempty"`
+	Constraints       *GrantConstraints      `protobuf:"bytes,9,opt,name=constraints,proto3" json:"constraints,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *GrantListEntry) Reset() {
+	*x = GrantListEntry{}
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[86]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GrantListEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GrantListEntry) ProtoMessage() {}
+
+func (x *GrantListEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[86]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GrantListEntry.ProtoReflect.Descriptor instead.
+func (*GrantListEntry) Descriptor() ([]byte, []int) {
+	return file_proto_kms_v1_kms_proto_rawDescGZIP(), []int{86}
+}
+
+func (x *GrantListEntry) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *GrantListEntry) GetGrantId() string {
+	if x != nil {
+		return x.GrantId
+	}
+	return ""
+}
+
+func (x *GrantListEntry) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *GrantListEntry) GetCreationDate() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreationDate
+	}
+	return nil
+}
+
+func (x *GrantListEntry) GetGranteePrincipal() string {
+	if x != nil {
+		return x.GranteePrincipal
+	}
+	return ""
+}
+
+func (x *GrantListEntry) GetRetiringPrincipal() string {
+	if x != nil {
+		return x.RetiringPrincipal
+	}
+	return ""
+}
+
+func (x *GrantListEntry) GetIssuingAccount() string {
+	if x != nil {
+		return x.IssuingAccount
+	}
+	return ""
+}
+
+func (x *GrantListEntry) GetOperations() []string {
+	if x != nil {
+		return x.Operations
+	}
+	return nil
+}
+
+func (x *GrantListEntry) GetConstraints() *GrantConstraints {
+	if x != nil {
+		return x.Constraints
+	}
+	return nil
+}
+
+type ListGrantsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Grants        []*GrantListEntry      `protobuf:"bytes,1,rep,name=grants,proto3" json:"grants,omitempty"`
+	NextMarker    string                 `protobuf:"bytes,2,opt,name=next_marker,json=nextMarker,proto3" json:"next_marker,omitempty"`
+	Truncated     bool                   `protobuf:"varint,3,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListGrantsResponse) Reset() {
+	*x = ListGrantsResponse{}
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[87]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListGrantsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListGrantsResponse) ProtoMessage() {}
+
+func (x *ListGrantsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[87]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListGrantsResponse.ProtoReflect.Descriptor instead.
+func (*ListGrantsResponse) Descriptor() ([]byte, []int) {
+	return file_proto_kms_v1_kms_proto_rawDescGZIP(), []int{87}
+}
+
+func (x *ListGrantsResponse) GetGrants() []*GrantListEntry {
+	if x != nil {
+		return x.Grants
+	}
+	return nil
+}
+
+func (x *ListGrantsResponse) GetNextMarker() string {
+	if x != nil {
+		return x.NextMarker
+	}
+	return ""
+}
+
+func (x *ListGrantsResponse) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
+}
+
+type ListRetirableGrantsRequest struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	RetiringPrincipal string                 `protobuf:"bytes,1,opt,name=retiring_principal,json=retiringPrincipal,proto3" json:"retiring_principal,omitempty"`
+	Limit             int32                  `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	Marker            string                 `protobuf:"bytes,3,opt,name=marker,proto3" json:"marker,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *ListRetirableGrantsRequest) Reset() {
+	*x = ListRetirableGrantsRequest{}
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[88]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRetirableGrantsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRetirableGrantsRequest) ProtoMessage() {}
+
+func (x *ListRetirableGrantsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[88]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRetirableGrantsRequest.ProtoReflect.Descriptor instead.
+func (*ListRetirableGrantsRequest) Descriptor() ([]byte, []int) {
+	return file_proto_kms_v1_kms_proto_rawDescGZIP(), []int{88}
+}
+
+func (x *ListRetirableGrantsRequest) GetRetiringPrincipal() string {
+	if x != nil {
+		return x.RetiringPrincipal
+	}
+	return ""
+}
+
+func (x *ListRetirableGrantsRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *ListRetirableGrantsRequest) GetMarker() string {
+	if x != nil {
+		return x.Marker
+	}
+	return ""
+}
+
+type RetireGrantRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	GrantToken    string                 `protobuf:"bytes,1,opt,name=grant_token,json=grantToken,proto3" json:"grant_token,omitempty"`
+	KeyId         string                 `protobuf:"bytes,2,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	GrantId       string                 `protobuf:"bytes,3,opt,name=grant_id,json=grantId,proto3" json:"grant_id,omitempty"`
+	DryRun        bool                   `protobuf:"varint,4,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetireGrantRequest) Reset() {
+	*x = RetireGrantRequest{}
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[89]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetireGrantRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetireGrantRequest) ProtoMessage() {}
+
+func (x *RetireGrantRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[89]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetireGrantRequest.ProtoReflect.Descriptor instead.
+func (*RetireGrantRequest) Descriptor() ([]byte, []int) {
+	return file_proto_kms_v1_kms_proto_rawDescGZIP(), []int{89}
+}
+
+func (x *RetireGrantRequest) GetGrantToken() string {
+	if x != nil {
+		return x.GrantToken
+	}
+	return ""
+}
+
+func (x *RetireGrantRequest) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *RetireGrantRequest) GetGrantId() string {
+	if x != nil {
+		return x.GrantId
+	}
+	return ""
+}
+
+func (x *RetireGrantRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+type RetireGrantResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetireGrantResponse) Reset() {
+	*x = RetireGrantResponse{}
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[90]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetireGrantResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetireGrantResponse) ProtoMessage() {}
+
+func (x *RetireGrantResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[90]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetireGrantResponse.ProtoReflect.Descriptor instead.
+func (*RetireGrantResponse) Descriptor() ([]byte, []int) {
+	return file_proto_kms_v1_kms_proto_rawDescGZIP(), []int{90}
+}
+
+type RevokeGrantRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	KeyId         string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	GrantId       string                 `protobuf:"bytes,2,opt,name=grant_id,json=grantId,proto3" json:"grant_id,omitempty"`
+	DryRun        bool                   `protobuf:"varint,3,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeGrantRequest) Reset() {
+	*x = RevokeGrantRequest{}
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[91]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeGrantRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeGrantRequest) ProtoMessage() {}
+
+func (x *RevokeGrantRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[91]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeGrantRequest.ProtoReflect.Descriptor instead.
+func (*RevokeGrantRequest) Descriptor() ([]byte, []int) {
+	return file_proto_kms_v1_kms_proto_rawDescGZIP(), []int{91}
+}
+
+func (x *RevokeGrantRequest) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *RevokeGrantRequest) GetGrantId() string {
+	if x != nil {
+		return x.GrantId
+	}
+	return ""
+}
+
+func (x *RevokeGrantRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+type RevokeGrantResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeGrantResponse) Reset() {
+	*x = RevokeGrantResponse{}
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[92]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeGrantResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeGrantResponse) ProtoMessage() {}
+
+func (x *RevokeGrantResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[92]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeGrantResponse.ProtoReflect.Descriptor instead.
+func (*RevokeGrantResponse) Descriptor() ([]byte, []int) {
+	return file_proto_kms_v1_kms_proto_rawDescGZIP(), []int{92}
+}
+
+type ListKeyPoliciesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	KeyId         string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	Limit         int32                  `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	Marker        string                 `protobuf:"bytes,3,opt,name=marker,proto3" json:"marker,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListKeyPoliciesRequest) Reset() {
+	*x = ListKeyPoliciesRequest{}
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[93]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListKeyPoliciesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListKeyPoliciesRequest) ProtoMessage() {}
+
+func (x *ListKeyPoliciesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[93]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListKeyPoliciesRequest.ProtoReflect.Descriptor instead.
+func (*ListKeyPoliciesRequest) Descriptor() ([]byte, []int) {
+	return file_proto_kms_v1_kms_proto_rawDescGZIP(), []int{93}
+}
+
+func (x *ListKeyPoliciesRequest) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *ListKeyPoliciesRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *ListKeyPoliciesRequest) GetMarker() string {
+	if x != nil {
+		return x.Marker
+	}
+	return ""
+}
+
+type ListKeyPoliciesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	PolicyNames   []string               `protobuf:"bytes,1,rep,name=policy_names,json=policyNames,proto3" json:"policy_names,omitempty"`
+	NextMarker    string                 `protobuf:"bytes,2,opt,name=next_marker,json=nextMarker,proto3" json:"next_marker,omitempty"`
+	Truncated     bool                   `protobuf:"varint,3,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListKeyPoliciesResponse) Reset() {
+	*x = ListKeyPoliciesResponse{}
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[94]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListKeyPoliciesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListKeyPoliciesResponse) ProtoMessage() {}
+
+func (x *ListKeyPoliciesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[94]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListKeyPoliciesResponse.ProtoReflect.Descriptor instead.
+func (*ListKeyPoliciesResponse) Descriptor() ([]byte, []int) {
+	return file_proto_kms_v1_kms_proto_rawDescGZIP(), []int{94}
+}
+
+func (x *ListKeyPoliciesResponse) GetPolicyNames() []string {
+	if x != nil {
+		return x.PolicyNames
+	}
+	return nil
+}
+
+func (x *ListKeyPoliciesResponse) GetNextMarker() string {
+	if x != nil {
+		return x.NextMarker
+	}
+	return ""
+}
+
+func (x *ListKeyPoliciesResponse) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
+}
+
+type GenerateRandomRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NumberOfBytes int32                  `protobuf:"varint,1,opt,name=number_of_bytes,json=numberOfBytes,proto3" json:"number_of_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GenerateRandomRequest) Reset() {
+	*x = GenerateRandomRequest{}
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[95]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GenerateRandomRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GenerateRandomRequest) ProtoMessage() {}
+
+func (x *GenerateRandomRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[95]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GenerateRandomRequest.ProtoReflect.Descriptor instead.
+func (*GenerateRandomRequest) Descriptor() ([]byte, []int) {
+	return file_proto_kms_v1_kms_proto_rawDescGZIP(), []int{95}
+}
+
+func (x *GenerateRandomRequest) GetNumberOfBytes() int32 {
+	if x != nil {
+		return x.NumberOfBytes
+	}
+	return 0
+}
+
+type GenerateRandomResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Plaintext     []byte                 `protobuf:"bytes,1,opt,name=plaintext,proto3" json:"plaintext,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GenerateRandomResponse) Reset() {
+	*x = GenerateRandomResponse{}
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[96]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GenerateRandomResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GenerateRandomResponse) ProtoMessage() {}
+
+func (x *GenerateRandomResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[96]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GenerateRandomResponse.ProtoReflect.Descriptor instead.
+func (*GenerateRandomResponse) Descriptor() ([]byte, []int) {
+	return file_proto_kms_v1_kms_proto_rawDescGZIP(), []int{96}
+}
+
+func (x *GenerateRandomResponse) GetPlaintext() []byte {
+	if x != nil {
+		return x.Plaintext
+	}
+	return nil
+}
+
+type UpdateKeyVersionPolicyRequest struct {
+	state                protoimpl.MessageState `protogen:"open.v1"`
+	KeyId                string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	MinDecryptionVersion uint32                 `protobuf:"varint,2,opt,name=min_decryption_version,json=minDecryptionVersion,proto3" json:"min_decryption_version,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *UpdateKeyVersionPolicyRequest) Reset() {
+	*x = UpdateKeyVersionPolicyRequest{}
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[97]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateKeyVersionPolicyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateKeyVersionPolicyRequest) ProtoMessage() {}
+
+func (x *UpdateKeyVersionPolicyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[97]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateKeyVersionPolicyRequest.ProtoReflect.Descriptor instead.
+func (*UpdateKeyVersionPolicyRequest) Descriptor() ([]byte, []int) {
+	return file_proto_kms_v1_kms_proto_rawDescGZIP(), []int{97}
+}
+
+func (x *UpdateKeyVersionPolicyRequest) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *UpdateKeyVersionPolicyRequest) GetMinDecryptionVersion() uint32 {
+	if x != nil {
+		return x.MinDecryptionVersion
+	}
+	return 0
+}
+
+type UpdateKeyVersionPolicyResponse struct {
+	state                protoimpl.MessageState `protogen:"open.v1"`
+	KeyId                string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	MinDecryptionVersion uint32                 `protobuf:"varint,2,opt,name=min_decryption_version,json=minDecryptionVersion,proto3" json:"min_decryption_version,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *UpdateKeyVersionPolicyResponse) Reset() {
+	*x = UpdateKeyVersionPolicyResponse{}
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[98]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateKeyVersionPolicyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateKeyVersionPolicyResponse) ProtoMessage() {}
+
+func (x *UpdateKeyVersionPolicyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[98]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateKeyVersionPolicyResponse.ProtoReflect.Descriptor instead.
+func (*UpdateKeyVersionPolicyResponse) Descriptor() ([]byte, []int) {
+	return file_proto_kms_v1_kms_proto_rawDescGZIP(), []int{98}
+}
+
+func (x *UpdateKeyVersionPolicyResponse) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *UpdateKeyVersionPolicyResponse) GetMinDecryptionVersion() uint32 {
+	if x != nil {
+		return x.MinDecryptionVersion
+	}
+	return 0
+}
+
+type DestroyKeyVersionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	KeyId         string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	KeyVersion    uint32                 `protobuf:"varint,2,opt,name=key_version,json=keyVersion,proto3" json:"key_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DestroyKeyVersionRequest) Reset() {
+	*x = DestroyKeyVersionRequest{}
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[99]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DestroyKeyVersionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DestroyKeyVersionRequest) ProtoMessage() {}
+
+func (x *DestroyKeyVersionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[99]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DestroyKeyVersionRequest.ProtoReflect.Descriptor instead.
+func (*DestroyKeyVersionRequest) Descriptor() ([]byte, []int) {
+	return file_proto_kms_v1_kms_proto_rawDescGZIP(), []int{99}
+}
+
+func (x *DestroyKeyVersionRequest) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *DestroyKeyVersionRequest) GetKeyVersion() uint32 {
+	if x != nil {
+		return x.KeyVersion
+	}
+	return 0
+}
+
+type DestroyKeyVersionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	KeyId         string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	KeyVersion    uint32                 `protobuf:"varint,2,opt,name=key_version,json=keyVersion,proto3" json:"key_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DestroyKeyVersionResponse) Reset() {
+	*x = DestroyKeyVersionResponse{}
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[100]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DestroyKeyVersionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DestroyKeyVersionResponse) ProtoMessage() {}
+
+func (x *DestroyKeyVersionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_kms_v1_kms_proto_msgTypes[100]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DestroyKeyVersionResponse.ProtoReflect.Descriptor instead.
+func (*DestroyKeyVersionResponse) Descriptor() ([]byte, []int) {
+	return file_proto_kms_v1_kms_proto_rawDescGZIP(), []int{100}
+}
+
+func (x *DestroyKeyVersionResponse) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *DestroyKeyVersionResponse) GetKeyVersion() uint32 {
+	if x != nil {
+		return x.KeyVersion
+	}
+	return 0
+}
+
 var File_proto_kms_v1_kms_proto protoreflect.FileDescriptor
 
 const file_proto_kms_v1_kms_proto_rawDesc = "" +
@@ -4997,7 +6136,7 @@ const file_proto_kms_v1_kms_proto_rawDesc = "" +
 	"\x16proto/kms/v1/kms.proto\x12\x0eraftkms.kms.v1\x1a\x1eproto/options/v1/options.proto\x1a\x1fgoogle/protobuf/timestamp.proto\";\n" +
 	"\x03Tag\x12\x17\n" +
 	"\atag_key\x18\x01 \x01(\tR\x06tagKey\x12\x1b\n" +
-	"\ttag_value\x18\x02 \x01(\tR\btagValue\"\xc4\x06\n" +
+	"\ttag_value\x18\x02 \x01(\tR\btagValue\"\xfa\x06\n" +
 	"\vKeyMetadata\x12$\n" +
 	"\x0eaws_account_id\x18\x01 \x01(\tR\fawsAccountId\x12\x15\n" +
 	"\x06key_id\x18\x02 \x01(\tR\x05keyId\x12\x10\n" +
@@ -5020,7 +6159,8 @@ const file_proto_kms_v1_kms_proto_rawDesc = "" +
 	"\x1fpending_deletion_window_in_days\x18\x11 \x01(\x05R\x1bpendingDeletionWindowInDays\x12.\n" +
 	"\x13current_key_version\x18\x12 \x01(\rR\x11currentKeyVersion\x12-\n" +
 	"\x12signing_algorithms\x18\x13 \x03(\tR\x11signingAlgorithms\x12%\n" +
-	"\x0emac_algorithms\x18\x14 \x03(\tR\rmacAlgorithms\"\xe4\x02\n" +
+	"\x0emac_algorithms\x18\x14 \x03(\tR\rmacAlgorithms\x124\n" +
+	"\x16min_decryption_version\x18( \x01(\rR\x14minDecryptionVersion\"\xe4\x02\n" +
 	"\x10CreateKeyRequest\x12\x16\n" +
 	"\x06policy\x18\x01 \x01(\tR\x06policy\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12\x1b\n" +
@@ -5369,7 +6509,97 @@ const file_proto_kms_v1_kms_proto_rawDesc = "" +
 	"\n" +
 	"public_key\x18\x02 \x01(\fR\tpublicKey\x12\x15\n" +
 	"\x06key_id\x18\x03 \x01(\tR\x05keyId\x12\"\n" +
-	"\rkey_pair_spec\x18\x04 \x01(\tR\vkeyPairSpec2\xa8&\n" +
+	"\rkey_pair_spec\x18\x04 \x01(\tR\vkeyPairSpec\"\xa0\x03\n" +
+	"\x10GrantConstraints\x12y\n" +
+	"\x19encryption_context_subset\x18\x01 \x03(\v2=.raftkms.kms.v1.GrantConstraints.EncryptionContextSubsetEntryR\x17encryptionContextSubset\x12y\n" +
+	"\x19encryption_context_equals\x18\x02 \x03(\v2=.raftkms.kms.v1.GrantConstraints.EncryptionContextEqualsEntryR\x17encryptionContextEquals\x1aJ\n" +
+	"\x1cEncryptionContextSubsetEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aJ\n" +
+	"\x1cEncryptionContextEqualsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xbb\x02\n" +
+	"\x12CreateGrantRequest\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12+\n" +
+	"\x11grantee_principal\x18\x02 \x01(\tR\x10granteePrincipal\x12-\n" +
+	"\x12retiring_principal\x18\x03 \x01(\tR\x11retiringPrincipal\x12\x1e\n" +
+	"\n" +
+	"operations\x18\x04 \x03(\tR\n" +
+	"operations\x12B\n" +
+	"\vconstraints\x18\x05 \x01(\v2 .raftkms.kms.v1.GrantConstraintsR\vconstraints\x12!\n" +
+	"\fgrant_tokens\x18\x06 \x03(\tR\vgrantTokens\x12\x12\n" +
+	"\x04name\x18\a \x01(\tR\x04name\x12\x17\n" +
+	"\adry_run\x18\b \x01(\bR\x06dryRun\"Q\n" +
+	"\x13CreateGrantResponse\x12\x1f\n" +
+	"\vgrant_token\x18\x01 \x01(\tR\n" +
+	"grantToken\x12\x19\n" +
+	"\bgrant_id\x18\x02 \x01(\tR\agrantId\"\xa0\x01\n" +
+	"\x11ListGrantsRequest\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\x05R\x05limit\x12\x16\n" +
+	"\x06marker\x18\x03 \x01(\tR\x06marker\x12\x19\n" +
+	"\bgrant_id\x18\x04 \x01(\tR\agrantId\x12+\n" +
+	"\x11grantee_principal\x18\x05 \x01(\tR\x10granteePrincipal\"\x80\x03\n" +
+	"\x0eGrantListEntry\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x19\n" +
+	"\bgrant_id\x18\x02 \x01(\tR\agrantId\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12?\n" +
+	"\rcreation_date\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\fcreationDate\x12+\n" +
+	"\x11grantee_principal\x18\x05 \x01(\tR\x10granteePrincipal\x12-\n" +
+	"\x12retiring_principal\x18\x06 \x01(\tR\x11retiringPrincipal\x12'\n" +
+	"\x0fissuing_account\x18\a \x01(\tR\x0eissuingAccount\x12\x1e\n" +
+	"\n" +
+	"operations\x18\b \x03(\tR\n" +
+	"operations\x12B\n" +
+	"\vconstraints\x18\t \x01(\v2 .raftkms.kms.v1.GrantConstraintsR\vconstraints\"\x8b\x01\n" +
+	"\x12ListGrantsResponse\x126\n" +
+	"\x06grants\x18\x01 \x03(\v2\x1e.raftkms.kms.v1.GrantListEntryR\x06grants\x12\x1f\n" +
+	"\vnext_marker\x18\x02 \x01(\tR\n" +
+	"nextMarker\x12\x1c\n" +
+	"\ttruncated\x18\x03 \x01(\bR\ttruncated\"y\n" +
+	"\x1aListRetirableGrantsRequest\x12-\n" +
+	"\x12retiring_principal\x18\x01 \x01(\tR\x11retiringPrincipal\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\x05R\x05limit\x12\x16\n" +
+	"\x06marker\x18\x03 \x01(\tR\x06marker\"\x80\x01\n" +
+	"\x12RetireGrantRequest\x12\x1f\n" +
+	"\vgrant_token\x18\x01 \x01(\tR\n" +
+	"grantToken\x12\x15\n" +
+	"\x06key_id\x18\x02 \x01(\tR\x05keyId\x12\x19\n" +
+	"\bgrant_id\x18\x03 \x01(\tR\agrantId\x12\x17\n" +
+	"\adry_run\x18\x04 \x01(\bR\x06dryRun\"\x15\n" +
+	"\x13RetireGrantResponse\"_\n" +
+	"\x12RevokeGrantRequest\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x19\n" +
+	"\bgrant_id\x18\x02 \x01(\tR\agrantId\x12\x17\n" +
+	"\adry_run\x18\x03 \x01(\bR\x06dryRun\"\x15\n" +
+	"\x13RevokeGrantResponse\"]\n" +
+	"\x16ListKeyPoliciesRequest\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\x05R\x05limit\x12\x16\n" +
+	"\x06marker\x18\x03 \x01(\tR\x06marker\"{\n" +
+	"\x17ListKeyPoliciesResponse\x12!\n" +
+	"\fpolicy_names\x18\x01 \x03(\tR\vpolicyNames\x12\x1f\n" +
+	"\vnext_marker\x18\x02 \x01(\tR\n" +
+	"nextMarker\x12\x1c\n" +
+	"\ttruncated\x18\x03 \x01(\bR\ttruncated\"?\n" +
+	"\x15GenerateRandomRequest\x12&\n" +
+	"\x0fnumber_of_bytes\x18\x01 \x01(\x05R\rnumberOfBytes\"6\n" +
+	"\x16GenerateRandomResponse\x12\x1c\n" +
+	"\tplaintext\x18\x01 \x01(\fR\tplaintext\"l\n" +
+	"\x1dUpdateKeyVersionPolicyRequest\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x124\n" +
+	"\x16min_decryption_version\x18\x02 \x01(\rR\x14minDecryptionVersion\"m\n" +
+	"\x1eUpdateKeyVersionPolicyResponse\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x124\n" +
+	"\x16min_decryption_version\x18\x02 \x01(\rR\x14minDecryptionVersion\"R\n" +
+	"\x18DestroyKeyVersionRequest\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x1f\n" +
+	"\vkey_version\x18\x02 \x01(\rR\n" +
+	"keyVersion\"S\n" +
+	"\x19DestroyKeyVersionResponse\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x1f\n" +
+	"\vkey_version\x18\x02 \x01(\rR\n" +
+	"keyVersion2\xaa/\n" +
 	"\x14KeyManagementService\x12i\n" +
 	"\tCreateKey\x12 .raftkms.kms.v1.CreateKeyRequest\x1a!.raftkms.kms.v1.CreateKeyResponse\"\x17\x92\x82\x19\x13\b\x02\x10\x01\x1a\rkms:CreateKey\x12q\n" +
 	"\vDescribeKey\x12\".raftkms.kms.v1.DescribeKeyRequest\x1a#.raftkms.kms.v1.DescribeKeyResponse\"\x19\x92\x82\x19\x15\b\x01\x10\x01\x1a\x0fkms:DescribeKey\x12e\n" +
@@ -5410,7 +6640,17 @@ const file_proto_kms_v1_kms_proto_rawDesc = "" +
 	"\vGenerateMac\x12\".raftkms.kms.v1.GenerateMacRequest\x1a#.raftkms.kms.v1.GenerateMacResponse\"\x19\x92\x82\x19\x15\b\x01\x10\x01\x1a\x0fkms:GenerateMac\x12i\n" +
 	"\tVerifyMac\x12 .raftkms.kms.v1.VerifyMacRequest\x1a!.raftkms.kms.v1.VerifyMacResponse\"\x17\x92\x82\x19\x13\b\x01\x10\x01\x1a\rkms:VerifyMac\x12\x91\x01\n" +
 	"\x13GenerateDataKeyPair\x12*.raftkms.kms.v1.GenerateDataKeyPairRequest\x1a+.raftkms.kms.v1.GenerateDataKeyPairResponse\"!\x92\x82\x19\x1d\b\x01\x10\x01\x1a\x17kms:GenerateDataKeyPair\x12\xd1\x01\n" +
-	"#GenerateDataKeyPairWithoutPlaintext\x12:.raftkms.kms.v1.GenerateDataKeyPairWithoutPlaintextRequest\x1a;.raftkms.kms.v1.GenerateDataKeyPairWithoutPlaintextResponse\"1\x92\x82\x19-\b\x01\x10\x01\x1a'kms:GenerateDataKeyPairWithoutPlaintextB/Z-github.com/raftkms/raftkms/proto/kms/v1;kmsv1b\x06proto3"
+	"#GenerateDataKeyPairWithoutPlaintext\x12:.raftkms.kms.v1.GenerateDataKeyPairWithoutPlaintextRequest\x1a;.raftkms.kms.v1.GenerateDataKeyPairWithoutPlaintextResponse\"1\x92\x82\x19-\b\x01\x10\x01\x1a'kms:GenerateDataKeyPairWithoutPlaintext\x12q\n" +
+	"\vCreateGrant\x12\".raftkms.kms.v1.CreateGrantRequest\x1a#.raftkms.kms.v1.CreateGrantResponse\"\x19\x92\x82\x19\x15\b\x02\x10\x01\x1a\x0fkms:CreateGrant\x12m\n" +
+	"\n" +
+	"ListGrants\x12!.raftkms.kms.v1.ListGrantsRequest\x1a\".raftkms.kms.v1.ListGrantsResponse\"\x18\x92\x82\x19\x14\b\x01\x10\x01\x1a\x0ekms:ListGrants\x12\x88\x01\n" +
+	"\x13ListRetirableGrants\x12*.raftkms.kms.v1.ListRetirableGrantsRequest\x1a\".raftkms.kms.v1.ListGrantsResponse\"!\x92\x82\x19\x1d\b\x01\x10\x01\x1a\x17kms:ListRetirableGrants\x12q\n" +
+	"\vRetireGrant\x12\".raftkms.kms.v1.RetireGrantRequest\x1a#.raftkms.kms.v1.RetireGrantResponse\"\x19\x92\x82\x19\x15\b\x02\x10\x01\x1a\x0fkms:RetireGrant\x12q\n" +
+	"\vRevokeGrant\x12\".raftkms.kms.v1.RevokeGrantRequest\x1a#.raftkms.kms.v1.RevokeGrantResponse\"\x19\x92\x82\x19\x15\b\x02\x10\x01\x1a\x0fkms:RevokeGrant\x12\x81\x01\n" +
+	"\x0fListKeyPolicies\x12&.raftkms.kms.v1.ListKeyPoliciesRequest\x1a'.raftkms.kms.v1.ListKeyPoliciesResponse\"\x1d\x92\x82\x19\x19\b\x01\x10\x01\x1a\x13kms:ListKeyPolicies\x12}\n" +
+	"\x0eGenerateRandom\x12%.raftkms.kms.v1.GenerateRandomRequest\x1a&.raftkms.kms.v1.GenerateRandomResponse\"\x1c\x92\x82\x19\x18\b\x03\x10\x01\x1a\x12kms:GenerateRandom\x12\x9d\x01\n" +
+	"\x16UpdateKeyVersionPolicy\x12-.raftkms.kms.v1.UpdateKeyVersionPolicyRequest\x1a..raftkms.kms.v1.UpdateKeyVersionPolicyResponse\"$\x92\x82\x19 \b\x02\x10\x01\x1a\x1akms:UpdateKeyVersionPolicy\x12\x89\x01\n" +
+	"\x11DestroyKeyVersion\x12(.raftkms.kms.v1.DestroyKeyVersionRequest\x1a).raftkms.kms.v1.DestroyKeyVersionResponse\"\x1f\x92\x82\x19\x1b\b\x02\x10\x01\x1a\x15kms:DestroyKeyVersionB/Z-github.com/raftkms/raftkms/proto/kms/v1;kmsv1b\x06proto3"
 
 var (
 	file_proto_kms_v1_kms_proto_rawDescOnce sync.Once
@@ -5424,7 +6664,7 @@ func file_proto_kms_v1_kms_proto_rawDescGZIP() []byte {
 	return file_proto_kms_v1_kms_proto_rawDescData
 }
 
-var file_proto_kms_v1_kms_proto_msgTypes = make([]protoimpl.MessageInfo, 90)
+var file_proto_kms_v1_kms_proto_msgTypes = make([]protoimpl.MessageInfo, 111)
 var file_proto_kms_v1_kms_proto_goTypes = []any{
 	(*Tag)(nil),                                         // 0: raftkms.kms.v1.Tag
 	(*KeyMetadata)(nil),                                 // 1: raftkms.kms.v1.KeyMetadata
@@ -5508,127 +6748,172 @@ var file_proto_kms_v1_kms_proto_goTypes = []any{
 	(*GenerateDataKeyPairResponse)(nil),                 // 79: raftkms.kms.v1.GenerateDataKeyPairResponse
 	(*GenerateDataKeyPairWithoutPlaintextRequest)(nil),  // 80: raftkms.kms.v1.GenerateDataKeyPairWithoutPlaintextRequest
 	(*GenerateDataKeyPairWithoutPlaintextResponse)(nil), // 81: raftkms.kms.v1.GenerateDataKeyPairWithoutPlaintextResponse
-	nil,                           // 82: raftkms.kms.v1.EncryptRequest.EncryptionContextEntry
-	nil,                           // 83: raftkms.kms.v1.DecryptRequest.EncryptionContextEntry
-	nil,                           // 84: raftkms.kms.v1.ReEncryptRequest.SourceEncryptionContextEntry
-	nil,                           // 85: raftkms.kms.v1.ReEncryptRequest.DestinationEncryptionContextEntry
-	nil,                           // 86: raftkms.kms.v1.GenerateDataKeyRequest.EncryptionContextEntry
-	nil,                           // 87: raftkms.kms.v1.GenerateDataKeyWithoutPlaintextRequest.EncryptionContextEntry
-	nil,                           // 88: raftkms.kms.v1.GenerateDataKeyPairRequest.EncryptionContextEntry
-	nil,                           // 89: raftkms.kms.v1.GenerateDataKeyPairWithoutPlaintextRequest.EncryptionContextEntry
-	(*timestamppb.Timestamp)(nil), // 90: google.protobuf.Timestamp
+	(*GrantConstraints)(nil),                            // 82: raftkms.kms.v1.GrantConstraints
+	(*CreateGrantRequest)(nil),                          // 83: raftkms.kms.v1.CreateGrantRequest
+	(*CreateGrantResponse)(nil),                         // 84: raftkms.kms.v1.CreateGrantResponse
+	(*ListGrantsRequest)(nil),                           // 85: raftkms.kms.v1.ListGrantsRequest
+	(*GrantListEntry)(nil),                              // 86: raftkms.kms.v1.GrantListEntry
+	(*ListGrantsResponse)(nil),                          // 87: raftkms.kms.v1.ListGrantsResponse
+	(*ListRetirableGrantsRequest)(nil),                  // 88: raftkms.kms.v1.ListRetirableGrantsRequest
+	(*RetireGrantRequest)(nil),                          // 89: raftkms.kms.v1.RetireGrantRequest
+	(*RetireGrantResponse)(nil),                         // 90: raftkms.kms.v1.RetireGrantResponse
+	(*RevokeGrantRequest)(nil),                          // 91: raftkms.kms.v1.RevokeGrantRequest
+	(*RevokeGrantResponse)(nil),                         // 92: raftkms.kms.v1.RevokeGrantResponse
+	(*ListKeyPoliciesRequest)(nil),                      // 93: raftkms.kms.v1.ListKeyPoliciesRequest
+	(*ListKeyPoliciesResponse)(nil),                     // 94: raftkms.kms.v1.ListKeyPoliciesResponse
+	(*GenerateRandomRequest)(nil),                       // 95: raftkms.kms.v1.GenerateRandomRequest
+	(*GenerateRandomResponse)(nil),                      // 96: raftkms.kms.v1.GenerateRandomResponse
+	(*UpdateKeyVersionPolicyRequest)(nil),               // 97: raftkms.kms.v1.UpdateKeyVersionPolicyRequest
+	(*UpdateKeyVersionPolicyResponse)(nil),              // 98: raftkms.kms.v1.UpdateKeyVersionPolicyResponse
+	(*DestroyKeyVersionRequest)(nil),                    // 99: raftkms.kms.v1.DestroyKeyVersionRequest
+	(*DestroyKeyVersionResponse)(nil),                   // 100: raftkms.kms.v1.DestroyKeyVersionResponse
+	nil,                                                 // 101: raftkms.kms.v1.EncryptRequest.EncryptionContextEntry
+	nil,                                                 // 102: raftkms.kms.v1.DecryptRequest.EncryptionContextEntry
+	nil,                                                 // 103: raftkms.kms.v1.ReEncryptRequest.SourceEncryptionContextEntry
+	nil,                                                 // 104: raftkms.kms.v1.ReEncryptRequest.DestinationEncryptionContextEntry
+	nil,                                                 // 105: raftkms.kms.v1.GenerateDataKeyRequest.EncryptionContextEntry
+	nil,                                                 // 106: raftkms.kms.v1.GenerateDataKeyWithoutPlaintextRequest.EncryptionContextEntry
+	nil,                                                 // 107: raftkms.kms.v1.GenerateDataKeyPairRequest.EncryptionContextEntry
+	nil,                                                 // 108: raftkms.kms.v1.GenerateDataKeyPairWithoutPlaintextRequest.EncryptionContextEntry
+	nil,                                                 // 109: raftkms.kms.v1.GrantConstraints.EncryptionContextSubsetEntry
+	nil,                                                 // 110: raftkms.kms.v1.GrantConstraints.EncryptionContextEqualsEntry
+	(*timestamppb.Timestamp)(nil),                       // 111: google.protobuf.Timestamp
 }
 var file_proto_kms_v1_kms_proto_depIdxs = []int32{
-	90, // 0: raftkms.kms.v1.KeyMetadata.creation_date:type_name -> google.protobuf.Timestamp
-	90, // 1: raftkms.kms.v1.KeyMetadata.deletion_date:type_name -> google.protobuf.Timestamp
-	90, // 2: raftkms.kms.v1.KeyMetadata.valid_to:type_name -> google.protobuf.Timestamp
-	0,  // 3: raftkms.kms.v1.CreateKeyRequest.tags:type_name -> raftkms.kms.v1.Tag
-	1,  // 4: raftkms.kms.v1.CreateKeyResponse.key_metadata:type_name -> raftkms.kms.v1.KeyMetadata
-	1,  // 5: raftkms.kms.v1.DescribeKeyResponse.key_metadata:type_name -> raftkms.kms.v1.KeyMetadata
-	6,  // 6: raftkms.kms.v1.ListKeysResponse.keys:type_name -> raftkms.kms.v1.KeyListEntry
-	90, // 7: raftkms.kms.v1.ScheduleKeyDeletionResponse.deletion_date:type_name -> google.protobuf.Timestamp
-	90, // 8: raftkms.kms.v1.GetKeyRotationStatusResponse.next_rotation_date:type_name -> google.protobuf.Timestamp
-	90, // 9: raftkms.kms.v1.GetKeyRotationStatusResponse.on_demand_rotation_start_date:type_name -> google.protobuf.Timestamp
-	90, // 10: raftkms.kms.v1.RotationsListEntry.rotation_date:type_name -> google.protobuf.Timestamp
-	25, // 11: raftkms.kms.v1.ListKeyRotationsResponse.rotations:type_name -> raftkms.kms.v1.RotationsListEntry
-	82, // 12: raftkms.kms.v1.EncryptRequest.encryption_context:type_name -> raftkms.kms.v1.EncryptRequest.EncryptionContextEntry
-	83, // 13: raftkms.kms.v1.DecryptRequest.encryption_context:type_name -> raftkms.kms.v1.DecryptRequest.EncryptionContextEntry
-	84, // 14: raftkms.kms.v1.ReEncryptRequest.source_encryption_context:type_name -> raftkms.kms.v1.ReEncryptRequest.SourceEncryptionContextEntry
-	85, // 15: raftkms.kms.v1.ReEncryptRequest.destination_encryption_context:type_name -> raftkms.kms.v1.ReEncryptRequest.DestinationEncryptionContextEntry
-	86, // 16: raftkms.kms.v1.GenerateDataKeyRequest.encryption_context:type_name -> raftkms.kms.v1.GenerateDataKeyRequest.EncryptionContextEntry
-	87, // 17: raftkms.kms.v1.GenerateDataKeyWithoutPlaintextRequest.encryption_context:type_name -> raftkms.kms.v1.GenerateDataKeyWithoutPlaintextRequest.EncryptionContextEntry
-	90, // 18: raftkms.kms.v1.AliasListEntry.creation_date:type_name -> google.protobuf.Timestamp
-	90, // 19: raftkms.kms.v1.AliasListEntry.last_updated_date:type_name -> google.protobuf.Timestamp
-	44, // 20: raftkms.kms.v1.ListAliasesResponse.aliases:type_name -> raftkms.kms.v1.AliasListEntry
-	90, // 21: raftkms.kms.v1.GetParametersForImportResponse.parameters_valid_to:type_name -> google.protobuf.Timestamp
-	90, // 22: raftkms.kms.v1.ImportKeyMaterialRequest.valid_to:type_name -> google.protobuf.Timestamp
-	90, // 23: raftkms.kms.v1.KeyEvent.time:type_name -> google.protobuf.Timestamp
-	53, // 24: raftkms.kms.v1.ListKeyEventsResponse.events:type_name -> raftkms.kms.v1.KeyEvent
-	0,  // 25: raftkms.kms.v1.TagResourceRequest.tags:type_name -> raftkms.kms.v1.Tag
-	0,  // 26: raftkms.kms.v1.ListResourceTagsResponse.tags:type_name -> raftkms.kms.v1.Tag
-	88, // 27: raftkms.kms.v1.GenerateDataKeyPairRequest.encryption_context:type_name -> raftkms.kms.v1.GenerateDataKeyPairRequest.EncryptionContextEntry
-	89, // 28: raftkms.kms.v1.GenerateDataKeyPairWithoutPlaintextRequest.encryption_context:type_name -> raftkms.kms.v1.GenerateDataKeyPairWithoutPlaintextRequest.EncryptionContextEntry
-	2,  // 29: raftkms.kms.v1.KeyManagementService.CreateKey:input_type -> raftkms.kms.v1.CreateKeyRequest
-	4,  // 30: raftkms.kms.v1.KeyManagementService.DescribeKey:input_type -> raftkms.kms.v1.DescribeKeyRequest
-	7,  // 31: raftkms.kms.v1.KeyManagementService.ListKeys:input_type -> raftkms.kms.v1.ListKeysRequest
-	9,  // 32: raftkms.kms.v1.KeyManagementService.EnableKey:input_type -> raftkms.kms.v1.EnableKeyRequest
-	11, // 33: raftkms.kms.v1.KeyManagementService.DisableKey:input_type -> raftkms.kms.v1.DisableKeyRequest
-	13, // 34: raftkms.kms.v1.KeyManagementService.ScheduleKeyDeletion:input_type -> raftkms.kms.v1.ScheduleKeyDeletionRequest
-	15, // 35: raftkms.kms.v1.KeyManagementService.CancelKeyDeletion:input_type -> raftkms.kms.v1.CancelKeyDeletionRequest
-	17, // 36: raftkms.kms.v1.KeyManagementService.EnableKeyRotation:input_type -> raftkms.kms.v1.EnableKeyRotationRequest
-	19, // 37: raftkms.kms.v1.KeyManagementService.DisableKeyRotation:input_type -> raftkms.kms.v1.DisableKeyRotationRequest
-	21, // 38: raftkms.kms.v1.KeyManagementService.GetKeyRotationStatus:input_type -> raftkms.kms.v1.GetKeyRotationStatusRequest
-	23, // 39: raftkms.kms.v1.KeyManagementService.RotateKeyOnDemand:input_type -> raftkms.kms.v1.RotateKeyOnDemandRequest
-	26, // 40: raftkms.kms.v1.KeyManagementService.ListKeyRotations:input_type -> raftkms.kms.v1.ListKeyRotationsRequest
-	28, // 41: raftkms.kms.v1.KeyManagementService.Encrypt:input_type -> raftkms.kms.v1.EncryptRequest
-	30, // 42: raftkms.kms.v1.KeyManagementService.Decrypt:input_type -> raftkms.kms.v1.DecryptRequest
-	32, // 43: raftkms.kms.v1.KeyManagementService.ReEncrypt:input_type -> raftkms.kms.v1.ReEncryptRequest
-	34, // 44: raftkms.kms.v1.KeyManagementService.GenerateDataKey:input_type -> raftkms.kms.v1.GenerateDataKeyRequest
-	36, // 45: raftkms.kms.v1.KeyManagementService.GenerateDataKeyWithoutPlaintext:input_type -> raftkms.kms.v1.GenerateDataKeyWithoutPlaintextRequest
-	38, // 46: raftkms.kms.v1.KeyManagementService.CreateAlias:input_type -> raftkms.kms.v1.CreateAliasRequest
-	40, // 47: raftkms.kms.v1.KeyManagementService.UpdateAlias:input_type -> raftkms.kms.v1.UpdateAliasRequest
-	42, // 48: raftkms.kms.v1.KeyManagementService.DeleteAlias:input_type -> raftkms.kms.v1.DeleteAliasRequest
-	45, // 49: raftkms.kms.v1.KeyManagementService.ListAliases:input_type -> raftkms.kms.v1.ListAliasesRequest
-	47, // 50: raftkms.kms.v1.KeyManagementService.GetParametersForImport:input_type -> raftkms.kms.v1.GetParametersForImportRequest
-	49, // 51: raftkms.kms.v1.KeyManagementService.ImportKeyMaterial:input_type -> raftkms.kms.v1.ImportKeyMaterialRequest
-	51, // 52: raftkms.kms.v1.KeyManagementService.DeleteImportedKeyMaterial:input_type -> raftkms.kms.v1.DeleteImportedKeyMaterialRequest
-	54, // 53: raftkms.kms.v1.KeyManagementService.ListKeyEvents:input_type -> raftkms.kms.v1.ListKeyEventsRequest
-	56, // 54: raftkms.kms.v1.KeyManagementService.UpdateKeyDescription:input_type -> raftkms.kms.v1.UpdateKeyDescriptionRequest
-	58, // 55: raftkms.kms.v1.KeyManagementService.TagResource:input_type -> raftkms.kms.v1.TagResourceRequest
-	60, // 56: raftkms.kms.v1.KeyManagementService.UntagResource:input_type -> raftkms.kms.v1.UntagResourceRequest
-	62, // 57: raftkms.kms.v1.KeyManagementService.ListResourceTags:input_type -> raftkms.kms.v1.ListResourceTagsRequest
-	64, // 58: raftkms.kms.v1.KeyManagementService.PutKeyPolicy:input_type -> raftkms.kms.v1.PutKeyPolicyRequest
-	66, // 59: raftkms.kms.v1.KeyManagementService.GetKeyPolicy:input_type -> raftkms.kms.v1.GetKeyPolicyRequest
-	68, // 60: raftkms.kms.v1.KeyManagementService.Sign:input_type -> raftkms.kms.v1.SignRequest
-	70, // 61: raftkms.kms.v1.KeyManagementService.Verify:input_type -> raftkms.kms.v1.VerifyRequest
-	72, // 62: raftkms.kms.v1.KeyManagementService.GetPublicKey:input_type -> raftkms.kms.v1.GetPublicKeyRequest
-	74, // 63: raftkms.kms.v1.KeyManagementService.GenerateMac:input_type -> raftkms.kms.v1.GenerateMacRequest
-	76, // 64: raftkms.kms.v1.KeyManagementService.VerifyMac:input_type -> raftkms.kms.v1.VerifyMacRequest
-	78, // 65: raftkms.kms.v1.KeyManagementService.GenerateDataKeyPair:input_type -> raftkms.kms.v1.GenerateDataKeyPairRequest
-	80, // 66: raftkms.kms.v1.KeyManagementService.GenerateDataKeyPairWithoutPlaintext:input_type -> raftkms.kms.v1.GenerateDataKeyPairWithoutPlaintextRequest
-	3,  // 67: raftkms.kms.v1.KeyManagementService.CreateKey:output_type -> raftkms.kms.v1.CreateKeyResponse
-	5,  // 68: raftkms.kms.v1.KeyManagementService.DescribeKey:output_type -> raftkms.kms.v1.DescribeKeyResponse
-	8,  // 69: raftkms.kms.v1.KeyManagementService.ListKeys:output_type -> raftkms.kms.v1.ListKeysResponse
-	10, // 70: raftkms.kms.v1.KeyManagementService.EnableKey:output_type -> raftkms.kms.v1.EnableKeyResponse
-	12, // 71: raftkms.kms.v1.KeyManagementService.DisableKey:output_type -> raftkms.kms.v1.DisableKeyResponse
-	14, // 72: raftkms.kms.v1.KeyManagementService.ScheduleKeyDeletion:output_type -> raftkms.kms.v1.ScheduleKeyDeletionResponse
-	16, // 73: raftkms.kms.v1.KeyManagementService.CancelKeyDeletion:output_type -> raftkms.kms.v1.CancelKeyDeletionResponse
-	18, // 74: raftkms.kms.v1.KeyManagementService.EnableKeyRotation:output_type -> raftkms.kms.v1.EnableKeyRotationResponse
-	20, // 75: raftkms.kms.v1.KeyManagementService.DisableKeyRotation:output_type -> raftkms.kms.v1.DisableKeyRotationResponse
-	22, // 76: raftkms.kms.v1.KeyManagementService.GetKeyRotationStatus:output_type -> raftkms.kms.v1.GetKeyRotationStatusResponse
-	24, // 77: raftkms.kms.v1.KeyManagementService.RotateKeyOnDemand:output_type -> raftkms.kms.v1.RotateKeyOnDemandResponse
-	27, // 78: raftkms.kms.v1.KeyManagementService.ListKeyRotations:output_type -> raftkms.kms.v1.ListKeyRotationsResponse
-	29, // 79: raftkms.kms.v1.KeyManagementService.Encrypt:output_type -> raftkms.kms.v1.EncryptResponse
-	31, // 80: raftkms.kms.v1.KeyManagementService.Decrypt:output_type -> raftkms.kms.v1.DecryptResponse
-	33, // 81: raftkms.kms.v1.KeyManagementService.ReEncrypt:output_type -> raftkms.kms.v1.ReEncryptResponse
-	35, // 82: raftkms.kms.v1.KeyManagementService.GenerateDataKey:output_type -> raftkms.kms.v1.GenerateDataKeyResponse
-	37, // 83: raftkms.kms.v1.KeyManagementService.GenerateDataKeyWithoutPlaintext:output_type -> raftkms.kms.v1.GenerateDataKeyWithoutPlaintextResponse
-	39, // 84: raftkms.kms.v1.KeyManagementService.CreateAlias:output_type -> raftkms.kms.v1.CreateAliasResponse
-	41, // 85: raftkms.kms.v1.KeyManagementService.UpdateAlias:output_type -> raftkms.kms.v1.UpdateAliasResponse
-	43, // 86: raftkms.kms.v1.KeyManagementService.DeleteAlias:output_type -> raftkms.kms.v1.DeleteAliasResponse
-	46, // 87: raftkms.kms.v1.KeyManagementService.ListAliases:output_type -> raftkms.kms.v1.ListAliasesResponse
-	48, // 88: raftkms.kms.v1.KeyManagementService.GetParametersForImport:output_type -> raftkms.kms.v1.GetParametersForImportResponse
-	50, // 89: raftkms.kms.v1.KeyManagementService.ImportKeyMaterial:output_type -> raftkms.kms.v1.ImportKeyMaterialResponse
-	52, // 90: raftkms.kms.v1.KeyManagementService.DeleteImportedKeyMaterial:output_type -> raftkms.kms.v1.DeleteImportedKeyMaterialResponse
-	55, // 91: raftkms.kms.v1.KeyManagementService.ListKeyEvents:output_type -> raftkms.kms.v1.ListKeyEventsResponse
-	57, // 92: raftkms.kms.v1.KeyManagementService.UpdateKeyDescription:output_type -> raftkms.kms.v1.UpdateKeyDescriptionResponse
-	59, // 93: raftkms.kms.v1.KeyManagementService.TagResource:output_type -> raftkms.kms.v1.TagResourceResponse
-	61, // 94: raftkms.kms.v1.KeyManagementService.UntagResource:output_type -> raftkms.kms.v1.UntagResourceResponse
-	63, // 95: raftkms.kms.v1.KeyManagementService.ListResourceTags:output_type -> raftkms.kms.v1.ListResourceTagsResponse
-	65, // 96: raftkms.kms.v1.KeyManagementService.PutKeyPolicy:output_type -> raftkms.kms.v1.PutKeyPolicyResponse
-	67, // 97: raftkms.kms.v1.KeyManagementService.GetKeyPolicy:output_type -> raftkms.kms.v1.GetKeyPolicyResponse
-	69, // 98: raftkms.kms.v1.KeyManagementService.Sign:output_type -> raftkms.kms.v1.SignResponse
-	71, // 99: raftkms.kms.v1.KeyManagementService.Verify:output_type -> raftkms.kms.v1.VerifyResponse
-	73, // 100: raftkms.kms.v1.KeyManagementService.GetPublicKey:output_type -> raftkms.kms.v1.GetPublicKeyResponse
-	75, // 101: raftkms.kms.v1.KeyManagementService.GenerateMac:output_type -> raftkms.kms.v1.GenerateMacResponse
-	77, // 102: raftkms.kms.v1.KeyManagementService.VerifyMac:output_type -> raftkms.kms.v1.VerifyMacResponse
-	79, // 103: raftkms.kms.v1.KeyManagementService.GenerateDataKeyPair:output_type -> raftkms.kms.v1.GenerateDataKeyPairResponse
-	81, // 104: raftkms.kms.v1.KeyManagementService.GenerateDataKeyPairWithoutPlaintext:output_type -> raftkms.kms.v1.GenerateDataKeyPairWithoutPlaintextResponse
-	67, // [67:105] is the sub-list for method output_type
-	29, // [29:67] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	111, // 0: raftkms.kms.v1.KeyMetadata.creation_date:type_name -> google.protobuf.Timestamp
+	111, // 1: raftkms.kms.v1.KeyMetadata.deletion_date:type_name -> google.protobuf.Timestamp
+	111, // 2: raftkms.kms.v1.KeyMetadata.valid_to:type_name -> google.protobuf.Timestamp
+	0,   // 3: raftkms.kms.v1.CreateKeyRequest.tags:type_name -> raftkms.kms.v1.Tag
+	1,   // 4: raftkms.kms.v1.CreateKeyResponse.key_metadata:type_name -> raftkms.kms.v1.KeyMetadata
+	1,   // 5: raftkms.kms.v1.DescribeKeyResponse.key_metadata:type_name -> raftkms.kms.v1.KeyMetadata
+	6,   // 6: raftkms.kms.v1.ListKeysResponse.keys:type_name -> raftkms.kms.v1.KeyListEntry
+	111, // 7: raftkms.kms.v1.ScheduleKeyDeletionResponse.deletion_date:type_name -> google.protobuf.Timestamp
+	111, // 8: raftkms.kms.v1.GetKeyRotationStatusResponse.next_rotation_date:type_name -> google.protobuf.Timestamp
+	111, // 9: raftkms.kms.v1.GetKeyRotationStatusResponse.on_demand_rotation_start_date:type_name -> google.protobuf.Timestamp
+	111, // 10: raftkms.kms.v1.RotationsListEntry.rotation_date:type_name -> google.protobuf.Timestamp
+	25,  // 11: raftkms.kms.v1.ListKeyRotationsResponse.rotations:type_name -> raftkms.kms.v1.RotationsListEntry
+	101, // 12: raftkms.kms.v1.EncryptRequest.encryption_context:type_name -> raftkms.kms.v1.EncryptRequest.EncryptionContextEntry
+	102, // 13: raftkms.kms.v1.DecryptRequest.encryption_context:type_name -> raftkms.kms.v1.DecryptRequest.EncryptionContextEntry
+	103, // 14: raftkms.kms.v1.ReEncryptRequest.source_encryption_context:type_name -> raftkms.kms.v1.ReEncryptRequest.SourceEncryptionContextEntry
+	104, // 15: raftkms.kms.v1.ReEncryptRequest.destination_encryption_context:type_name -> raftkms.kms.v1.ReEncryptRequest.DestinationEncryptionContextEntry
+	105, // 16: raftkms.kms.v1.GenerateDataKeyRequest.encryption_context:type_name -> raftkms.kms.v1.GenerateDataKeyRequest.EncryptionContextEntry
+	106, // 17: raftkms.kms.v1.GenerateDataKeyWithoutPlaintextRequest.encryption_context:type_name -> raftkms.kms.v1.GenerateDataKeyWithoutPlaintextRequest.EncryptionContextEntry
+	111, // 18: raftkms.kms.v1.AliasListEntry.creation_date:type_name -> google.protobuf.Timestamp
+	111, // 19: raftkms.kms.v1.AliasListEntry.last_updated_date:type_name -> google.protobuf.Timestamp
+	44,  // 20: raftkms.kms.v1.ListAliasesResponse.aliases:type_name -> raftkms.kms.v1.AliasListEntry
+	111, // 21: raftkms.kms.v1.GetParametersForImportResponse.parameters_valid_to:type_name -> google.protobuf.Timestamp
+	111, // 22: raftkms.kms.v1.ImportKeyMaterialRequest.valid_to:type_name -> google.protobuf.Timestamp
+	111, // 23: raftkms.kms.v1.KeyEvent.time:type_name -> google.protobuf.Timestamp
+	53,  // 24: raftkms.kms.v1.ListKeyEventsResponse.events:type_name -> raftkms.kms.v1.KeyEvent
+	0,   // 25: raftkms.kms.v1.TagResourceRequest.tags:type_name -> raftkms.kms.v1.Tag
+	0,   // 26: raftkms.kms.v1.ListResourceTagsResponse.tags:type_name -> raftkms.kms.v1.Tag
+	107, // 27: raftkms.kms.v1.GenerateDataKeyPairRequest.encryption_context:type_name -> raftkms.kms.v1.GenerateDataKeyPairRequest.EncryptionContextEntry
+	108, // 28: raftkms.kms.v1.GenerateDataKeyPairWithoutPlaintextRequest.encryption_context:type_name -> raftkms.kms.v1.GenerateDataKeyPairWithoutPlaintextRequest.EncryptionContextEntry
+	109, // 29: raftkms.kms.v1.GrantConstraints.encryption_context_subset:type_name -> raftkms.kms.v1.GrantConstraints.EncryptionContextSubsetEntry
+	110, // 30: raftkms.kms.v1.GrantConstraints.encryption_context_equals:type_name -> raftkms.kms.v1.GrantConstraints.EncryptionContextEqualsEntry
+	82,  // 31: raftkms.kms.v1.CreateGrantRequest.constraints:type_name -> raftkms.kms.v1.GrantConstraints
+	111, // 32: raftkms.kms.v1.GrantListEntry.creation_date:type_name -> google.protobuf.Timestamp
+	82,  // 33: raftkms.kms.v1.GrantListEntry.constraints:type_name -> raftkms.kms.v1.GrantConstraints
+	86,  // 34: raftkms.kms.v1.ListGrantsResponse.grants:type_name -> raftkms.kms.v1.GrantListEntry
+	2,   // 35: raftkms.kms.v1.KeyManagementService.CreateKey:input_type -> raftkms.kms.v1.CreateKeyRequest
+	4,   // 36: raftkms.kms.v1.KeyManagementService.DescribeKey:input_type -> raftkms.kms.v1.DescribeKeyRequest
+	7,   // 37: raftkms.kms.v1.KeyManagementService.ListKeys:input_type -> raftkms.kms.v1.ListKeysRequest
+	9,   // 38: raftkms.kms.v1.KeyManagementService.EnableKey:input_type -> raftkms.kms.v1.EnableKeyRequest
+	11,  // 39: raftkms.kms.v1.KeyManagementService.DisableKey:input_type -> raftkms.kms.v1.DisableKeyRequest
+	13,  // 40: raftkms.kms.v1.KeyManagementService.ScheduleKeyDeletion:input_type -> raftkms.kms.v1.ScheduleKeyDeletionRequest
+	15,  // 41: raftkms.kms.v1.KeyManagementService.CancelKeyDeletion:input_type -> raftkms.kms.v1.CancelKeyDeletionRequest
+	17,  // 42: raftkms.kms.v1.KeyManagementService.EnableKeyRotation:input_type -> raftkms.kms.v1.EnableKeyRotationRequest
+	19,  // 43: raftkms.kms.v1.KeyManagementService.DisableKeyRotation:input_type -> raftkms.kms.v1.DisableKeyRotationRequest
+	21,  // 44: raftkms.kms.v1.KeyManagementService.GetKeyRotationStatus:input_type -> raftkms.kms.v1.GetKeyRotationStatusRequest
+	23,  // 45: raftkms.kms.v1.KeyManagementService.RotateKeyOnDemand:input_type -> raftkms.kms.v1.RotateKeyOnDemandRequest
+	26,  // 46: raftkms.kms.v1.KeyManagementService.ListKeyRotations:input_type -> raftkms.kms.v1.ListKeyRotationsRequest
+	28,  // 47: raftkms.kms.v1.KeyManagementService.Encrypt:input_type -> raftkms.kms.v1.EncryptRequest
+	30,  // 48: raftkms.kms.v1.KeyManagementService.Decrypt:input_type -> raftkms.kms.v1.DecryptRequest
+	32,  // 49: raftkms.kms.v1.KeyManagementService.ReEncrypt:input_type -> raftkms.kms.v1.ReEncryptRequest
+	34,  // 50: raftkms.kms.v1.KeyManagementService.GenerateDataKey:input_type -> raftkms.kms.v1.GenerateDataKeyRequest
+	36,  // 51: raftkms.kms.v1.KeyManagementService.GenerateDataKeyWithoutPlaintext:input_type -> raftkms.kms.v1.GenerateDataKeyWithoutPlaintextRequest
+	38,  // 52: raftkms.kms.v1.KeyManagementService.CreateAlias:input_type -> raftkms.kms.v1.CreateAliasRequest
+	40,  // 53: raftkms.kms.v1.KeyManagementService.UpdateAlias:input_type -> raftkms.kms.v1.UpdateAliasRequest
+	42,  // 54: raftkms.kms.v1.KeyManagementService.DeleteAlias:input_type -> raftkms.kms.v1.DeleteAliasRequest
+	45,  // 55: raftkms.kms.v1.KeyManagementService.ListAliases:input_type -> raftkms.kms.v1.ListAliasesRequest
+	47,  // 56: raftkms.kms.v1.KeyManagementService.GetParametersForImport:input_type -> raftkms.kms.v1.GetParametersForImportRequest
+	49,  // 57: raftkms.kms.v1.KeyManagementService.ImportKeyMaterial:input_type -> raftkms.kms.v1.ImportKeyMaterialRequest
+	51,  // 58: raftkms.kms.v1.KeyManagementService.DeleteImportedKeyMaterial:input_type -> raftkms.kms.v1.DeleteImportedKeyMaterialRequest
+	54,  // 59: raftkms.kms.v1.KeyManagementService.ListKeyEvents:input_type -> raftkms.kms.v1.ListKeyEventsRequest
+	56,  // 60: raftkms.kms.v1.KeyManagementService.UpdateKeyDescription:input_type -> raftkms.kms.v1.UpdateKeyDescriptionRequest
+	58,  // 61: raftkms.kms.v1.KeyManagementService.TagResource:input_type -> raftkms.kms.v1.TagResourceRequest
+	60,  // 62: raftkms.kms.v1.KeyManagementService.UntagResource:input_type -> raftkms.kms.v1.UntagResourceRequest
+	62,  // 63: raftkms.kms.v1.KeyManagementService.ListResourceTags:input_type -> raftkms.kms.v1.ListResourceTagsRequest
+	64,  // 64: raftkms.kms.v1.KeyManagementService.PutKeyPolicy:input_type -> raftkms.kms.v1.PutKeyPolicyRequest
+	66,  // 65: raftkms.kms.v1.KeyManagementService.GetKeyPolicy:input_type -> raftkms.kms.v1.GetKeyPolicyRequest
+	68,  // 66: raftkms.kms.v1.KeyManagementService.Sign:input_type -> raftkms.kms.v1.SignRequest
+	70,  // 67: raftkms.kms.v1.KeyManagementService.Verify:input_type -> raftkms.kms.v1.VerifyRequest
+	72,  // 68: raftkms.kms.v1.KeyManagementService.GetPublicKey:input_type -> raftkms.kms.v1.GetPublicKeyRequest
+	74,  // 69: raftkms.kms.v1.KeyManagementService.GenerateMac:input_type -> raftkms.kms.v1.GenerateMacRequest
+	76,  // 70: raftkms.kms.v1.KeyManagementService.VerifyMac:input_type -> raftkms.kms.v1.VerifyMacRequest
+	78,  // 71: raftkms.kms.v1.KeyManagementService.GenerateDataKeyPair:input_type -> raftkms.kms.v1.GenerateDataKeyPairRequest
+	80,  // 72: raftkms.kms.v1.KeyManagementService.GenerateDataKeyPairWithoutPlaintext:input_type -> raftkms.kms.v1.GenerateDataKeyPairWithoutPlaintextRequest
+	83,  // 73: raftkms.kms.v1.KeyManagementService.CreateGrant:input_type -> raftkms.kms.v1.CreateGrantRequest
+	85,  // 74: raftkms.kms.v1.KeyManagementService.ListGrants:input_type -> raftkms.kms.v1.ListGrantsRequest
+	88,  // 75: raftkms.kms.v1.KeyManagementService.ListRetirableGrants:input_type -> raftkms.kms.v1.ListRetirableGrantsRequest
+	89,  // 76: raftkms.kms.v1.KeyManagementService.RetireGrant:input_type -> raftkms.kms.v1.RetireGrantRequest
+	91,  // 77: raftkms.kms.v1.KeyManagementService.RevokeGrant:input_type -> raftkms.kms.v1.RevokeGrantRequest
+	93,  // 78: raftkms.kms.v1.KeyManagementService.ListKeyPolicies:input_type -> raftkms.kms.v1.ListKeyPoliciesRequest
+	95,  // 79: raftkms.kms.v1.KeyManagementService.GenerateRandom:input_type -> raftkms.kms.v1.GenerateRandomRequest
+	97,  // 80: raftkms.kms.v1.KeyManagementService.UpdateKeyVersionPolicy:input_type -> raftkms.kms.v1.UpdateKeyVersionPolicyRequest
+	99,  // 81: raftkms.kms.v1.KeyManagementService.DestroyKeyVersion:input_type -> raftkms.kms.v1.DestroyKeyVersionRequest
+	3,   // 82: raftkms.kms.v1.KeyManagementService.CreateKey:output_type -> raftkms.kms.v1.CreateKeyResponse
+	5,   // 83: raftkms.kms.v1.KeyManagementService.DescribeKey:output_type -> raftkms.kms.v1.DescribeKeyResponse
+	8,   // 84: raftkms.kms.v1.KeyManagementService.ListKeys:output_type -> raftkms.kms.v1.ListKeysResponse
+	10,  // 85: raftkms.kms.v1.KeyManagementService.EnableKey:output_type -> raftkms.kms.v1.EnableKeyResponse
+	12,  // 86: raftkms.kms.v1.KeyManagementService.DisableKey:output_type -> raftkms.kms.v1.DisableKeyResponse
+	14,  // 87: raftkms.kms.v1.KeyManagementService.ScheduleKeyDeletion:output_type -> raftkms.kms.v1.ScheduleKeyDeletionResponse
+	16,  // 88: raftkms.kms.v1.KeyManagementService.CancelKeyDeletion:output_type -> raftkms.kms.v1.CancelKeyDeletionResponse
+	18,  // 89: raftkms.kms.v1.KeyManagementService.EnableKeyRotation:output_type -> raftkms.kms.v1.EnableKeyRotationResponse
+	20,  // 90: raftkms.kms.v1.KeyManagementService.DisableKeyRotation:output_type -> raftkms.kms.v1.DisableKeyRotationResponse
+	22,  // 91: raftkms.kms.v1.KeyManagementService.GetKeyRotationStatus:output_type -> raftkms.kms.v1.GetKeyRotationStatusResponse
+	24,  // 92: raftkms.kms.v1.KeyManagementService.RotateKeyOnDemand:output_type -> raftkms.kms.v1.RotateKeyOnDemandResponse
+	27,  // 93: raftkms.kms.v1.KeyManagementService.ListKeyRotations:output_type -> raftkms.kms.v1.ListKeyRotationsResponse
+	29,  // 94: raftkms.kms.v1.KeyManagementService.Encrypt:output_type -> raftkms.kms.v1.EncryptResponse
+	31,  // 95: raftkms.kms.v1.KeyManagementService.Decrypt:output_type -> raftkms.kms.v1.DecryptResponse
+	33,  // 96: raftkms.kms.v1.KeyManagementService.ReEncrypt:output_type -> raftkms.kms.v1.ReEncryptResponse
+	35,  // 97: raftkms.kms.v1.KeyManagementService.GenerateDataKey:output_type -> raftkms.kms.v1.GenerateDataKeyResponse
+	37,  // 98: raftkms.kms.v1.KeyManagementService.GenerateDataKeyWithoutPlaintext:output_type -> raftkms.kms.v1.GenerateDataKeyWithoutPlaintextResponse
+	39,  // 99: raftkms.kms.v1.KeyManagementService.CreateAlias:output_type -> raftkms.kms.v1.CreateAliasResponse
+	41,  // 100: raftkms.kms.v1.KeyManagementService.UpdateAlias:output_type -> raftkms.kms.v1.UpdateAliasResponse
+	43,  // 101: raftkms.kms.v1.KeyManagementService.DeleteAlias:output_type -> raftkms.kms.v1.DeleteAliasResponse
+	46,  // 102: raftkms.kms.v1.KeyManagementService.ListAliases:output_type -> raftkms.kms.v1.ListAliasesResponse
+	48,  // 103: raftkms.kms.v1.KeyManagementService.GetParametersForImport:output_type -> raftkms.kms.v1.GetParametersForImportResponse
+	50,  // 104: raftkms.kms.v1.KeyManagementService.ImportKeyMaterial:output_type -> raftkms.kms.v1.ImportKeyMaterialResponse
+	52,  // 105: raftkms.kms.v1.KeyManagementService.DeleteImportedKeyMaterial:output_type -> raftkms.kms.v1.DeleteImportedKeyMaterialResponse
+	55,  // 106: raftkms.kms.v1.KeyManagementService.ListKeyEvents:output_type -> raftkms.kms.v1.ListKeyEventsResponse
+	57,  // 107: raftkms.kms.v1.KeyManagementService.UpdateKeyDescription:output_type -> raftkms.kms.v1.UpdateKeyDescriptionResponse
+	59,  // 108: raftkms.kms.v1.KeyManagementService.TagResource:output_type -> raftkms.kms.v1.TagResourceResponse
+	61,  // 109: raftkms.kms.v1.KeyManagementService.UntagResource:output_type -> raftkms.kms.v1.UntagResourceResponse
+	63,  // 110: raftkms.kms.v1.KeyManagementService.ListResourceTags:output_type -> raftkms.kms.v1.ListResourceTagsResponse
+	65,  // 111: raftkms.kms.v1.KeyManagementService.PutKeyPolicy:output_type -> raftkms.kms.v1.PutKeyPolicyResponse
+	67,  // 112: raftkms.kms.v1.KeyManagementService.GetKeyPolicy:output_type -> raftkms.kms.v1.GetKeyPolicyResponse
+	69,  // 113: raftkms.kms.v1.KeyManagementService.Sign:output_type -> raftkms.kms.v1.SignResponse
+	71,  // 114: raftkms.kms.v1.KeyManagementService.Verify:output_type -> raftkms.kms.v1.VerifyResponse
+	73,  // 115: raftkms.kms.v1.KeyManagementService.GetPublicKey:output_type -> raftkms.kms.v1.GetPublicKeyResponse
+	75,  // 116: raftkms.kms.v1.KeyManagementService.GenerateMac:output_type -> raftkms.kms.v1.GenerateMacResponse
+	77,  // 117: raftkms.kms.v1.KeyManagementService.VerifyMac:output_type -> raftkms.kms.v1.VerifyMacResponse
+	79,  // 118: raftkms.kms.v1.KeyManagementService.GenerateDataKeyPair:output_type -> raftkms.kms.v1.GenerateDataKeyPairResponse
+	81,  // 119: raftkms.kms.v1.KeyManagementService.GenerateDataKeyPairWithoutPlaintext:output_type -> raftkms.kms.v1.GenerateDataKeyPairWithoutPlaintextResponse
+	84,  // 120: raftkms.kms.v1.KeyManagementService.CreateGrant:output_type -> raftkms.kms.v1.CreateGrantResponse
+	87,  // 121: raftkms.kms.v1.KeyManagementService.ListGrants:output_type -> raftkms.kms.v1.ListGrantsResponse
+	87,  // 122: raftkms.kms.v1.KeyManagementService.ListRetirableGrants:output_type -> raftkms.kms.v1.ListGrantsResponse
+	90,  // 123: raftkms.kms.v1.KeyManagementService.RetireGrant:output_type -> raftkms.kms.v1.RetireGrantResponse
+	92,  // 124: raftkms.kms.v1.KeyManagementService.RevokeGrant:output_type -> raftkms.kms.v1.RevokeGrantResponse
+	94,  // 125: raftkms.kms.v1.KeyManagementService.ListKeyPolicies:output_type -> raftkms.kms.v1.ListKeyPoliciesResponse
+	96,  // 126: raftkms.kms.v1.KeyManagementService.GenerateRandom:output_type -> raftkms.kms.v1.GenerateRandomResponse
+	98,  // 127: raftkms.kms.v1.KeyManagementService.UpdateKeyVersionPolicy:output_type -> raftkms.kms.v1.UpdateKeyVersionPolicyResponse
+	100, // 128: raftkms.kms.v1.KeyManagementService.DestroyKeyVersion:output_type -> raftkms.kms.v1.DestroyKeyVersionResponse
+	82,  // [82:129] is the sub-list for method output_type
+	35,  // [35:82] is the sub-list for method input_type
+	35,  // [35:35] is the sub-list for extension type_name
+	35,  // [35:35] is the sub-list for extension extendee
+	0,   // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_proto_kms_v1_kms_proto_init() }
@@ -5642,7 +6927,7 @@ func file_proto_kms_v1_kms_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_kms_v1_kms_proto_rawDesc), len(file_proto_kms_v1_kms_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   90,
+			NumMessages:   111,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

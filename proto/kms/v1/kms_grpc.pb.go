@@ -64,6 +64,15 @@ const (
 	KeyManagementService_VerifyMac_FullMethodName                           = "/raftkms.kms.v1.KeyManagementService/VerifyMac"
 	KeyManagementService_GenerateDataKeyPair_FullMethodName                 = "/raftkms.kms.v1.KeyManagementService/GenerateDataKeyPair"
 	KeyManagementService_GenerateDataKeyPairWithoutPlaintext_FullMethodName = "/raftkms.kms.v1.KeyManagementService/GenerateDataKeyPairWithoutPlaintext"
+	KeyManagementService_CreateGrant_FullMethodName                         = "/raftkms.kms.v1.KeyManagementService/CreateGrant"
+	KeyManagementService_ListGrants_FullMethodName                          = "/raftkms.kms.v1.KeyManagementService/ListGrants"
+	KeyManagementService_ListRetirableGrants_FullMethodName                 = "/raftkms.kms.v1.KeyManagementService/ListRetirableGrants"
+	KeyManagementService_RetireGrant_FullMethodName                         = "/raftkms.kms.v1.KeyManagementService/RetireGrant"
+	KeyManagementService_RevokeGrant_FullMethodName                         = "/raftkms.kms.v1.KeyManagementService/RevokeGrant"
+	KeyManagementService_ListKeyPolicies_FullMethodName                     = "/raftkms.kms.v1.KeyManagementService/ListKeyPolicies"
+	KeyManagementService_GenerateRandom_FullMethodName                      = "/raftkms.kms.v1.KeyManagementService/GenerateRandom"
+	KeyManagementService_UpdateKeyVersionPolicy_FullMethodName              = "/raftkms.kms.v1.KeyManagementService/UpdateKeyVersionPolicy"
+	KeyManagementService_DestroyKeyVersion_FullMethodName                   = "/raftkms.kms.v1.KeyManagementService/DestroyKeyVersion"
 )
 
 // KeyManagementServiceClient is the client API for KeyManagementService service.
@@ -112,6 +121,26 @@ type KeyManagementServiceClient interface {
 	VerifyMac(ctx context.Context, in *VerifyMacRequest, opts ...grpc.CallOption) (*VerifyMacResponse, error)
 	GenerateDataKeyPair(ctx context.Context, in *GenerateDataKeyPairRequest, opts ...grpc.CallOption) (*GenerateDataKeyPairResponse, error)
 	GenerateDataKeyPairWithoutPlaintext(ctx context.Context, in *GenerateDataKeyPairWithoutPlaintextRequest, opts ...grpc.CallOption) (*GenerateDataKeyPairWithoutPlaintextResponse, error)
+	// Grants delegate operations on one key to a principal. Reads are
+	// linearizable, so a grant is in force on every node as soon as
+	// CreateGrant returns; grant tokens are accepted but never needed.
+	CreateGrant(ctx context.Context, in *CreateGrantRequest, opts ...grpc.CallOption) (*CreateGrantResponse, error)
+	ListGrants(ctx context.Context, in *ListGrantsRequest, opts ...grpc.CallOption) (*ListGrantsResponse, error)
+	// Grants whose retiring principal is the given one, on every key; a
+	// caller may list only its own unless it is an admin.
+	ListRetirableGrants(ctx context.Context, in *ListRetirableGrantsRequest, opts ...grpc.CallOption) (*ListGrantsResponse, error)
+	// By grant token, or by key ID and grant ID. Allowed to the grant's
+	// retiring principal, to its grantee when the grant includes RetireGrant,
+	// and to whom the key policy allows kms:RetireGrant.
+	RetireGrant(ctx context.Context, in *RetireGrantRequest, opts ...grpc.CallOption) (*RetireGrantResponse, error)
+	RevokeGrant(ctx context.Context, in *RevokeGrantRequest, opts ...grpc.CallOption) (*RevokeGrantResponse, error)
+	ListKeyPolicies(ctx context.Context, in *ListKeyPoliciesRequest, opts ...grpc.CallOption) (*ListKeyPoliciesResponse, error)
+	// 1 to 1024 random bytes from the answering node's CSPRNG.
+	GenerateRandom(ctx context.Context, in *GenerateRandomRequest, opts ...grpc.CallOption) (*GenerateRandomResponse, error)
+	// raftkms extensions (as Vault transit and GCP KMS offer): the minimum
+	// version that may decrypt, and crypto-shredding one version.
+	UpdateKeyVersionPolicy(ctx context.Context, in *UpdateKeyVersionPolicyRequest, opts ...grpc.CallOption) (*UpdateKeyVersionPolicyResponse, error)
+	DestroyKeyVersion(ctx context.Context, in *DestroyKeyVersionRequest, opts ...grpc.CallOption) (*DestroyKeyVersionResponse, error)
 }
 
 type keyManagementServiceClient struct {
@@ -502,6 +531,96 @@ func (c *keyManagementServiceClient) GenerateDataKeyPairWithoutPlaintext(ctx con
 	return out, nil
 }
 
+func (c *keyManagementServiceClient) CreateGrant(ctx context.Context, in *CreateGrantRequest, opts ...grpc.CallOption) (*CreateGrantResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateGrantResponse)
+	err := c.cc.Invoke(ctx, KeyManagementService_CreateGrant_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *keyManagementServiceClient) ListGrants(ctx context.Context, in *ListGrantsRequest, opts ...grpc.CallOption) (*ListGrantsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListGrantsResponse)
+	err := c.cc.Invoke(ctx, KeyManagementService_ListGrants_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *keyManagementServiceClient) ListRetirableGrants(ctx context.Context, in *ListRetirableGrantsRequest, opts ...grpc.CallOption) (*ListGrantsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListGrantsResponse)
+	err := c.cc.Invoke(ctx, KeyManagementService_ListRetirableGrants_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *keyManagementServiceClient) RetireGrant(ctx context.Context, in *RetireGrantRequest, opts ...grpc.CallOption) (*RetireGrantResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RetireGrantResponse)
+	err := c.cc.Invoke(ctx, KeyManagementService_RetireGrant_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *keyManagementServiceClient) RevokeGrant(ctx context.Context, in *RevokeGrantRequest, opts ...grpc.CallOption) (*RevokeGrantResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeGrantResponse)
+	err := c.cc.Invoke(ctx, KeyManagementService_RevokeGrant_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *keyManagementServiceClient) ListKeyPolicies(ctx context.Context, in *ListKeyPoliciesRequest, opts ...grpc.CallOption) (*ListKeyPoliciesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListKeyPoliciesResponse)
+	err := c.cc.Invoke(ctx, KeyManagementService_ListKeyPolicies_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *keyManagementServiceClient) GenerateRandom(ctx context.Context, in *GenerateRandomRequest, opts ...grpc.CallOption) (*GenerateRandomResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GenerateRandomResponse)
+	err := c.cc.Invoke(ctx, KeyManagementService_GenerateRandom_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *keyManagementServiceClient) UpdateKeyVersionPolicy(ctx context.Context, in *UpdateKeyVersionPolicyRequest, opts ...grpc.CallOption) (*UpdateKeyVersionPolicyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateKeyVersionPolicyResponse)
+	err := c.cc.Invoke(ctx, KeyManagementService_UpdateKeyVersionPolicy_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *keyManagementServiceClient) DestroyKeyVersion(ctx context.Context, in *DestroyKeyVersionRequest, opts ...grpc.CallOption) (*DestroyKeyVersionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DestroyKeyVersionResponse)
+	err := c.cc.Invoke(ctx, KeyManagementService_DestroyKeyVersion_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // KeyManagementServiceServer is the server API for KeyManagementService service.
 // All implementations must embed UnimplementedKeyManagementServiceServer
 // for forward compatibility.
@@ -548,6 +667,26 @@ type KeyManagementServiceServer interface {
 	VerifyMac(context.Context, *VerifyMacRequest) (*VerifyMacResponse, error)
 	GenerateDataKeyPair(context.Context, *GenerateDataKeyPairRequest) (*GenerateDataKeyPairResponse, error)
 	GenerateDataKeyPairWithoutPlaintext(context.Context, *GenerateDataKeyPairWithoutPlaintextRequest) (*GenerateDataKeyPairWithoutPlaintextResponse, error)
+	// Grants delegate operations on one key to a principal. Reads are
+	// linearizable, so a grant is in force on every node as soon as
+	// CreateGrant returns; grant tokens are accepted but never needed.
+	CreateGrant(context.Context, *CreateGrantRequest) (*CreateGrantResponse, error)
+	ListGrants(context.Context, *ListGrantsRequest) (*ListGrantsResponse, error)
+	// Grants whose retiring principal is the given one, on every key; a
+	// caller may list only its own unless it is an admin.
+	ListRetirableGrants(context.Context, *ListRetirableGrantsRequest) (*ListGrantsResponse, error)
+	// By grant token, or by key ID and grant ID. Allowed to the grant's
+	// retiring principal, to its grantee when the grant includes RetireGrant,
+	// and to whom the key policy allows kms:RetireGrant.
+	RetireGrant(context.Context, *RetireGrantRequest) (*RetireGrantResponse, error)
+	RevokeGrant(context.Context, *RevokeGrantRequest) (*RevokeGrantResponse, error)
+	ListKeyPolicies(context.Context, *ListKeyPoliciesRequest) (*ListKeyPoliciesResponse, error)
+	// 1 to 1024 random bytes from the answering node's CSPRNG.
+	GenerateRandom(context.Context, *GenerateRandomRequest) (*GenerateRandomResponse, error)
+	// raftkms extensions (as Vault transit and GCP KMS offer): the minimum
+	// version that may decrypt, and crypto-shredding one version.
+	UpdateKeyVersionPolicy(context.Context, *UpdateKeyVersionPolicyRequest) (*UpdateKeyVersionPolicyResponse, error)
+	DestroyKeyVersion(context.Context, *DestroyKeyVersionRequest) (*DestroyKeyVersionResponse, error)
 	mustEmbedUnimplementedKeyManagementServiceServer()
 }
 
@@ -671,6 +810,33 @@ func (UnimplementedKeyManagementServiceServer) GenerateDataKeyPair(context.Conte
 }
 func (UnimplementedKeyManagementServiceServer) GenerateDataKeyPairWithoutPlaintext(context.Context, *GenerateDataKeyPairWithoutPlaintextRequest) (*GenerateDataKeyPairWithoutPlaintextResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GenerateDataKeyPairWithoutPlaintext not implemented")
+}
+func (UnimplementedKeyManagementServiceServer) CreateGrant(context.Context, *CreateGrantRequest) (*CreateGrantResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateGrant not implemented")
+}
+func (UnimplementedKeyManagementServiceServer) ListGrants(context.Context, *ListGrantsRequest) (*ListGrantsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListGrants not implemented")
+}
+func (UnimplementedKeyManagementServiceServer) ListRetirableGrants(context.Context, *ListRetirableGrantsRequest) (*ListGrantsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListRetirableGrants not implemented")
+}
+func (UnimplementedKeyManagementServiceServer) RetireGrant(context.Context, *RetireGrantRequest) (*RetireGrantResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RetireGrant not implemented")
+}
+func (UnimplementedKeyManagementServiceServer) RevokeGrant(context.Context, *RevokeGrantRequest) (*RevokeGrantResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeGrant not implemented")
+}
+func (UnimplementedKeyManagementServiceServer) ListKeyPolicies(context.Context, *ListKeyPoliciesRequest) (*ListKeyPoliciesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListKeyPolicies not implemented")
+}
+func (UnimplementedKeyManagementServiceServer) GenerateRandom(context.Context, *GenerateRandomRequest) (*GenerateRandomResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GenerateRandom not implemented")
+}
+func (UnimplementedKeyManagementServiceServer) UpdateKeyVersionPolicy(context.Context, *UpdateKeyVersionPolicyRequest) (*UpdateKeyVersionPolicyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateKeyVersionPolicy not implemented")
+}
+func (UnimplementedKeyManagementServiceServer) DestroyKeyVersion(context.Context, *DestroyKeyVersionRequest) (*DestroyKeyVersionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DestroyKeyVersion not implemented")
 }
 func (UnimplementedKeyManagementServiceServer) mustEmbedUnimplementedKeyManagementServiceServer() {}
 func (UnimplementedKeyManagementServiceServer) testEmbeddedByValue()                              {}
@@ -1377,6 +1543,168 @@ func _KeyManagementService_GenerateDataKeyPairWithoutPlaintext_Handler(srv inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _KeyManagementService_CreateGrant_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateGrantRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyManagementServiceServer).CreateGrant(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyManagementService_CreateGrant_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyManagementServiceServer).CreateGrant(ctx, req.(*CreateGrantRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _KeyManagementService_ListGrants_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListGrantsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyManagementServiceServer).ListGrants(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyManagementService_ListGrants_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyManagementServiceServer).ListGrants(ctx, req.(*ListGrantsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _KeyManagementService_ListRetirableGrants_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListRetirableGrantsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyManagementServiceServer).ListRetirableGrants(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyManagementService_ListRetirableGrants_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyManagementServiceServer).ListRetirableGrants(ctx, req.(*ListRetirableGrantsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _KeyManagementService_RetireGrant_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RetireGrantRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyManagementServiceServer).RetireGrant(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyManagementService_RetireGrant_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyManagementServiceServer).RetireGrant(ctx, req.(*RetireGrantRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _KeyManagementService_RevokeGrant_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeGrantRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyManagementServiceServer).RevokeGrant(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyManagementService_RevokeGrant_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyManagementServiceServer).RevokeGrant(ctx, req.(*RevokeGrantRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _KeyManagementService_ListKeyPolicies_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListKeyPoliciesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyManagementServiceServer).ListKeyPolicies(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyManagementService_ListKeyPolicies_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyManagementServiceServer).ListKeyPolicies(ctx, req.(*ListKeyPoliciesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _KeyManagementService_GenerateRandom_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GenerateRandomRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyManagementServiceServer).GenerateRandom(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyManagementService_GenerateRandom_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyManagementServiceServer).GenerateRandom(ctx, req.(*GenerateRandomRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _KeyManagementService_UpdateKeyVersionPolicy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateKeyVersionPolicyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyManagementServiceServer).UpdateKeyVersionPolicy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyManagementService_UpdateKeyVersionPolicy_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyManagementServiceServer).UpdateKeyVersionPolicy(ctx, req.(*UpdateKeyVersionPolicyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _KeyManagementService_DestroyKeyVersion_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DestroyKeyVersionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyManagementServiceServer).DestroyKeyVersion(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyManagementService_DestroyKeyVersion_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyManagementServiceServer).DestroyKeyVersion(ctx, req.(*DestroyKeyVersionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // KeyManagementService_ServiceDesc is the grpc.ServiceDesc for KeyManagementService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1535,6 +1863,42 @@ var KeyManagementService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GenerateDataKeyPairWithoutPlaintext",
 			Handler:    _KeyManagementService_GenerateDataKeyPairWithoutPlaintext_Handler,
+		},
+		{
+			MethodName: "CreateGrant",
+			Handler:    _KeyManagementService_CreateGrant_Handler,
+		},
+		{
+			MethodName: "ListGrants",
+			Handler:    _KeyManagementService_ListGrants_Handler,
+		},
+		{
+			MethodName: "ListRetirableGrants",
+			Handler:    _KeyManagementService_ListRetirableGrants_Handler,
+		},
+		{
+			MethodName: "RetireGrant",
+			Handler:    _KeyManagementService_RetireGrant_Handler,
+		},
+		{
+			MethodName: "RevokeGrant",
+			Handler:    _KeyManagementService_RevokeGrant_Handler,
+		},
+		{
+			MethodName: "ListKeyPolicies",
+			Handler:    _KeyManagementService_ListKeyPolicies_Handler,
+		},
+		{
+			MethodName: "GenerateRandom",
+			Handler:    _KeyManagementService_GenerateRandom_Handler,
+		},
+		{
+			MethodName: "UpdateKeyVersionPolicy",
+			Handler:    _KeyManagementService_UpdateKeyVersionPolicy_Handler,
+		},
+		{
+			MethodName: "DestroyKeyVersion",
+			Handler:    _KeyManagementService_DestroyKeyVersion_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

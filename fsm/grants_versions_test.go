@@ -1,0 +1,162 @@
+package fsm
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	eventsv1 "github.com/raftkms/raftkms/proto/events/v1"
+)
+
+// evg wraps the events of grants and version controls (ev the others).
+func evg(e any) *eventsv1.Envelope {
+	switch x := e.(type) {
+	case *eventsv1.CreateGrant:
+		return &eventsv1.Envelope{Event: &eventsv1.Envelope_CreateGrant{CreateGrant: x}}
+	case *eventsv1.RetireGrant:
+		return &eventsv1.Envelope{Event: &eventsv1.Envelope_RetireGrant{RetireGrant: x}}
+	case *eventsv1.RevokeGrant:
+		return &eventsv1.Envelope{Event: &eventsv1.Envelope_RevokeGrant{RevokeGrant: x}}
+	case *eventsv1.UpdateKeyVersionPolicy:
+		return &eventsv1.Envelope{Event: &eventsv1.Envelope_UpdateKeyVersionPolicy{UpdateKeyVersionPolicy: x}}
+	case *eventsv1.DestroyKeyVersion:
+		return &eventsv1.Envelope{Event: &eventsv1.Envelope_DestroyKeyVersion{DestroyKeyVersion: x}}
+	}
+	return ev(e)
+}
+
+func gid(c byte) string { return strings.Repeat(string(c), 64) }
+
+func createGrant(key, id, name string, ops ...string) *eventsv1.Envelope {
+	return evg(&eventsv1.CreateGrant{KeyId: key, GrantId: id, GrantToken: "tok-" + id[:4], Name: name,
+		GranteePrincipal: "app", RetiringPrincipal: "ops", Operations: ops,
+		Constraints: &eventsv1.GrantConstraints{EncryptionContextSubset: []*eventsv1.Tag{{Key: "dept", Value: "a"}}}})
+}
+
+func TestGrantRules(t *testing.T) {
+	const k = "k1"
+	runCases(t, []transitionCase{
+		{name: "create", setup: []*eventsv1.Envelope{createKey(k)}, event: createGrant(k, gid('a'), "", "Decrypt", "Encrypt"),
+			check: func(t *testing.T, h *harness) {
+				g := h.key(k).FindGrant(gid('a'))
+				if g == nil || g.Grantee != "app" || g.Issuer != h.key(k).Creator() || len(g.ECSubset) != 1 {
+					t.Fatalf("grant %+v", g)
+				}
+				if !g.Allows("Decrypt", map[string]string{"dept": "a", "x": "y"}) || g.Allows("Decrypt", map[string]string{"dept": "b"}) ||
+					g.Allows("Decrypt", nil) || g.Allows("ReEncryptFrom", map[string]string{"dept": "a"}) {
+					t.Fatal("grant constraint or operation check is wrong")
+				}
+			}},
+		{name: "same name and parameters is the same grant", setup: []*eventsv1.Envelope{createKey(k), createGrant(k, gid('a'), "n", "Decrypt")},
+			event: createGrant(k, gid('b'), "n", "Decrypt"),
+			check: func(t *testing.T, h *harness) {
+				if gs := h.key(k).Grants; len(gs) != 1 || gs[0].ID != gid('a') {
+					t.Fatalf("grants %+v", gs)
+				}
+			}},
+		{name: "same name other parameters is a new grant", setup: []*eventsv1.Envelope{createKey(k), createGrant(k, gid('a'), "n", "Decrypt")},
+			event: createGrant(k, gid('b'), "n", "Encrypt"),
+			check: func(t *testing.T, h *harness) {
+				if gs := h.key(k).Grants; len(gs) != 2 {
+					t.Fatalf("grants %+v", gs)
+				}
+			}},
+		{name: "unsorted operations", setup: []*eventsv1.Envelope{createKey(k)}, event: createGrant(k, gid('a'), "", "Encrypt", "Decrypt"), want: ErrValidation},
+		{name: "duplicate operations", setup: []*eventsv1.Envelope{createKey(k)}, event: createGrant(k, gid('a'), "", "Decrypt", "Decrypt"), want: ErrValidation},
+		{name: "no operations", setup: []*eventsv1.Envelope{createKey(k)}, event: createGrant(k, gid('a'), ""), want: ErrValidation},
+		{name: "short grant ID", setup: []*eventsv1.Envelope{createKey(k)}, event: createGrant(k, "abcd", "", "Decrypt"), want: ErrValidation},
+		{name: "grant ID taken", setup: []*eventsv1.Envelope{createKey(k), createGrant(k, gid('a'), "", "Decrypt")},
+			event: createGrant(k, gid('a'), "", "Encrypt"), want: ErrAlreadyExists},
+		{name: "pending deletion", setup: []*eventsv1.Envelope{createKey(k), schedule(k, 7*day)}, event: createGrant(k, gid('a'), "", "Decrypt"), want: ErrInvalidState},
+		{name: "no such key", event: createGrant("nope", gid('a'), "", "Decrypt"), want: ErrNotFound},
+		{name: "retire", setup: []*eventsv1.Envelope{createKey(k), createGrant(k, gid('a'), "", "Decrypt"), createGrant(k, gid('b'), "", "Decrypt")},
+			event: evg(&eventsv1.RetireGrant{KeyId: k, GrantId: gid('a')}),
+			check: func(t *testing.T, h *harness) {
+				if gs := h.key(k).Grants; len(gs) != 1 || gs[0].ID != gid('b') {
+					t.Fatalf("grants %+v", gs)
+				}
+			}},
+		{name: "revoke", setup: []*eventsv1.Envelope{createKey(k), createGrant(k, gid('a'), "", "Decrypt")},
+			event: evg(&eventsv1.RevokeGrant{KeyId: k, GrantId: gid('a')}),
+			check: func(t *testing.T, h *harness) {
+				if gs := h.key(k).Grants; len(gs) != 0 {
+					t.Fatalf("grants %+v", gs)
+				}
+			}},
+		{name: "retire unknown grant", setup: []*eventsv1.Envelope{createKey(k)}, event: evg(&eventsv1.RetireGrant{KeyId: k, GrantId: gid('a')}), want: ErrNotFound},
+	})
+}
+
+func versionPolicy(k string, n uint32) *eventsv1.Envelope {
+	return evg(&eventsv1.UpdateKeyVersionPolicy{KeyId: k, MinDecryptionVersion: n})
+}
+func destroyVersion(k string, n uint32) *eventsv1.Envelope {
+	return evg(&eventsv1.DestroyKeyVersion{KeyId: k, Version: n})
+}
+
+func TestVersionControlRules(t *testing.T) {
+	const k = "k1"
+	three := []*eventsv1.Envelope{createKey(k), rotate(k, onDemand, 1), rotate(k, onDemand, 2)}
+	with := func(extra ...*eventsv1.Envelope) []*eventsv1.Envelope { return append(append([]*eventsv1.Envelope{}, three...), extra...) }
+	decryptable := func(want ...bool) func(t *testing.T, h *harness) {
+		return func(t *testing.T, h *harness) {
+			key := h.key(k)
+			for i, w := range want {
+				if got := DecryptableVersion(key, uint32(i+1)) == nil; got != w {
+					t.Fatalf("version %d decryptable = %v, want %v (%v)", i+1, got, w, DecryptableVersion(key, uint32(i+1)))
+				}
+			}
+		}
+	}
+	runCases(t, []transitionCase{
+		{name: "raise minimum", setup: three, event: versionPolicy(k, 3), check: decryptable(false, false, true)},
+		{name: "lower it back", setup: with(versionPolicy(k, 3)), event: versionPolicy(k, 1), check: decryptable(true, true, true)},
+		{name: "minimum above current", setup: three, event: versionPolicy(k, 4), want: ErrValidation},
+		{name: "minimum zero", setup: three, event: versionPolicy(k, 0), want: ErrValidation},
+		{name: "destroy", setup: three, event: destroyVersion(k, 1),
+			check: func(t *testing.T, h *harness) {
+				decryptable(false, true, true)(t, h)
+				v := h.key(k).Version(1)
+				if v.Sealed != nil || v.DestroyedAt == 0 || h.key(k).CurrentVersion() != 3 {
+					t.Fatalf("version 1 after destroy: %+v", v)
+				}
+			}},
+		{name: "destroy current", setup: three, event: destroyVersion(k, 3), want: ErrValidation},
+		{name: "destroy twice", setup: with(destroyVersion(k, 2)), event: destroyVersion(k, 2), want: ErrInvalidState},
+		{name: "destroy unknown version", setup: three, event: destroyVersion(k, 9), want: ErrNotFound},
+		{name: "cannot lower below a destroyed version", setup: with(versionPolicy(k, 3), destroyVersion(k, 1)), event: versionPolicy(k, 1), want: ErrInvalidState},
+		{name: "lower down to just above a destroyed version", setup: with(versionPolicy(k, 3), destroyVersion(k, 1)), event: versionPolicy(k, 2),
+			check: decryptable(false, true, true)},
+	})
+}
+
+// TestGrantsAndVersionsSurviveSnapshot: grants, minimum versions and
+// destroyed versions come back from a snapshot with the same digest.
+func TestGrantsAndVersionsSurviveSnapshot(t *testing.T) {
+	const k = "k1"
+	h := newHarness(t)
+	for _, e := range []*eventsv1.Envelope{createKey(k), rotate(k, onDemand, 1), rotate(k, onDemand, 2),
+		createGrant(k, gid('b'), "n", "Decrypt"), createGrant(k, gid('a'), "", "Encrypt", "GenerateDataKey"),
+		versionPolicy(k, 2), destroyVersion(k, 1)} {
+		h.ok(e)
+	}
+	snap := snapshotBytes(t, h.f)
+	g, err := New(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Restore(bytes.NewReader(snap)); err != nil {
+		t.Fatal(err)
+	}
+	if g.Digest() != h.f.Digest() {
+		t.Fatal("digest differs after restore")
+	}
+	if again := snapshotBytes(t, g); !bytes.Equal(again, snap) {
+		t.Fatal("snapshot bytes differ after restore")
+	}
+	key, _ := g.Key(k)
+	if len(key.Grants) != 2 || key.Grants[0].ID != gid('a') || key.MinDecryptionVersion != 2 || key.Versions[0].DestroyedAt == 0 ||
+		key.Versions[0].Sealed != nil || key.Grants[1].ECSubset[0].Key != "dept" {
+		t.Fatalf("restored key %+v", key)
+	}
+}
