@@ -97,7 +97,9 @@ func destroyVersion(k string, n uint32) *eventsv1.Envelope {
 func TestVersionControlRules(t *testing.T) {
 	const k = "k1"
 	three := []*eventsv1.Envelope{createKey(k), rotate(k, onDemand, 1), rotate(k, onDemand, 2)}
-	with := func(extra ...*eventsv1.Envelope) []*eventsv1.Envelope { return append(append([]*eventsv1.Envelope{}, three...), extra...) }
+	with := func(extra ...*eventsv1.Envelope) []*eventsv1.Envelope {
+		return append(append([]*eventsv1.Envelope{}, three...), extra...)
+	}
 	decryptable := func(want ...bool) func(t *testing.T, h *harness) {
 		return func(t *testing.T, h *harness) {
 			key := h.key(k)

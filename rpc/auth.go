@@ -160,8 +160,10 @@ func requestNodeID(req any) string {
 // adminActions are what admins may always do on any key, for recovery.
 var adminActions = map[string]bool{"kms:PutKeyPolicy": true, "kms:GetKeyPolicy": true, "kms:DescribeKey": true}
 
-// authorize checks that the caller may perform action on key k under the
-// key's policy. The policy is the replicated one, so every node decides alike.
+// authorize checks that the caller may perform action on key k: the key's
+// policy (with its conditions) allows it, or one of the key's grants gives
+// it; an explicit Deny in the policy wins over both. Policy and grants are
+// replicated state, so every node decides alike.
 func (s *Server) authorize(ctx context.Context, k *fsm.Key, action string) error {
 	if !s.cfg.Auth.Enabled {
 		return nil
@@ -171,15 +173,24 @@ func (s *Server) authorize(ctx context.Context, k *fsm.Key, action string) error
 	if adminActions[action] && c.role == pki.RoleAdmin {
 		return nil
 	}
+	facts := factsFor(ctx, action, s.cfg.ARN.Account)
 	doc := k.Policy
 	if doc == "" && len(k.History) > 0 {
 		doc = defaultPolicy(k.History[0].Principal)
 	}
 	if doc != "" {
 		p, err := s.policies.get(doc)
-		if err == nil && p.allows(id, action) {
-			return nil
+		if err == nil {
+			switch p.decide(id, action, facts) {
+			case policyAllow:
+				return nil
+			case policyDeny:
+				return accessDenied("%s is denied %s on key %s by the key policy", id, action, k.ID)
+			}
 		}
+	}
+	if grantAllows(k, id, action, facts.encryptionContext) {
+		return nil
 	}
 	return accessDenied("%s is not authorized to perform %s on key %s", id, action, k.ID)
 }

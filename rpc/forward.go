@@ -69,6 +69,7 @@ func (s *Server) UnaryInterceptor() grpc.UnaryServerInterceptor {
 			return nil, toStatus(err)
 		}
 		ctx = withCaller(ctx, c)
+		ctx = withRequest(ctx, req) // grants.go: conditions and grant constraints read it
 		isWrite := m.write() && c.via == "" && firstMD(md, mdForwardedBy) == ""
 
 		if isWrite && !s.node.IsLeader() {

@@ -34,6 +34,9 @@ func (s *Server) versionKey(k *fsm.Key, version uint32) (*keycrypto.VersionKey, 
 	if v == nil {
 		return nil, invalidCiphertextErr("the ciphertext names a key version that does not exist")
 	}
+	if r := fsm.DecryptableVersion(k, version); r != nil {
+		return nil, r // destroyed, or below the minimum decryption version
+	}
 	if len(v.Sealed) == 0 {
 		return nil, &fsm.Rejection{Code: fsm.CodeInvalidState, Msg: "key " + k.ID + " has no material for that version"}
 	}

@@ -64,6 +64,7 @@ func (s *Server) keyMetadata(k *fsm.Key) *kmsv1.KeyMetadata {
 		CustomerMasterKeySpec: k.KeySpec,
 		ExpirationModel:       expirationName(k.Expiration),
 		CurrentKeyVersion:     k.CurrentVersion(),
+		MinDecryptionVersion:  max(k.MinDecryptionVersion, 1),
 	}
 	algorithmLists(md, k)
 	if k.Origin == fsm.OriginService {
@@ -95,7 +96,9 @@ func (s kmsService) CreateKey(ctx context.Context, req *kmsv1.CreateKeyRequest) 
 	if policy == "" {
 		// The default policy gives the creator every action on the key.
 		policy = defaultPolicy(s.principal(ctx))
-	} else if _, err := parsePolicy(policy); err != nil {
+	} else if p, err := parsePolicy(policy); err != nil {
+		return nil, err
+	} else if err := s.checkLockout(ctx, p, req.BypassPolicyLockoutSafetyCheck); err != nil {
 		return nil, err
 	}
 	ev := &eventsv1.CreateKey{KeyId: id, Description: req.Description, Policy: policy, Tags: tags}
@@ -280,13 +283,21 @@ func (s kmsService) PutKeyPolicy(ctx context.Context, req *kmsv1.PutKeyPolicyReq
 	if err := checkPolicySize(req.Policy); err != nil {
 		return nil, err
 	}
-	if _, err := parsePolicy(req.Policy); err != nil {
+	p, err := parsePolicy(req.Policy)
+	if err != nil {
 		return nil, err
 	}
-	_, err := s.keyEvent(ctx, req.KeyId, "kms:PutKeyPolicy", func(id string) *eventsv1.Envelope {
-		return &eventsv1.Envelope{Event: &eventsv1.Envelope_PutKeyPolicy{PutKeyPolicy: &eventsv1.PutKeyPolicy{
-			KeyId: id, PolicyName: req.PolicyName, Policy: req.Policy}}}
-	})
+	k, err := s.writeKey(ctx, req.KeyId, "kms:PutKeyPolicy")
+	if err != nil {
+		return nil, err
+	}
+	// After authorization, as AWS: only a caller who may change the policy
+	// learns that the new one would lock it out.
+	if err := s.checkLockout(ctx, p, req.BypassPolicyLockoutSafetyCheck); err != nil {
+		return nil, err
+	}
+	_, err = s.propose(ctx, &eventsv1.Envelope{Event: &eventsv1.Envelope_PutKeyPolicy{PutKeyPolicy: &eventsv1.PutKeyPolicy{
+		KeyId: k.ID, PolicyName: req.PolicyName, Policy: req.Policy}}})
 	return &kmsv1.PutKeyPolicyResponse{}, err
 }
 

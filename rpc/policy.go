@@ -1,11 +1,14 @@
 package rpc
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
-	"google.golang.org/grpc/codes"
 	"strings"
 	"sync"
+
+	"github.com/raftkms/raftkms/pki"
+	"google.golang.org/grpc/codes"
 )
 
 // Key policies are a subset of AWS key policy JSON:
@@ -14,9 +17,12 @@ import (
 //	 "Statement": [{"Sid": "...", "Effect": "Allow" | "Deny",
 //	                "Principal": "*" | {"Identity": "app" | ["app", ...]} |
 //	                             {"AWS": "app" | "arn:aws:iam::ACCOUNT:user/app" | ["*", ...]},
-//	                "Action": "kms:Encrypt" | ["kms:Encrypt", "kms:Generate*", ...] | "kms:*"}]}
+//	                "Action": "kms:Encrypt" | ["kms:Encrypt", "kms:Generate*", ...] | "kms:*",
+//	                "Condition": {...}}]}
 //
-// An explicit Deny wins over any Allow; what no statement allows is denied.
+// A statement applies when its principal, action and every condition
+// (conditions.go) match the request. An explicit Deny wins over any Allow
+// and over any grant; what no statement allows and no grant gives is denied.
 // Identities are the names certificates carry (URI SAN, else common name).
 
 // policyStatement is one parsed statement.
@@ -25,6 +31,7 @@ type policyStatement struct {
 	anyone     bool
 	identities map[string]bool
 	actions    []string // exact names or prefixes ending in '*'
+	conds      []condition
 }
 
 // keyPolicy is a parsed key policy.
@@ -89,7 +96,11 @@ func parsePolicy(doc string) (*keyPolicy, error) {
 			return nil, malformedPolicy("statement %d: Effect must be Allow or Deny", i)
 		}
 		if len(rs.Condition) > 0 && string(rs.Condition) != "null" {
-			return nil, malformedPolicy("statement %d: Condition is not supported", i)
+			conds, err := parseConditions(rs.Condition)
+			if err != nil {
+				return nil, malformedPolicy("statement %d: %s", i, err.(*apiError).msg)
+			}
+			st.conds = conds
 		}
 		var star string
 		if err := json.Unmarshal(rs.Principal, &star); err == nil {
@@ -141,32 +152,61 @@ func parsePolicy(doc string) (*keyPolicy, error) {
 	return p, nil
 }
 
-func (st *policyStatement) matches(identity, action string) bool {
+func (st *policyStatement) matches(identity, action string, f *condFacts) bool {
 	if !st.anyone && !st.identities[identity] {
 		return false
 	}
+	matched := false
 	for _, a := range st.actions {
 		if a == action || (strings.HasSuffix(a, "*") && strings.HasPrefix(action, strings.TrimSuffix(a, "*"))) {
-			return true
+			matched = true
+			break
 		}
 	}
-	return false
+	if !matched {
+		return false
+	}
+	for i := range st.conds {
+		if !st.conds[i].holds(f) {
+			return false
+		}
+	}
+	return true
 }
 
-// allows evaluates the policy: an explicit Deny wins, then any Allow.
-func (p *keyPolicy) allows(identity, action string) bool {
-	allowed := false
+// policyDecision is what a key policy says about a request.
+type policyDecision uint8
+
+const (
+	policyNone  policyDecision = iota // no statement applies: a grant may still allow it
+	policyAllow                       // an Allow applies and no Deny
+	policyDeny                        // an explicit Deny applies: nothing else can allow it
+)
+
+// decide evaluates the policy for a request: an explicit Deny wins, then
+// any Allow.
+func (p *keyPolicy) decide(identity, action string, f *condFacts) policyDecision {
+	if f == nil {
+		f = &condFacts{}
+	}
+	d := policyNone
 	for i := range p.statements {
 		st := &p.statements[i]
-		if !st.matches(identity, action) {
+		if !st.matches(identity, action, f) {
 			continue
 		}
 		if !st.allow {
-			return false
+			return policyDeny
 		}
-		allowed = true
+		d = policyAllow
 	}
-	return allowed
+	return d
+}
+
+// allows reports whether the policy allows a request with no condition
+// facts (no encryption context, no alias, no grant operations).
+func (p *keyPolicy) allows(identity, action string) bool {
+	return p.decide(identity, action, nil) == policyAllow
 }
 
 // defaultPolicy gives the key's creator every action on it.
@@ -213,4 +253,23 @@ func (c *policyCache) get(doc string) (*keyPolicy, error) {
 	c.m[doc] = p
 	c.mu.Unlock()
 	return p, nil
+}
+
+// checkLockout is AWS's policy lockout safety check: CreateKey and
+// PutKeyPolicy refuse a policy under which the caller could not change the
+// policy again, unless BypassPolicyLockoutSafetyCheck is set. Admins may
+// always replace a key's policy (recovery), so the check passes for them.
+func (s *Server) checkLockout(ctx context.Context, p *keyPolicy, bypass bool) error {
+	if bypass || !s.cfg.Auth.Enabled {
+		return nil
+	}
+	c := callerOf(ctx)
+	if c.role == pki.RoleAdmin {
+		return nil
+	}
+	if p.decide(c.identity, "kms:PutKeyPolicy", &condFacts{callerAccount: s.cfg.ARN.Account}) == policyAllow {
+		return nil
+	}
+	return malformedPolicy("the new key policy would not allow %s to update the key policy in the future; "+
+		"set BypassPolicyLockoutSafetyCheck to apply it anyway", c.identity)
 }

@@ -196,7 +196,7 @@ func (s *Server) KeyChanged(keyID string) {
 		s.aeads.Purge()
 		return
 	}
-	if k, ok := s.fsm.Key(keyID); ok && (k.State == fsm.KeyStateDeleted || k.State == fsm.KeyStatePendingImport) {
+	if k, ok := s.fsm.Key(keyID); ok && (k.State == fsm.KeyStateDeleted || k.State == fsm.KeyStatePendingImport || hasDestroyedVersion(k)) {
 		s.aeads.Forget(keyID)
 	}
 }
