@@ -49,6 +49,9 @@ type Local struct {
 	peers []raftnode.Peer
 	grpc  []string
 	aws   []string // AWS-protocol addresses, when on
+	// awsLis are listeners made for AWSPort -1, handed to each node's first
+	// start (so no other process can take the port in between).
+	awsLis []net.Listener
 
 	mu      sync.Mutex
 	servers []*Server // nil where a node is stopped
@@ -74,12 +77,16 @@ func StartLocal(cfg LocalConfig) (*Local, error) {
 		}
 		l.peers = append(l.peers, raftnode.Peer{ID: fmt.Sprintf("kms%d", i+1), Addr: raftAddr})
 		l.grpc = append(l.grpc, grpcAddr)
-		if cfg.AWSPort != 0 {
-			base := cfg.AWSPort
-			if base < 0 {
-				base = 0
+		switch {
+		case cfg.AWSPort < 0:
+			lis, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				return nil, err
 			}
-			awsAddr, err := localAddr(base, i)
+			l.awsLis = append(l.awsLis, lis)
+			l.aws = append(l.aws, lis.Addr().String())
+		case cfg.AWSPort > 0:
+			awsAddr, err := localAddr(cfg.AWSPort, i)
 			if err != nil {
 				return nil, err
 			}
@@ -184,6 +191,11 @@ func (l *Local) Leader() int {
 func (l *Local) awsConfig(i int) AWS {
 	if len(l.aws) == 0 {
 		return AWS{}
+	}
+	if i < len(l.awsLis) && l.awsLis[i] != nil {
+		lis := l.awsLis[i]
+		l.awsLis[i] = nil
+		return AWS{Listener: lis}
 	}
 	return AWS{Addr: l.aws[i]}
 }
