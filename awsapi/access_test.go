@@ -105,3 +105,28 @@ func TestAccessKeyLifecycle(t *testing.T) {
 		}
 	}
 }
+
+// TestAuditOfAWSCalls: calls through the AWS front are audited as gRPC calls
+// are, with the signed identity as the principal, and the audit log holds
+// no secret access key and no plaintext.
+func TestAuditOfAWSCalls(t *testing.T) {
+	audit := &lockedBuffer{}
+	ac := newAWSClusterAPI(t, []testcluster.APIOption{testcluster.WithAudit(audit)})
+	ctx := ctxT(t)
+	k := ac.dev(ac.c.WaitForLeader(t))
+	key := ok[*kms.CreateKeyOutput](t, "CreateKey")(k.CreateKey(ctx, &kms.CreateKeyInput{}))
+	ok[*kms.EncryptOutput](t, "Encrypt")(k.Encrypt(ctx, &kms.EncryptInput{KeyId: key.KeyMetadata.KeyId, Plaintext: []byte("audited plaintext")}))
+	log := audit.String()
+	var sawEncrypt bool
+	for _, line := range strings.Split(strings.TrimSpace(log), "\n") {
+		if strings.Contains(line, "Encrypt") && strings.Contains(line, `"dev"`) {
+			sawEncrypt = true
+		}
+	}
+	if !sawEncrypt {
+		t.Fatalf("no audit line for Encrypt by dev:\n%s", log)
+	}
+	if strings.Contains(log, ac.secret) || strings.Contains(log, "audited plaintext") {
+		t.Fatal("the audit log holds a secret or a plaintext")
+	}
+}

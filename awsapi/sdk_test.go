@@ -37,7 +37,13 @@ type awsCluster struct {
 
 func newAWSCluster(t *testing.T, opts ...testcluster.Option) *awsCluster {
 	t.Helper()
-	c := testcluster.New(t, 3, append([]testcluster.Option{testcluster.WithAPI()}, opts...)...)
+	return newAWSClusterAPI(t, nil, opts...)
+}
+
+// newAWSClusterAPI is newAWSCluster with options for the API nodes too.
+func newAWSClusterAPI(t *testing.T, apiOpts []testcluster.APIOption, opts ...testcluster.Option) *awsCluster {
+	t.Helper()
+	c := testcluster.New(t, 3, append([]testcluster.Option{testcluster.WithAPI(apiOpts...)}, opts...)...)
 	c.WaitServing(t)
 	ac := &awsCluster{c: c}
 	for i := 0; i < c.N(); i++ {
