@@ -76,4 +76,14 @@ func TestSDKSigningAndMACs(t *testing.T) {
 	if len(np.PublicKey) == 0 || len(np.PrivateKeyCiphertextBlob) == 0 {
 		t.Fatalf("GenerateDataKeyPairWithoutPlaintext: %+v", np)
 	}
+
+	// GenerateRandom and ListKeyPolicies.
+	rnd := ok[*kms.GenerateRandomOutput](t, "GenerateRandom")(k.GenerateRandom(ctx, &kms.GenerateRandomInput{NumberOfBytes: aws.Int32(24)}))
+	if len(rnd.Plaintext) != 24 {
+		t.Fatalf("GenerateRandom: %d bytes", len(rnd.Plaintext))
+	}
+	pols := ok[*kms.ListKeyPoliciesOutput](t, "ListKeyPolicies")(other.ListKeyPolicies(ctx, &kms.ListKeyPoliciesInput{KeyId: sym}))
+	if len(pols.PolicyNames) != 1 || pols.PolicyNames[0] != "default" {
+		t.Fatalf("ListKeyPolicies: %+v", pols.PolicyNames)
+	}
 }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
+	"github.com/aws/aws-sdk-go-v2/service/kms/types"
 	"github.com/raftkms/raftkms/awsapi"
 	clusterv1 "github.com/raftkms/raftkms/proto/cluster/v1"
 	kmsv1 "github.com/raftkms/raftkms/proto/kms/v1"
@@ -83,4 +84,27 @@ func TestSignedIdentityIsThePrincipal(t *testing.T) {
 		t.Fatal("bob's certificate may decrypt")
 	}
 	ok[*kms.DecryptOutput](t, "Decrypt as alice")(aliceF.Decrypt(ctx, &kms.DecryptInput{CiphertextBlob: enc.CiphertextBlob}))
+
+	// Grants name signed identities too: alice grants bob Encrypt and
+	// Decrypt on a second key, then revokes the grant.
+	key2 := *ok[*kms.CreateKeyOutput](t, "CreateKey 2 as alice")(aliceF.CreateKey(ctx, &kms.CreateKeyInput{})).KeyMetadata.KeyId
+	_, err = bobF.Encrypt(ctx, &kms.EncryptInput{KeyId: aws.String(key2), Plaintext: []byte("x")})
+	wantAPIError(t, "Encrypt as bob before the grant", err, "AccessDeniedException")
+	g := ok[*kms.CreateGrantOutput](t, "CreateGrant")(aliceF.CreateGrant(ctx, &kms.CreateGrantInput{KeyId: aws.String(key2),
+		GranteePrincipal: aws.String("bob"), Operations: []types.GrantOperation{types.GrantOperationEncrypt, types.GrantOperationDecrypt}}))
+	if g.GrantId == nil || g.GrantToken == nil {
+		t.Fatalf("CreateGrant: %+v", g)
+	}
+	grants := ok[*kms.ListGrantsOutput](t, "ListGrants")(aliceL.ListGrants(ctx, &kms.ListGrantsInput{KeyId: aws.String(key2)}))
+	if len(grants.Grants) != 1 || aws.ToString(grants.Grants[0].GranteePrincipal) != "bob" || len(grants.Grants[0].Operations) != 2 {
+		t.Fatalf("ListGrants: %+v", grants.Grants)
+	}
+	enc2 := ok[*kms.EncryptOutput](t, "Encrypt as bob with the grant")(bobF.Encrypt(ctx, &kms.EncryptInput{KeyId: aws.String(key2),
+		Plaintext: []byte("granted"), GrantTokens: []string{*g.GrantToken}}))
+	ok[*kms.DecryptOutput](t, "Decrypt as bob with the grant")(bobF.Decrypt(ctx, &kms.DecryptInput{CiphertextBlob: enc2.CiphertextBlob,
+		GrantTokens: []string{*g.GrantToken}}))
+	ok[*kms.RevokeGrantOutput](t, "RevokeGrant")(aliceF.RevokeGrant(ctx, &kms.RevokeGrantInput{KeyId: aws.String(key2), GrantId: g.GrantId}))
+	c.WaitConverged(t)
+	_, err = bobF.Decrypt(ctx, &kms.DecryptInput{CiphertextBlob: enc2.CiphertextBlob})
+	wantAPIError(t, "Decrypt as bob after the revocation", err, "AccessDeniedException")
 }
