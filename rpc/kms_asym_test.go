@@ -242,6 +242,19 @@ func TestAsymmetricRules(t *testing.T) {
 			_, err := c.EnableKeyRotation(ctx, &kmsv1.EnableKeyRotationRequest{KeyId: hmacKey})
 			return err
 		}, codes.FailedPrecondition, "UnsupportedOperationException"},
+		{"re-encrypt from RSA", func() error {
+			_, err := c.ReEncrypt(ctx, &kmsv1.ReEncryptRequest{CiphertextBlob: make([]byte, 256), SourceKeyId: rsaEnc,
+				SourceEncryptionAlgorithm: "RSAES_OAEP_SHA_256", DestinationKeyId: sym})
+			return err
+		}, codes.FailedPrecondition, "UnsupportedOperationException"},
+		{"re-encrypt to RSA", func() error {
+			enc, err := c.Encrypt(ctx, &kmsv1.EncryptRequest{KeyId: sym, Plaintext: []byte("x")})
+			if err != nil {
+				return err
+			}
+			_, err = c.ReEncrypt(ctx, &kmsv1.ReEncryptRequest{CiphertextBlob: enc.CiphertextBlob, DestinationKeyId: rsaEnc})
+			return err
+		}, codes.InvalidArgument, "InvalidKeyUsageException"},
 		{"another identity signs", func() error {
 			_, err := h.kms("mallory").Sign(ctx, &kmsv1.SignRequest{KeyId: ecc, Message: []byte("m"), SigningAlgorithm: "ECDSA_SHA_256"})
 			return err

@@ -164,6 +164,9 @@ func (s kmsService) ReEncrypt(ctx context.Context, req *kmsv1.ReEncryptRequest) 
 	if req.DestinationKeyId == "" {
 		return nil, validationErr("DestinationKeyId is required")
 	}
+	if rsaAlgorithm(req.SourceEncryptionAlgorithm) || rsaAlgorithm(req.DestinationEncryptionAlgorithm) {
+		return nil, unsupportedErr("ReEncrypt with RSA keys is not supported; Decrypt and Encrypt instead")
+	}
 	if err := checkContext("SourceEncryptionContext", req.SourceEncryptionContext); err != nil {
 		return nil, err
 	}

@@ -922,12 +922,14 @@ type CreateKey struct {
 	KeyId       string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
 	Description string                 `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
 	Origin      Origin                 `protobuf:"varint,3,opt,name=origin,proto3,enum=raftkms.events.v1.Origin" json:"origin,omitempty"`
-	// SYMMETRIC_DEFAULT is the only spec today.
+	// SYMMETRIC_DEFAULT when empty; RSA_2048/3072/4096, ECC_NIST_P256/P384/P521
+	// or HMAC_224/256/384/512 (AWS KMS's names).
 	KeySpec string `protobuf:"bytes,4,opt,name=key_spec,json=keySpec,proto3" json:"key_spec,omitempty"`
-	// ENCRYPT_DECRYPT is the only usage today.
+	// ENCRYPT_DECRYPT when empty; SIGN_VERIFY or GENERATE_VERIFY_MAC.
 	KeyUsage string `protobuf:"bytes,5,opt,name=key_usage,json=keyUsage,proto3" json:"key_usage,omitempty"`
 	// Version 1 material sealed under the root key (AAD binds key ID and
-	// version 1). Empty for ORIGIN_EXTERNAL.
+	// version 1): 32 AES key bytes, a PKCS#8 DER private key (RSA, ECC) or
+	// HMAC key bytes. Empty for ORIGIN_EXTERNAL.
 	SealedMaterial []byte `protobuf:"bytes,6,opt,name=sealed_material,json=sealedMaterial,proto3" json:"sealed_material,omitempty"`
 	// Initial key policy JSON; empty means the default policy.
 	Policy string `protobuf:"bytes,7,opt,name=policy,proto3" json:"policy,omitempty"`
