@@ -71,6 +71,12 @@ type Config struct {
 	SnapshotInterval  time.Duration // how often the threshold is checked
 	TrailingLogs      uint64        // entries kept after a snapshot, for slow followers
 	SnapshotRetain    int           // snapshots kept on disk
+
+	// Restore, if set, starts a new cluster from a saved snapshot
+	// (OpenBackup) instead of an empty state: only on an empty data
+	// directory (ErrRestoreNotEmpty otherwise) and with Peers, the new
+	// cluster's voters, identical on every restored node.
+	Restore *Backup
 }
 
 // withDefaults returns a validated copy of cfg with defaults filled in.
@@ -149,6 +155,9 @@ func (cfg Config) withDefaults() (Config, error) {
 		cfg.TrailingLogs = DefaultTrailingLogs
 	}
 
+	if cfg.Restore != nil && len(cfg.Peers) == 0 {
+		return cfg, errors.New("raftnode: restoring a snapshot needs the bootstrap peers (a new cluster)")
+	}
 	if len(cfg.Peers) > 0 {
 		ids, addrs := map[string]bool{}, map[string]bool{}
 		self := false

@@ -1,12 +1,15 @@
 package raftnode
 
 import (
+	"bytes"
 	"encoding/binary"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"sync"
 	"sync/atomic"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	"github.com/raftkms/raftkms/fsm"
 )
@@ -29,6 +32,12 @@ type fsmAdapter struct {
 
 	mu     sync.Mutex
 	waitCh chan struct{} // closed on the next advance; nil when nobody waits
+
+	// restored, when a node starts from a saved snapshot (Config.Restore),
+	// checks the first restore against it: raft restores the snapshot
+	// before it applies any entry, so the state then is the saved one.
+	restored *Backup
+	logger   hclog.Logger
 }
 
 var (
@@ -66,6 +75,14 @@ func (a *fsmAdapter) Restore(rc io.ReadCloser) error {
 	}
 	if err := a.f.Restore(rc); err != nil {
 		return err
+	}
+	if b := a.restored; b != nil && a.restores.Load() == 0 {
+		d := a.f.Digest()
+		if !bytes.Equal(d[:], b.Info.StateDigest) {
+			return fmt.Errorf("%w: the restored state's digest is %x, the snapshot file names %x", ErrBadBackup, d, b.Info.StateDigest)
+		}
+		a.logger.Info("restored the saved snapshot", "index", b.Info.Index, "term", b.Info.Term,
+			"state_digest", hex.EncodeToString(d[:]))
 	}
 	a.restores.Add(1)
 	a.advance(binary.BigEndian.Uint64(hdr[8:]))

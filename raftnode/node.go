@@ -34,6 +34,7 @@ type Node struct {
 	adapter *fsmAdapter
 	store   *raftboltdb.BoltStore
 	logs    raft.LogStore
+	snaps   raft.SnapshotStore
 	trans   *raft.NetworkTransport
 	// started is raft once NewRaft returned, for goroutines raft started
 	// before (its transport dials).
@@ -68,9 +69,10 @@ func New(cfg Config) (*Node, error) {
 	n := &Node{
 		cfg:     cfg,
 		logger:  raftLogger(cfg.Logger),
-		adapter: &fsmAdapter{f: cfg.FSM},
+		adapter: &fsmAdapter{f: cfg.FSM, restored: cfg.Restore},
 		doneCh:  make(chan struct{}),
 	}
+	n.adapter.logger = n.logger
 	ok := false
 	defer func() {
 		if !ok {
@@ -101,6 +103,7 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("raftnode: snapshot store: %w", err)
 	}
+	n.snaps = snaps
 	if n.trans, err = newTransport(cfg, n.logger.Named("net")); err != nil {
 		return nil, err
 	}
@@ -129,7 +132,14 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("raftnode: inspect state: %w", err)
 	}
-	if !existing && len(cfg.Peers) > 0 {
+	if cfg.Restore != nil {
+		if existing {
+			return nil, ErrRestoreNotEmpty
+		}
+		if err := cfg.Restore.restoreInto(cfg, n.store, snaps, n.trans); err != nil {
+			return nil, err
+		}
+	} else if !existing && len(cfg.Peers) > 0 {
 		var c raft.Configuration
 		for _, p := range cfg.Peers {
 			c.Servers = append(c.Servers, raft.Server{
@@ -148,7 +158,8 @@ func New(cfg Config) (*Node, error) {
 	n.verify.n = n
 	n.leaders.start(n.raft.LeaderCh(), n.doneCh, n.onLeadershipGained)
 	ok = true
-	n.logger.Info("node started", "id", cfg.NodeID, "addr", cfg.RaftAdvertiseAddr, "bootstrapped", !existing && len(cfg.Peers) > 0)
+	n.logger.Info("node started", "id", cfg.NodeID, "addr", cfg.RaftAdvertiseAddr, "bootstrapped", !existing && len(cfg.Peers) > 0,
+		"restored", cfg.Restore != nil)
 	return n, nil
 }
 

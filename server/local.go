@@ -41,6 +41,9 @@ type LocalConfig struct {
 	PProf       bool
 	// Audit, if set, receives every node's audit lines (each names its node).
 	Audit io.Writer
+	// Restore, if set, starts the cluster from a saved snapshot: every
+	// node's first start restores it (empty data dirs only).
+	Restore *raftnode.Backup
 }
 
 // Local is a running in-process cluster.
@@ -55,6 +58,7 @@ type Local struct {
 
 	mu      sync.Mutex
 	servers []*Server // nil where a node is stopped
+	started []bool    // node i has been started once (a restore is done by then)
 }
 
 // StartLocal starts every node of an in-process cluster.
@@ -65,7 +69,7 @@ func StartLocal(cfg LocalConfig) (*Local, error) {
 	if cfg.Dir == "" || cfg.RootKey == nil {
 		return nil, errors.New("server: a local cluster needs a directory and a root key")
 	}
-	l := &Local{cfg: cfg, servers: make([]*Server, cfg.Nodes)}
+	l := &Local{cfg: cfg, servers: make([]*Server, cfg.Nodes), started: make([]bool, cfg.Nodes)}
 	for i := 0; i < cfg.Nodes; i++ {
 		raftAddr, err := localAddr(cfg.RaftPort, i)
 		if err != nil {
@@ -122,6 +126,10 @@ func (l *Local) Start(i int) error {
 	if l.servers[i] != nil {
 		return fmt.Errorf("server: node %d is running", i)
 	}
+	var restore *raftnode.Backup
+	if !l.started[i] {
+		restore = l.cfg.Restore
+	}
 	s, err := Start(Config{
 		NodeID:       l.peers[i].ID,
 		GRPCAddr:     l.grpc[i],
@@ -133,6 +141,7 @@ func (l *Local) Start(i int) error {
 		StaleReads:   l.cfg.StaleReads,
 		Logger:       l.cfg.Logger,
 		TuneRaft:     l.cfg.TuneRaft,
+		Restore:      restore,
 		AWS:          l.awsConfig(i),
 		ARN:          l.cfg.ARN,
 		MaxClockSkew: l.cfg.MaxClockSkew,
@@ -144,6 +153,7 @@ func (l *Local) Start(i int) error {
 		return err
 	}
 	l.servers[i] = s
+	l.started[i] = true
 	return nil
 }
 

@@ -85,6 +85,9 @@ type Config struct {
 	// HealthMaxLag is how many committed entries the node may have left to
 	// apply while it answers SERVING; default DefaultHealthMaxLag.
 	HealthMaxLag uint64
+	// Restore, if set, starts a new cluster from a saved snapshot
+	// (bootstrapping nodes with empty data dirs only; see restore.go).
+	Restore *raftnode.Backup
 }
 
 // TLS holds a node's mutual TLS configurations.
@@ -193,6 +196,13 @@ func Start(cfg Config) (*Server, error) {
 	}
 	if cfg.TuneRaft != nil {
 		cfg.TuneRaft(&rcfg)
+	}
+	if cfg.Restore != nil {
+		if err := CheckRestore(cfg.Restore, cfg.RootKey); err != nil {
+			s.lis.Close()
+			return nil, err
+		}
+		rcfg.Restore = cfg.Restore
 	}
 	s.node, err = raftnode.New(rcfg)
 	if err != nil {

@@ -11,6 +11,7 @@ type command struct {
 	name    string
 	summary string
 	flags   []flagSpec
+	args    []string // positional arguments it takes, by name ("FILE"); all required
 	run     func(e *env, p *params) (any, error)
 }
 

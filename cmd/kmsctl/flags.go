@@ -12,6 +12,7 @@ type params struct {
 	values map[string][]string // as given; a list flag may hold many
 	bools  map[string]bool
 	global *globals
+	args   []string // positional arguments of a command that takes them (command.args)
 }
 
 func newParams(g *globals) *params {
@@ -239,6 +240,7 @@ func parseArgs(args []string) (*parsed, error) {
 			missing = append(missing, "--"+s.name)
 		}
 	}
+	missing = append(missing, out.cmd.args[len(out.params.args):]...)
 	if len(missing) > 0 {
 		return nil, usagef("the following arguments are required: %s", strings.Join(missing, ", "))
 	}
@@ -273,6 +275,11 @@ func (p *parsed) positional(word string) error {
 		return p.command(word)
 	case p.cmd == nil:
 		return p.command(word)
+	case len(p.params.args) == 0 && commands[p.cmd.name+" "+word] != nil:
+		// A command's own subcommand: "cluster snapshot save".
+		p.cmd = commands[p.cmd.name+" "+word]
+	case len(p.params.args) < len(p.cmd.args):
+		p.params.args = append(p.params.args, word)
 	default:
 		return usagef("Unknown options: %s", word)
 	}

@@ -29,6 +29,8 @@ func runDev(args []string) int {
 		aws      awsFlags
 		metrics  = fs.Int("metrics-port", 0, "serve Prometheus metrics of node 1 on this port (node i on metrics-port+i-1); off unless set")
 		auditLog = fs.String("audit-log", "", "append one JSON line per call of every node to this file (- for stdout)")
+		restore  = fs.String("restore", "", "start the cluster from a snapshot saved by 'kmsctl cluster snapshot save' (needs the saving cluster's --root-key-file)")
+		rootFile = fs.String("root-key-file", "", "use this root key file instead of generating a root key")
 	)
 	aws.register(fs)
 	c.register(fs, "warn")
@@ -66,7 +68,16 @@ func runDev(args []string) int {
 		}
 		defer os.RemoveAll(dir)
 	}
-	root, err := devRootKey(dir, *dataDir != "")
+	var root *keycrypto.RootKey
+	if *rootFile != "" {
+		root, _, err = readRootKeyFile(*rootFile)
+	} else {
+		root, err = devRootKey(dir, *dataDir != "")
+	}
+	if err != nil {
+		return fail(err)
+	}
+	backup, err := openRestore(*restore)
 	if err != nil {
 		return fail(err)
 	}
@@ -87,6 +98,7 @@ func runDev(args []string) int {
 		MetricsPort:  *metrics,
 		PProf:        c.pprof,
 		Audit:        audit,
+		Restore:      backup,
 	})
 	if err != nil {
 		return fail(err)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/raftkms/raftkms/keycrypto"
+	"github.com/raftkms/raftkms/raftnode"
 )
 
 // writeRootKeyFile creates path with mode 0600 and writes data to it. It
@@ -79,4 +80,16 @@ func logRootKeyFile(log hclog.Logger, path string, mode fs.FileMode, root *keycr
 			"file", path, "mode", fmt.Sprintf("%#o", mode.Perm()))
 	}
 	log.Info("root key loaded", "file", path, "root_key_id", root.ID())
+}
+
+// openRestore reads and checks a --restore snapshot file (nil for "").
+func openRestore(path string) (*raftnode.Backup, error) {
+	if path == "" {
+		return nil, nil
+	}
+	b, err := raftnode.OpenBackup(path)
+	if err != nil {
+		return nil, fmt.Errorf("--restore: %w", err)
+	}
+	return b, nil
 }

@@ -141,6 +141,7 @@ func runServe(args []string) int {
 		aws         awsFlags
 		metricsAddr = fs.String("metrics-addr", "", "serve Prometheus metrics on HOST:PORT/metrics (off unless set)")
 		_           = fs.String(configFlag, "", "read settings from this YAML file (keys are flag names; flags and RAFTKMS_* variables win)")
+		restore     = fs.String("restore", "", "start a new cluster from a snapshot saved by 'kmsctl cluster snapshot save' (with --peers, on an empty --data-dir)")
 	)
 	aws.register(fs)
 	var sec securityFlags
@@ -165,6 +166,9 @@ func runServe(args []string) int {
 	if err != nil {
 		return usageErr(err)
 	}
+	if *restore != "" && *peers == "" {
+		return usageErr(errors.New("--restore starts a new cluster: give it with --peers, not --join"))
+	}
 	limits, err := c.limits()
 	if err != nil {
 		return usageErr(err)
@@ -187,6 +191,10 @@ func runServe(args []string) int {
 		return fail(err)
 	}
 	if err := os.MkdirAll(*dataDir, 0o700); err != nil {
+		return fail(err)
+	}
+	backup, err := openRestore(*restore)
+	if err != nil {
 		return fail(err)
 	}
 	log := c.logger("kmsd")
@@ -216,6 +224,7 @@ func runServe(args []string) int {
 		MetricsAddr:   *metricsAddr,
 		PProf:         c.pprof,
 		TuneRaft:      c.raft.tune,
+		Restore:       backup,
 	})
 	if err != nil {
 		return fail(err)

@@ -25,6 +25,216 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type SaveSnapshotRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SaveSnapshotRequest) Reset() {
+	*x = SaveSnapshotRequest{}
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SaveSnapshotRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SaveSnapshotRequest) ProtoMessage() {}
+
+func (x *SaveSnapshotRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SaveSnapshotRequest.ProtoReflect.Descriptor instead.
+func (*SaveSnapshotRequest) Descriptor() ([]byte, []int) {
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{0}
+}
+
+// SnapshotInfo describes a saved snapshot. It is the first message of a
+// SaveSnapshot stream and the header of a snapshot file.
+type SnapshotInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The Raft index and term of the last entry the state includes.
+	Index uint64 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	Term  uint64 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
+	// SHA-256 of the snapshot bytes, which is the state's StateDigest.
+	StateDigest []byte `protobuf:"bytes,3,opt,name=state_digest,json=stateDigest,proto3" json:"state_digest,omitempty"`
+	// Length of the snapshot bytes.
+	Size uint64 `protobuf:"varint,4,opt,name=size,proto3" json:"size,omitempty"`
+	// The ID of the root key the cluster's state records (the material in
+	// the snapshot is sealed under it).
+	RootKeyId string `protobuf:"bytes,5,opt,name=root_key_id,json=rootKeyId,proto3" json:"root_key_id,omitempty"`
+	// The answering node.
+	NodeId        string `protobuf:"bytes,6,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotInfo) Reset() {
+	*x = SnapshotInfo{}
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotInfo) ProtoMessage() {}
+
+func (x *SnapshotInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotInfo.ProtoReflect.Descriptor instead.
+func (*SnapshotInfo) Descriptor() ([]byte, []int) {
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *SnapshotInfo) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *SnapshotInfo) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *SnapshotInfo) GetStateDigest() []byte {
+	if x != nil {
+		return x.StateDigest
+	}
+	return nil
+}
+
+func (x *SnapshotInfo) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *SnapshotInfo) GetRootKeyId() string {
+	if x != nil {
+		return x.RootKeyId
+	}
+	return ""
+}
+
+func (x *SnapshotInfo) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+type SaveSnapshotChunk struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Chunk:
+	//
+	//	*SaveSnapshotChunk_Info
+	//	*SaveSnapshotChunk_Data
+	Chunk         isSaveSnapshotChunk_Chunk `protobuf_oneof:"chunk"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SaveSnapshotChunk) Reset() {
+	*x = SaveSnapshotChunk{}
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SaveSnapshotChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SaveSnapshotChunk) ProtoMessage() {}
+
+func (x *SaveSnapshotChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SaveSnapshotChunk.ProtoReflect.Descriptor instead.
+func (*SaveSnapshotChunk) Descriptor() ([]byte, []int) {
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *SaveSnapshotChunk) GetChunk() isSaveSnapshotChunk_Chunk {
+	if x != nil {
+		return x.Chunk
+	}
+	return nil
+}
+
+func (x *SaveSnapshotChunk) GetInfo() *SnapshotInfo {
+	if x != nil {
+		if x, ok := x.Chunk.(*SaveSnapshotChunk_Info); ok {
+			return x.Info
+		}
+	}
+	return nil
+}
+
+func (x *SaveSnapshotChunk) GetData() []byte {
+	if x != nil {
+		if x, ok := x.Chunk.(*SaveSnapshotChunk_Data); ok {
+			return x.Data
+		}
+	}
+	return nil
+}
+
+type isSaveSnapshotChunk_Chunk interface {
+	isSaveSnapshotChunk_Chunk()
+}
+
+type SaveSnapshotChunk_Info struct {
+	Info *SnapshotInfo `protobuf:"bytes,1,opt,name=info,proto3,oneof"`
+}
+
+type SaveSnapshotChunk_Data struct {
+	Data []byte `protobuf:"bytes,2,opt,name=data,proto3,oneof"`
+}
+
+func (*SaveSnapshotChunk_Info) isSaveSnapshotChunk_Chunk() {}
+
+func (*SaveSnapshotChunk_Data) isSaveSnapshotChunk_Chunk() {}
+
 type StatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -33,7 +243,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[0]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -45,7 +255,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[0]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -58,7 +268,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{0}
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{3}
 }
 
 type Member struct {
@@ -73,7 +283,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[1]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -85,7 +295,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[1]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -98,7 +308,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{1}
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Member) GetNodeId() string {
@@ -160,7 +370,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[2]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -172,7 +382,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[2]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -185,7 +395,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{2}
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *StatusResponse) GetNodeId() string {
@@ -294,7 +504,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[3]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -306,7 +516,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[3]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -319,7 +529,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{3}
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *JoinRequest) GetNodeId() string {
@@ -365,7 +575,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[4]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -377,7 +587,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[4]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -390,7 +600,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{4}
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{7}
 }
 
 type RemoveRequest struct {
@@ -402,7 +612,7 @@ type RemoveRequest struct {
 
 func (x *RemoveRequest) Reset() {
 	*x = RemoveRequest{}
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[5]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -414,7 +624,7 @@ func (x *RemoveRequest) String() string {
 func (*RemoveRequest) ProtoMessage() {}
 
 func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[5]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -427,7 +637,7 @@ func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveRequest.ProtoReflect.Descriptor instead.
 func (*RemoveRequest) Descriptor() ([]byte, []int) {
-	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{5}
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RemoveRequest) GetNodeId() string {
@@ -445,7 +655,7 @@ type RemoveResponse struct {
 
 func (x *RemoveResponse) Reset() {
 	*x = RemoveResponse{}
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[6]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -457,7 +667,7 @@ func (x *RemoveResponse) String() string {
 func (*RemoveResponse) ProtoMessage() {}
 
 func (x *RemoveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[6]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -470,7 +680,7 @@ func (x *RemoveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveResponse.ProtoReflect.Descriptor instead.
 func (*RemoveResponse) Descriptor() ([]byte, []int) {
-	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{6}
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{9}
 }
 
 type TransferLeadershipRequest struct {
@@ -483,7 +693,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[7]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -495,7 +705,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[7]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -508,7 +718,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{7}
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *TransferLeadershipRequest) GetTargetNodeId() string {
@@ -526,7 +736,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[8]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -538,7 +748,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[8]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -551,7 +761,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{8}
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{11}
 }
 
 type SnapshotRequest struct {
@@ -562,7 +772,7 @@ type SnapshotRequest struct {
 
 func (x *SnapshotRequest) Reset() {
 	*x = SnapshotRequest{}
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[9]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -574,7 +784,7 @@ func (x *SnapshotRequest) String() string {
 func (*SnapshotRequest) ProtoMessage() {}
 
 func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[9]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -587,7 +797,7 @@ func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{9}
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{12}
 }
 
 type SnapshotResponse struct {
@@ -599,7 +809,7 @@ type SnapshotResponse struct {
 
 func (x *SnapshotResponse) Reset() {
 	*x = SnapshotResponse{}
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[10]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -611,7 +821,7 @@ func (x *SnapshotResponse) String() string {
 func (*SnapshotResponse) ProtoMessage() {}
 
 func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[10]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -624,7 +834,7 @@ func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{10}
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SnapshotResponse) GetIndex() uint64 {
@@ -642,7 +852,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[11]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -654,7 +864,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[11]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -667,7 +877,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{11}
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{14}
 }
 
 type ReadIndexResponse struct {
@@ -679,7 +889,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[12]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -691,7 +901,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[12]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -704,7 +914,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{12}
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ReadIndexResponse) GetIndex() uint64 {
@@ -722,7 +932,7 @@ type TimeRequest struct {
 
 func (x *TimeRequest) Reset() {
 	*x = TimeRequest{}
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[13]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -734,7 +944,7 @@ func (x *TimeRequest) String() string {
 func (*TimeRequest) ProtoMessage() {}
 
 func (x *TimeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[13]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -747,7 +957,7 @@ func (x *TimeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimeRequest.ProtoReflect.Descriptor instead.
 func (*TimeRequest) Descriptor() ([]byte, []int) {
-	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{13}
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{16}
 }
 
 type TimeResponse struct {
@@ -762,7 +972,7 @@ type TimeResponse struct {
 
 func (x *TimeResponse) Reset() {
 	*x = TimeResponse{}
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[14]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -774,7 +984,7 @@ func (x *TimeResponse) String() string {
 func (*TimeResponse) ProtoMessage() {}
 
 func (x *TimeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[14]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -787,7 +997,7 @@ func (x *TimeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimeResponse.ProtoReflect.Descriptor instead.
 func (*TimeResponse) Descriptor() ([]byte, []int) {
-	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{14}
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *TimeResponse) GetNodeId() string {
@@ -815,7 +1025,7 @@ type CreateAccessKeyRequest struct {
 
 func (x *CreateAccessKeyRequest) Reset() {
 	*x = CreateAccessKeyRequest{}
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[15]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -827,7 +1037,7 @@ func (x *CreateAccessKeyRequest) String() string {
 func (*CreateAccessKeyRequest) ProtoMessage() {}
 
 func (x *CreateAccessKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[15]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -840,7 +1050,7 @@ func (x *CreateAccessKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAccessKeyRequest.ProtoReflect.Descriptor instead.
 func (*CreateAccessKeyRequest) Descriptor() ([]byte, []int) {
-	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{15}
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CreateAccessKeyRequest) GetIdentity() string {
@@ -865,7 +1075,7 @@ type AccessKey struct {
 
 func (x *AccessKey) Reset() {
 	*x = AccessKey{}
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[16]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -877,7 +1087,7 @@ func (x *AccessKey) String() string {
 func (*AccessKey) ProtoMessage() {}
 
 func (x *AccessKey) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[16]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -890,7 +1100,7 @@ func (x *AccessKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccessKey.ProtoReflect.Descriptor instead.
 func (*AccessKey) Descriptor() ([]byte, []int) {
-	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{16}
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *AccessKey) GetAccessKeyId() string {
@@ -937,7 +1147,7 @@ type CreateAccessKeyResponse struct {
 
 func (x *CreateAccessKeyResponse) Reset() {
 	*x = CreateAccessKeyResponse{}
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[17]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -949,7 +1159,7 @@ func (x *CreateAccessKeyResponse) String() string {
 func (*CreateAccessKeyResponse) ProtoMessage() {}
 
 func (x *CreateAccessKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[17]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -962,7 +1172,7 @@ func (x *CreateAccessKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAccessKeyResponse.ProtoReflect.Descriptor instead.
 func (*CreateAccessKeyResponse) Descriptor() ([]byte, []int) {
-	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{17}
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CreateAccessKeyResponse) GetAccessKey() *AccessKey {
@@ -982,7 +1192,7 @@ type ListAccessKeysRequest struct {
 
 func (x *ListAccessKeysRequest) Reset() {
 	*x = ListAccessKeysRequest{}
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[18]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -994,7 +1204,7 @@ func (x *ListAccessKeysRequest) String() string {
 func (*ListAccessKeysRequest) ProtoMessage() {}
 
 func (x *ListAccessKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[18]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1007,7 +1217,7 @@ func (x *ListAccessKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAccessKeysRequest.ProtoReflect.Descriptor instead.
 func (*ListAccessKeysRequest) Descriptor() ([]byte, []int) {
-	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{18}
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListAccessKeysRequest) GetIdentity() string {
@@ -1026,7 +1236,7 @@ type ListAccessKeysResponse struct {
 
 func (x *ListAccessKeysResponse) Reset() {
 	*x = ListAccessKeysResponse{}
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[19]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1038,7 +1248,7 @@ func (x *ListAccessKeysResponse) String() string {
 func (*ListAccessKeysResponse) ProtoMessage() {}
 
 func (x *ListAccessKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[19]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1051,7 +1261,7 @@ func (x *ListAccessKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAccessKeysResponse.ProtoReflect.Descriptor instead.
 func (*ListAccessKeysResponse) Descriptor() ([]byte, []int) {
-	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{19}
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListAccessKeysResponse) GetAccessKeys() []*AccessKey {
@@ -1070,7 +1280,7 @@ type DeleteAccessKeyRequest struct {
 
 func (x *DeleteAccessKeyRequest) Reset() {
 	*x = DeleteAccessKeyRequest{}
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[20]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1082,7 +1292,7 @@ func (x *DeleteAccessKeyRequest) String() string {
 func (*DeleteAccessKeyRequest) ProtoMessage() {}
 
 func (x *DeleteAccessKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[20]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1095,7 +1305,7 @@ func (x *DeleteAccessKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteAccessKeyRequest.ProtoReflect.Descriptor instead.
 func (*DeleteAccessKeyRequest) Descriptor() ([]byte, []int) {
-	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{20}
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DeleteAccessKeyRequest) GetAccessKeyId() string {
@@ -1113,7 +1323,7 @@ type DeleteAccessKeyResponse struct {
 
 func (x *DeleteAccessKeyResponse) Reset() {
 	*x = DeleteAccessKeyResponse{}
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[21]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1125,7 +1335,7 @@ func (x *DeleteAccessKeyResponse) String() string {
 func (*DeleteAccessKeyResponse) ProtoMessage() {}
 
 func (x *DeleteAccessKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[21]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1138,14 +1348,26 @@ func (x *DeleteAccessKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteAccessKeyResponse.ProtoReflect.Descriptor instead.
 func (*DeleteAccessKeyResponse) Descriptor() ([]byte, []int) {
-	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{21}
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{24}
 }
 
 var File_proto_cluster_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_proto_cluster_v1_cluster_proto_rawDesc = "" +
 	"\n" +
-	"\x1eproto/cluster/v1/cluster.proto\x12\x12raftkms.cluster.v1\x1a\x1eproto/options/v1/options.proto\"\x0f\n" +
+	"\x1eproto/cluster/v1/cluster.proto\x12\x12raftkms.cluster.v1\x1a\x1eproto/options/v1/options.proto\"\x15\n" +
+	"\x13SaveSnapshotRequest\"\xa8\x01\n" +
+	"\fSnapshotInfo\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x12\n" +
+	"\x04term\x18\x02 \x01(\x04R\x04term\x12!\n" +
+	"\fstate_digest\x18\x03 \x01(\fR\vstateDigest\x12\x12\n" +
+	"\x04size\x18\x04 \x01(\x04R\x04size\x12\x1e\n" +
+	"\vroot_key_id\x18\x05 \x01(\tR\trootKeyId\x12\x17\n" +
+	"\anode_id\x18\x06 \x01(\tR\x06nodeId\"j\n" +
+	"\x11SaveSnapshotChunk\x126\n" +
+	"\x04info\x18\x01 \x01(\v2 .raftkms.cluster.v1.SnapshotInfoH\x00R\x04info\x12\x14\n" +
+	"\x04data\x18\x02 \x01(\fH\x00R\x04dataB\a\n" +
+	"\x05chunk\"\x0f\n" +
 	"\rStatusRequest\"q\n" +
 	"\x06Member\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
@@ -1209,7 +1431,7 @@ const file_proto_cluster_v1_cluster_proto_rawDesc = "" +
 	"accessKeys\"<\n" +
 	"\x16DeleteAccessKeyRequest\x12\"\n" +
 	"\raccess_key_id\x18\x01 \x01(\tR\vaccessKeyId\"\x19\n" +
-	"\x17DeleteAccessKeyResponse2\x93\b\n" +
+	"\x17DeleteAccessKeyResponse2\xff\b\n" +
 	"\x0eClusterService\x12Y\n" +
 	"\x06Status\x12!.raftkms.cluster.v1.StatusRequest\x1a\".raftkms.cluster.v1.StatusResponse\"\b\x92\x82\x19\x04\b\x03\x10\x01\x12S\n" +
 	"\x04Join\x12\x1f.raftkms.cluster.v1.JoinRequest\x1a .raftkms.cluster.v1.JoinResponse\"\b\x92\x82\x19\x04\b\x02\x10\x04\x12Y\n" +
@@ -1220,7 +1442,8 @@ const file_proto_cluster_v1_cluster_proto_rawDesc = "" +
 	"\x0fCreateAccessKey\x12*.raftkms.cluster.v1.CreateAccessKeyRequest\x1a+.raftkms.cluster.v1.CreateAccessKeyResponse\"\b\x92\x82\x19\x04\b\x02\x10\x02\x12q\n" +
 	"\x0eListAccessKeys\x12).raftkms.cluster.v1.ListAccessKeysRequest\x1a*.raftkms.cluster.v1.ListAccessKeysResponse\"\b\x92\x82\x19\x04\b\x01\x10\x02\x12t\n" +
 	"\x0fDeleteAccessKey\x12*.raftkms.cluster.v1.DeleteAccessKeyRequest\x1a+.raftkms.cluster.v1.DeleteAccessKeyResponse\"\b\x92\x82\x19\x04\b\x02\x10\x02\x12S\n" +
-	"\x04Time\x12\x1f.raftkms.cluster.v1.TimeRequest\x1a .raftkms.cluster.v1.TimeResponse\"\b\x92\x82\x19\x04\b\x03\x10\x03B7Z5github.com/raftkms/raftkms/proto/cluster/v1;clusterv1b\x06proto3"
+	"\x04Time\x12\x1f.raftkms.cluster.v1.TimeRequest\x1a .raftkms.cluster.v1.TimeResponse\"\b\x92\x82\x19\x04\b\x03\x10\x03\x12j\n" +
+	"\fSaveSnapshot\x12'.raftkms.cluster.v1.SaveSnapshotRequest\x1a%.raftkms.cluster.v1.SaveSnapshotChunk\"\b\x92\x82\x19\x04\b\x01\x10\x020\x01B7Z5github.com/raftkms/raftkms/proto/cluster/v1;clusterv1b\x06proto3"
 
 var (
 	file_proto_cluster_v1_cluster_proto_rawDescOnce sync.Once
@@ -1234,60 +1457,66 @@ func file_proto_cluster_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_proto_cluster_v1_cluster_proto_rawDescData
 }
 
-var file_proto_cluster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_proto_cluster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_proto_cluster_v1_cluster_proto_goTypes = []any{
-	(*StatusRequest)(nil),              // 0: raftkms.cluster.v1.StatusRequest
-	(*Member)(nil),                     // 1: raftkms.cluster.v1.Member
-	(*StatusResponse)(nil),             // 2: raftkms.cluster.v1.StatusResponse
-	(*JoinRequest)(nil),                // 3: raftkms.cluster.v1.JoinRequest
-	(*JoinResponse)(nil),               // 4: raftkms.cluster.v1.JoinResponse
-	(*RemoveRequest)(nil),              // 5: raftkms.cluster.v1.RemoveRequest
-	(*RemoveResponse)(nil),             // 6: raftkms.cluster.v1.RemoveResponse
-	(*TransferLeadershipRequest)(nil),  // 7: raftkms.cluster.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil), // 8: raftkms.cluster.v1.TransferLeadershipResponse
-	(*SnapshotRequest)(nil),            // 9: raftkms.cluster.v1.SnapshotRequest
-	(*SnapshotResponse)(nil),           // 10: raftkms.cluster.v1.SnapshotResponse
-	(*ReadIndexRequest)(nil),           // 11: raftkms.cluster.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),          // 12: raftkms.cluster.v1.ReadIndexResponse
-	(*TimeRequest)(nil),                // 13: raftkms.cluster.v1.TimeRequest
-	(*TimeResponse)(nil),               // 14: raftkms.cluster.v1.TimeResponse
-	(*CreateAccessKeyRequest)(nil),     // 15: raftkms.cluster.v1.CreateAccessKeyRequest
-	(*AccessKey)(nil),                  // 16: raftkms.cluster.v1.AccessKey
-	(*CreateAccessKeyResponse)(nil),    // 17: raftkms.cluster.v1.CreateAccessKeyResponse
-	(*ListAccessKeysRequest)(nil),      // 18: raftkms.cluster.v1.ListAccessKeysRequest
-	(*ListAccessKeysResponse)(nil),     // 19: raftkms.cluster.v1.ListAccessKeysResponse
-	(*DeleteAccessKeyRequest)(nil),     // 20: raftkms.cluster.v1.DeleteAccessKeyRequest
-	(*DeleteAccessKeyResponse)(nil),    // 21: raftkms.cluster.v1.DeleteAccessKeyResponse
+	(*SaveSnapshotRequest)(nil),        // 0: raftkms.cluster.v1.SaveSnapshotRequest
+	(*SnapshotInfo)(nil),               // 1: raftkms.cluster.v1.SnapshotInfo
+	(*SaveSnapshotChunk)(nil),          // 2: raftkms.cluster.v1.SaveSnapshotChunk
+	(*StatusRequest)(nil),              // 3: raftkms.cluster.v1.StatusRequest
+	(*Member)(nil),                     // 4: raftkms.cluster.v1.Member
+	(*StatusResponse)(nil),             // 5: raftkms.cluster.v1.StatusResponse
+	(*JoinRequest)(nil),                // 6: raftkms.cluster.v1.JoinRequest
+	(*JoinResponse)(nil),               // 7: raftkms.cluster.v1.JoinResponse
+	(*RemoveRequest)(nil),              // 8: raftkms.cluster.v1.RemoveRequest
+	(*RemoveResponse)(nil),             // 9: raftkms.cluster.v1.RemoveResponse
+	(*TransferLeadershipRequest)(nil),  // 10: raftkms.cluster.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 11: raftkms.cluster.v1.TransferLeadershipResponse
+	(*SnapshotRequest)(nil),            // 12: raftkms.cluster.v1.SnapshotRequest
+	(*SnapshotResponse)(nil),           // 13: raftkms.cluster.v1.SnapshotResponse
+	(*ReadIndexRequest)(nil),           // 14: raftkms.cluster.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),          // 15: raftkms.cluster.v1.ReadIndexResponse
+	(*TimeRequest)(nil),                // 16: raftkms.cluster.v1.TimeRequest
+	(*TimeResponse)(nil),               // 17: raftkms.cluster.v1.TimeResponse
+	(*CreateAccessKeyRequest)(nil),     // 18: raftkms.cluster.v1.CreateAccessKeyRequest
+	(*AccessKey)(nil),                  // 19: raftkms.cluster.v1.AccessKey
+	(*CreateAccessKeyResponse)(nil),    // 20: raftkms.cluster.v1.CreateAccessKeyResponse
+	(*ListAccessKeysRequest)(nil),      // 21: raftkms.cluster.v1.ListAccessKeysRequest
+	(*ListAccessKeysResponse)(nil),     // 22: raftkms.cluster.v1.ListAccessKeysResponse
+	(*DeleteAccessKeyRequest)(nil),     // 23: raftkms.cluster.v1.DeleteAccessKeyRequest
+	(*DeleteAccessKeyResponse)(nil),    // 24: raftkms.cluster.v1.DeleteAccessKeyResponse
 }
 var file_proto_cluster_v1_cluster_proto_depIdxs = []int32{
-	1,  // 0: raftkms.cluster.v1.StatusResponse.members:type_name -> raftkms.cluster.v1.Member
-	16, // 1: raftkms.cluster.v1.CreateAccessKeyResponse.access_key:type_name -> raftkms.cluster.v1.AccessKey
-	16, // 2: raftkms.cluster.v1.ListAccessKeysResponse.access_keys:type_name -> raftkms.cluster.v1.AccessKey
-	0,  // 3: raftkms.cluster.v1.ClusterService.Status:input_type -> raftkms.cluster.v1.StatusRequest
-	3,  // 4: raftkms.cluster.v1.ClusterService.Join:input_type -> raftkms.cluster.v1.JoinRequest
-	5,  // 5: raftkms.cluster.v1.ClusterService.Remove:input_type -> raftkms.cluster.v1.RemoveRequest
-	7,  // 6: raftkms.cluster.v1.ClusterService.TransferLeadership:input_type -> raftkms.cluster.v1.TransferLeadershipRequest
-	9,  // 7: raftkms.cluster.v1.ClusterService.Snapshot:input_type -> raftkms.cluster.v1.SnapshotRequest
-	11, // 8: raftkms.cluster.v1.ClusterService.ReadIndex:input_type -> raftkms.cluster.v1.ReadIndexRequest
-	15, // 9: raftkms.cluster.v1.ClusterService.CreateAccessKey:input_type -> raftkms.cluster.v1.CreateAccessKeyRequest
-	18, // 10: raftkms.cluster.v1.ClusterService.ListAccessKeys:input_type -> raftkms.cluster.v1.ListAccessKeysRequest
-	20, // 11: raftkms.cluster.v1.ClusterService.DeleteAccessKey:input_type -> raftkms.cluster.v1.DeleteAccessKeyRequest
-	13, // 12: raftkms.cluster.v1.ClusterService.Time:input_type -> raftkms.cluster.v1.TimeRequest
-	2,  // 13: raftkms.cluster.v1.ClusterService.Status:output_type -> raftkms.cluster.v1.StatusResponse
-	4,  // 14: raftkms.cluster.v1.ClusterService.Join:output_type -> raftkms.cluster.v1.JoinResponse
-	6,  // 15: raftkms.cluster.v1.ClusterService.Remove:output_type -> raftkms.cluster.v1.RemoveResponse
-	8,  // 16: raftkms.cluster.v1.ClusterService.TransferLeadership:output_type -> raftkms.cluster.v1.TransferLeadershipResponse
-	10, // 17: raftkms.cluster.v1.ClusterService.Snapshot:output_type -> raftkms.cluster.v1.SnapshotResponse
-	12, // 18: raftkms.cluster.v1.ClusterService.ReadIndex:output_type -> raftkms.cluster.v1.ReadIndexResponse
-	17, // 19: raftkms.cluster.v1.ClusterService.CreateAccessKey:output_type -> raftkms.cluster.v1.CreateAccessKeyResponse
-	19, // 20: raftkms.cluster.v1.ClusterService.ListAccessKeys:output_type -> raftkms.cluster.v1.ListAccessKeysResponse
-	21, // 21: raftkms.cluster.v1.ClusterService.DeleteAccessKey:output_type -> raftkms.cluster.v1.DeleteAccessKeyResponse
-	14, // 22: raftkms.cluster.v1.ClusterService.Time:output_type -> raftkms.cluster.v1.TimeResponse
-	13, // [13:23] is the sub-list for method output_type
-	3,  // [3:13] is the sub-list for method input_type
-	3,  // [3:3] is the sub-list for extension type_name
-	3,  // [3:3] is the sub-list for extension extendee
-	0,  // [0:3] is the sub-list for field type_name
+	1,  // 0: raftkms.cluster.v1.SaveSnapshotChunk.info:type_name -> raftkms.cluster.v1.SnapshotInfo
+	4,  // 1: raftkms.cluster.v1.StatusResponse.members:type_name -> raftkms.cluster.v1.Member
+	19, // 2: raftkms.cluster.v1.CreateAccessKeyResponse.access_key:type_name -> raftkms.cluster.v1.AccessKey
+	19, // 3: raftkms.cluster.v1.ListAccessKeysResponse.access_keys:type_name -> raftkms.cluster.v1.AccessKey
+	3,  // 4: raftkms.cluster.v1.ClusterService.Status:input_type -> raftkms.cluster.v1.StatusRequest
+	6,  // 5: raftkms.cluster.v1.ClusterService.Join:input_type -> raftkms.cluster.v1.JoinRequest
+	8,  // 6: raftkms.cluster.v1.ClusterService.Remove:input_type -> raftkms.cluster.v1.RemoveRequest
+	10, // 7: raftkms.cluster.v1.ClusterService.TransferLeadership:input_type -> raftkms.cluster.v1.TransferLeadershipRequest
+	12, // 8: raftkms.cluster.v1.ClusterService.Snapshot:input_type -> raftkms.cluster.v1.SnapshotRequest
+	14, // 9: raftkms.cluster.v1.ClusterService.ReadIndex:input_type -> raftkms.cluster.v1.ReadIndexRequest
+	18, // 10: raftkms.cluster.v1.ClusterService.CreateAccessKey:input_type -> raftkms.cluster.v1.CreateAccessKeyRequest
+	21, // 11: raftkms.cluster.v1.ClusterService.ListAccessKeys:input_type -> raftkms.cluster.v1.ListAccessKeysRequest
+	23, // 12: raftkms.cluster.v1.ClusterService.DeleteAccessKey:input_type -> raftkms.cluster.v1.DeleteAccessKeyRequest
+	16, // 13: raftkms.cluster.v1.ClusterService.Time:input_type -> raftkms.cluster.v1.TimeRequest
+	0,  // 14: raftkms.cluster.v1.ClusterService.SaveSnapshot:input_type -> raftkms.cluster.v1.SaveSnapshotRequest
+	5,  // 15: raftkms.cluster.v1.ClusterService.Status:output_type -> raftkms.cluster.v1.StatusResponse
+	7,  // 16: raftkms.cluster.v1.ClusterService.Join:output_type -> raftkms.cluster.v1.JoinResponse
+	9,  // 17: raftkms.cluster.v1.ClusterService.Remove:output_type -> raftkms.cluster.v1.RemoveResponse
+	11, // 18: raftkms.cluster.v1.ClusterService.TransferLeadership:output_type -> raftkms.cluster.v1.TransferLeadershipResponse
+	13, // 19: raftkms.cluster.v1.ClusterService.Snapshot:output_type -> raftkms.cluster.v1.SnapshotResponse
+	15, // 20: raftkms.cluster.v1.ClusterService.ReadIndex:output_type -> raftkms.cluster.v1.ReadIndexResponse
+	20, // 21: raftkms.cluster.v1.ClusterService.CreateAccessKey:output_type -> raftkms.cluster.v1.CreateAccessKeyResponse
+	22, // 22: raftkms.cluster.v1.ClusterService.ListAccessKeys:output_type -> raftkms.cluster.v1.ListAccessKeysResponse
+	24, // 23: raftkms.cluster.v1.ClusterService.DeleteAccessKey:output_type -> raftkms.cluster.v1.DeleteAccessKeyResponse
+	17, // 24: raftkms.cluster.v1.ClusterService.Time:output_type -> raftkms.cluster.v1.TimeResponse
+	2,  // 25: raftkms.cluster.v1.ClusterService.SaveSnapshot:output_type -> raftkms.cluster.v1.SaveSnapshotChunk
+	15, // [15:26] is the sub-list for method output_type
+	4,  // [4:15] is the sub-list for method input_type
+	4,  // [4:4] is the sub-list for extension type_name
+	4,  // [4:4] is the sub-list for extension extendee
+	0,  // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_proto_cluster_v1_cluster_proto_init() }
@@ -1295,13 +1524,17 @@ func file_proto_cluster_v1_cluster_proto_init() {
 	if File_proto_cluster_v1_cluster_proto != nil {
 		return
 	}
+	file_proto_cluster_v1_cluster_proto_msgTypes[2].OneofWrappers = []any{
+		(*SaveSnapshotChunk_Info)(nil),
+		(*SaveSnapshotChunk_Data)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_cluster_v1_cluster_proto_rawDesc), len(file_proto_cluster_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   22,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -32,6 +32,7 @@ const (
 	ClusterService_ListAccessKeys_FullMethodName     = "/raftkms.cluster.v1.ClusterService/ListAccessKeys"
 	ClusterService_DeleteAccessKey_FullMethodName    = "/raftkms.cluster.v1.ClusterService/DeleteAccessKey"
 	ClusterService_Time_FullMethodName               = "/raftkms.cluster.v1.ClusterService/Time"
+	ClusterService_SaveSnapshot_FullMethodName       = "/raftkms.cluster.v1.ClusterService/SaveSnapshot"
 )
 
 // ClusterServiceClient is the client API for ClusterService service.
@@ -63,6 +64,11 @@ type ClusterServiceClient interface {
 	// leader proposes time-stamped events only while its clock agrees with a
 	// quorum of the cluster's (DESIGN §6).
 	Time(ctx context.Context, in *TimeRequest, opts ...grpc.CallOption) (*TimeResponse, error)
+	// SaveSnapshot streams a consistent snapshot of the answering node's state
+	// (after a read-index round): first a SnapshotInfo, then the state
+	// machine's snapshot bytes in chunks. Key material in it stays sealed under
+	// the root key. kmsd --restore starts a new cluster from the saved file.
+	SaveSnapshot(ctx context.Context, in *SaveSnapshotRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SaveSnapshotChunk], error)
 }
 
 type clusterServiceClient struct {
@@ -173,6 +179,25 @@ func (c *clusterServiceClient) Time(ctx context.Context, in *TimeRequest, opts .
 	return out, nil
 }
 
+func (c *clusterServiceClient) SaveSnapshot(ctx context.Context, in *SaveSnapshotRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SaveSnapshotChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ClusterService_ServiceDesc.Streams[0], ClusterService_SaveSnapshot_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SaveSnapshotRequest, SaveSnapshotChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ClusterService_SaveSnapshotClient = grpc.ServerStreamingClient[SaveSnapshotChunk]
+
 // ClusterServiceServer is the server API for ClusterService service.
 // All implementations must embed UnimplementedClusterServiceServer
 // for forward compatibility.
@@ -202,6 +227,11 @@ type ClusterServiceServer interface {
 	// leader proposes time-stamped events only while its clock agrees with a
 	// quorum of the cluster's (DESIGN §6).
 	Time(context.Context, *TimeRequest) (*TimeResponse, error)
+	// SaveSnapshot streams a consistent snapshot of the answering node's state
+	// (after a read-index round): first a SnapshotInfo, then the state
+	// machine's snapshot bytes in chunks. Key material in it stays sealed under
+	// the root key. kmsd --restore starts a new cluster from the saved file.
+	SaveSnapshot(*SaveSnapshotRequest, grpc.ServerStreamingServer[SaveSnapshotChunk]) error
 	mustEmbedUnimplementedClusterServiceServer()
 }
 
@@ -241,6 +271,9 @@ func (UnimplementedClusterServiceServer) DeleteAccessKey(context.Context, *Delet
 }
 func (UnimplementedClusterServiceServer) Time(context.Context, *TimeRequest) (*TimeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Time not implemented")
+}
+func (UnimplementedClusterServiceServer) SaveSnapshot(*SaveSnapshotRequest, grpc.ServerStreamingServer[SaveSnapshotChunk]) error {
+	return status.Error(codes.Unimplemented, "method SaveSnapshot not implemented")
 }
 func (UnimplementedClusterServiceServer) mustEmbedUnimplementedClusterServiceServer() {}
 func (UnimplementedClusterServiceServer) testEmbeddedByValue()                        {}
@@ -443,6 +476,17 @@ func _ClusterService_Time_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ClusterService_SaveSnapshot_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(SaveSnapshotRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ClusterServiceServer).SaveSnapshot(m, &grpc.GenericServerStream[SaveSnapshotRequest, SaveSnapshotChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ClusterService_SaveSnapshotServer = grpc.ServerStreamingServer[SaveSnapshotChunk]
+
 // ClusterService_ServiceDesc is the grpc.ServiceDesc for ClusterService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -491,6 +535,12 @@ var ClusterService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _ClusterService_Time_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "SaveSnapshot",
+			Handler:       _ClusterService_SaveSnapshot_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "proto/cluster/v1/cluster.proto",
 }
