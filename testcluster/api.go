@@ -36,7 +36,8 @@ type apiOptions struct {
 	rootFor func(i int) *keycrypto.RootKey // nil: every node holds root (rootkey.go)
 	// raftHandshake bounds Raft TLS handshakes (0: raftnode's default).
 	raftHandshake time.Duration
-	metrics       bool // serve metrics on a free loopback port (WithMetrics)
+	metrics       bool          // serve metrics on a free loopback port (WithMetrics)
+	restore       restoreOption // start from a saved snapshot (restore.go)
 
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
@@ -111,6 +112,7 @@ func (c *Cluster) startAPI(i int, ep *Endpoint) error {
 		Listener:    lis,
 		DataDir:     m.dir,
 		RootKey:     a.rootOf(i),
+		Restore:     a.restore.take(i),
 		Peers:       c.bootstrapPeers(m),
 		Join:        c.joinAddr(m),
 		Now:         a.nowFor(i),

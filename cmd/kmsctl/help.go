@@ -37,7 +37,7 @@ func printUsage(w io.Writer, group string) {
 // example command line.
 func printCommandHelp(w io.Writer, c *command) {
 	fmt.Fprintf(w, "NAME\n  kmsctl %s - %s\n", c.name, c.summary)
-	fmt.Fprintf(w, "\nSYNOPSIS\n  kmsctl %s", c.name)
+	fmt.Fprintf(w, "\nSYNOPSIS\n  kmsctl %s", strings.Join(append([]string{c.name}, c.args...), " "))
 	for _, f := range c.flags {
 		arg := " <" + f.kind.typeName() + ">"
 		if f.kind == kindBool {
@@ -97,6 +97,9 @@ func isGlobalFlag(name string) bool { return findGlobal(name) != nil }
 // example value.
 func exampleLine(c *command) string {
 	parts := []string{"kmsctl", c.name}
+	for _, a := range c.args {
+		parts = append(parts, argExamples[a])
+	}
 	for _, f := range c.flags {
 		if !f.required {
 			continue
@@ -108,6 +111,9 @@ func exampleLine(c *command) string {
 	}
 	return strings.Join(parts, " ")
 }
+
+// argExamples are example values of commands' positional arguments.
+var argExamples = map[string]string{"FILE": "cluster.snap"}
 
 func shellQuote(s string) string {
 	if s != "" && !strings.ContainsAny(s, " \t'\"$`\\{}[]*?&|;<>()!") {
