@@ -166,6 +166,28 @@ var flagCatalog = map[string]flagDef{
 	"target-node-id": {doc: "The node to hand leadership to.", def: "the voter the leader finds most up to date",
 		example: "kms2"},
 
+	// Grants and version controls (commands_grants.go).
+	"grantee-principal":             {doc: "The identity the grant is for (a certificate or access-key identity).", example: "app"},
+	"retiring-principal":            {doc: "The identity that may retire the grant.", example: "ops"},
+	"list-grants/grantee-principal": {doc: "List only the grants for this identity.", example: "app"},
+	"operations": {kind: kindList, doc: "The operations the grant gives: Decrypt, Encrypt, GenerateDataKey, " +
+		"GenerateDataKeyWithoutPlaintext, ReEncryptFrom, ReEncryptTo, Sign, Verify, GetPublicKey, CreateGrant, RetireGrant, " +
+		"DescribeKey, GenerateDataKeyPair, GenerateDataKeyPairWithoutPlaintext, GenerateMac, VerifyMac.",
+		example: "Encrypt Decrypt"},
+	"constraints": {doc: "Limit the grant to requests whose encryption context contains (EncryptionContextSubset) or is " +
+		"exactly (EncryptionContextEquals) the given pairs: JSON, or the shorthand EncryptionContextSubset={k=v,k2=v2}.",
+		example: "EncryptionContextSubset={tenant=acme}"},
+	"name":        {doc: "A name for the grant: the same name with the same parameters returns the same grant.", example: "backup-job"},
+	"grant-id":    {doc: "The grant's ID, as create-grant printed it.", example: "0c237476b39f8bc44e45212e08498fbe3151305030726c0590dd8d3e9f3d6a60"},
+	"grant-token": {doc: "The grant's token, as create-grant printed it.", example: "rkg1.AbCd..."},
+	"dry-run": {kind: kindBool, doc: "Check that the call would succeed (DryRunOperationException) without doing it.",
+		def: "false", example: "true"},
+	"generate-random/number-of-bytes": {kind: kindInt, doc: "How many random bytes (1-1024).", min: 1, hasMin: true, example: "32"},
+	"min-decryption-version": {kind: kindInt, doc: "The oldest key version that may decrypt; 1 allows all. It may be lowered " +
+		"again as long as the versions it re-admits are not destroyed; raftkms extension.", min: 1, hasMin: true, example: "3"},
+	"key-version": {kind: kindInt, doc: "The key version to destroy; never the current one. raftkms extension.",
+		min: 1, hasMin: true, example: "2"},
+
 	// Asymmetric and HMAC keys (commands_asym.go).
 	"message": {kind: kindBlob, doc: "The message, up to 4096 bytes, or its digest with --message-type DIGEST: " +
 		"base64, or fileb://PATH for raw bytes.", example: "fileb://message.txt"},
