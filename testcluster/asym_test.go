@@ -88,7 +88,6 @@ func TestAsymmetricAgainstOpenSSL(t *testing.T) {
 	o := newOpenSSL(t)
 	c := testcluster.New(t, 3, testcluster.WithAPI())
 	c.WaitServing(t)
-	ctx := apiCtx(t)
 	msg := []byte("raftkms signs this release\n")
 	o.write("msg.bin", msg)
 	o.write("other.bin", []byte("raftkms never signed this\n"))
@@ -106,6 +105,7 @@ func TestAsymmetricAgainstOpenSSL(t *testing.T) {
 			{"ECC_NIST_P384", "ECDSA_SHA_384", []string{"-sha384"}},
 			{"ECC_NIST_P521", "ECDSA_SHA_512", []string{"-sha512"}},
 		} {
+			ctx := apiCtx(t) // each key its own deadline: RSA key generation is slow on a loaded machine
 			key := must[*kmsv1.CreateKeyResponse](t, "CreateKey")(c.KMS(1).CreateKey(ctx, &kmsv1.CreateKeyRequest{
 				KeySpec: tc.spec, KeyUsage: "SIGN_VERIFY"})).KeyMetadata.KeyId
 			sig := must[*kmsv1.SignResponse](t, "Sign "+tc.alg)(c.KMS(2).Sign(ctx, &kmsv1.SignRequest{KeyId: key, Message: msg,
@@ -129,6 +129,7 @@ func TestAsymmetricAgainstOpenSSL(t *testing.T) {
 	})
 
 	t.Run("RSA-OAEP", func(t *testing.T) {
+		ctx := apiCtx(t)
 		key := must[*kmsv1.CreateKeyResponse](t, "CreateKey")(c.KMS(0).CreateKey(ctx, &kmsv1.CreateKeyRequest{
 			KeySpec: "RSA_2048", KeyUsage: "ENCRYPT_DECRYPT"})).KeyMetadata.KeyId
 		publicPEM(t, o, c.KMS(1), key, "enc")
@@ -150,6 +151,7 @@ func TestAsymmetricAgainstOpenSSL(t *testing.T) {
 	})
 
 	t.Run("HMAC with imported material", func(t *testing.T) {
+		ctx := apiCtx(t)
 		for _, tc := range []struct {
 			spec, alg, md string
 			n             int
@@ -191,6 +193,7 @@ func TestAsymmetricAgainstOpenSSL(t *testing.T) {
 	})
 
 	t.Run("data key pairs", func(t *testing.T) {
+		ctx := apiCtx(t)
 		sym := createKey(t, c.KMS(0), "wraps data key pairs")
 		for _, spec := range []string{"RSA_2048", "ECC_NIST_P256"} {
 			pair := must[*kmsv1.GenerateDataKeyPairResponse](t, "GenerateDataKeyPair")(c.KMS(1).GenerateDataKeyPair(ctx,
@@ -238,6 +241,7 @@ func TestAsymmetricKeysSurviveSnapshotAndRestart(t *testing.T) {
 		pubs[k] = must[*kmsv1.GetPublicKeyResponse](t, "GetPublicKey")(c.KMS(0).GetPublicKey(ctx, &kmsv1.GetPublicKeyRequest{KeyId: k})).PublicKey
 	}
 	c.WaitConverged(t)
+	ctx = apiCtx(t)
 	for i := range 3 {
 		if _, err := c.ClusterAPI(i).Snapshot(ctx, &clusterv1.SnapshotRequest{}); err != nil {
 			t.Fatalf("snapshot node %d: %v", i, err)
@@ -253,6 +257,7 @@ func TestAsymmetricKeysSurviveSnapshotAndRestart(t *testing.T) {
 		c.WaitServing(t)
 	}
 	c.WaitConverged(t)
+	ctx = apiCtx(t)
 	for i := range 3 {
 		kms := c.KMS(i)
 		must[*kmsv1.VerifyResponse](t, "Verify RSA after restart")(kms.Verify(ctx, &kmsv1.VerifyRequest{KeyId: rsaKey, Message: msg, Signature: rsaSig, SigningAlgorithm: "RSASSA_PSS_SHA_384"}))
