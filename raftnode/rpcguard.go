@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 
 	"github.com/hashicorp/go-hclog"
@@ -29,6 +30,10 @@ var rpcNames = map[uint8]string{
 	rpcTimeoutNow:      "TimeoutNow",
 	rpcRequestPreVote:  "RequestPreVote",
 }
+
+// guardBufferSize is the read buffer of a guarded connection, as large as
+// raft's own: a request that fits is checked in place and not copied.
+const guardBufferSize = 256 * 1024
 
 // maxKeptBuffer is the largest request buffer a connection keeps for the
 // next request; a larger one (a big AppendEntries batch) is dropped once
@@ -56,18 +61,20 @@ type rpcGuard struct {
 	logger hclog.Logger
 
 	rec     recorder
-	dec     *codec.Decoder
-	pending []byte // checked request bytes Raft has not read yet
-	body    int64  // snapshot bytes following a checked InstallSnapshot
-	err     error  // sticky: once refused or broken, always
+	dec     *codec.Decoder // reads the stream through rec
+	fast    *codec.Decoder // reads whole requests in rec.r's buffer
+	pending []byte         // checked request bytes Raft has not read yet
+	body    int64          // snapshot bytes following a checked InstallSnapshot
+	err     error          // sticky: once refused or broken, always
 }
 
 func newRPCGuard(c net.Conn, peer string, logger hclog.Logger) *rpcGuard {
 	g := &rpcGuard{Conn: c, peer: peer, logger: logger}
-	g.rec.r = bufio.NewReaderSize(c, 64*1024)
+	g.rec.r = bufio.NewReaderSize(c, guardBufferSize)
 	// ReaderBufferSize 0 (raft's own setting): the decoder reads exactly
 	// the bytes of one request, through rec, which records them.
 	g.dec = codec.NewDecoder(&g.rec, &codec.MsgpackHandle{})
+	g.fast = codec.NewDecoderBytes(nil, &codec.MsgpackHandle{})
 	return g
 }
 
@@ -105,40 +112,87 @@ func (g *rpcGuard) Read(p []byte) (int, error) {
 	}
 }
 
-// next reads and checks the next request.
+// next reads and checks the next request. Most requests are already
+// whole in the read buffer: they are decoded there and handed to Raft
+// without a copy. A request that is not (a large batch, or one still
+// arriving) is decoded from the stream, recording the bytes it consumes.
 func (g *rpcGuard) next() error {
+	br := g.rec.r
+	if br.Buffered() == 0 {
+		if _, err := br.Peek(1); err != nil {
+			return err // the peer hung up, or the link broke: no refusal
+		}
+	}
+	data, _ := br.Peek(br.Buffered())
+	typ := data[0]
+	if !knownRPC(typ) {
+		return g.refuse(typ, "", fmt.Errorf("unknown request type %d", typ))
+	}
+	for {
+		g.fast.ResetBytes(data[1:])
+		hdr, size, err := decodeHeader(g.fast, typ)
+		if err == nil {
+			n := 1 + g.fast.NumBytesRead()
+			if err := g.admit(typ, hdr, size); err != nil {
+				return err
+			}
+			// Valid until br is read again, which is after Raft has read it.
+			g.pending = data[:n]
+			br.Discard(n)
+			return nil
+		}
+		// Not all here yet: wait for more while the buffer has room.
+		if !errors.Is(err, io.EOF) || len(data) == br.Size() {
+			break
+		}
+		if data, err = br.Peek(len(data) + 1); err != nil {
+			break // the stream decode below meets the same end
+		}
+		data, _ = br.Peek(br.Buffered())
+	}
+
 	if cap(g.rec.buf) > maxKeptBuffer {
 		g.rec.buf = nil
 	}
 	g.rec.buf = g.rec.buf[:0]
-	typ, err := g.rec.ReadByte()
-	if err != nil {
-		return err // the peer hung up, or the link broke: no refusal
+	if _, err := g.rec.ReadByte(); err != nil {
+		return err
 	}
-	var hdr raft.RPCHeader
-	switch typ {
-	case rpcAppendEntries, rpcRequestVote, rpcRequestPreVote, rpcTimeoutNow:
-		var req headerOnly
-		err = g.dec.Decode(&req)
-		hdr = req.RPCHeader
-	case rpcInstallSnapshot:
-		var req snapshotHeader
-		err = g.dec.Decode(&req)
-		hdr = req.RPCHeader
-		if err == nil && req.Size < 0 {
-			err = fmt.Errorf("negative snapshot size %d", req.Size)
-		}
-		g.body = req.Size
-	default:
-		return g.refuse(typ, "", fmt.Errorf("unknown request type %d", typ))
-	}
+	hdr, size, err := decodeHeader(g.dec, typ)
 	if err != nil {
 		return g.refuse(typ, "", fmt.Errorf("undecodable request: %v", err))
+	}
+	if err := g.admit(typ, hdr, size); err != nil {
+		return err
+	}
+	g.pending = g.rec.buf
+	return nil
+}
+
+func knownRPC(typ uint8) bool { return rpcNames[typ] != "" }
+
+// decodeHeader decodes the header (and, for InstallSnapshot, the size of
+// the snapshot that follows) of a request of type typ.
+func decodeHeader(dec *codec.Decoder, typ uint8) (raft.RPCHeader, int64, error) {
+	if typ == rpcInstallSnapshot {
+		var req snapshotHeader
+		err := dec.Decode(&req)
+		return req.RPCHeader, req.Size, err
+	}
+	var req headerOnly
+	err := dec.Decode(&req)
+	return req.RPCHeader, 0, err
+}
+
+// admit checks a decoded request: its sender must be the peer's node.
+func (g *rpcGuard) admit(typ uint8, hdr raft.RPCHeader, size int64) error {
+	if size < 0 {
+		return g.refuse(typ, "", fmt.Errorf("negative snapshot size %d", size))
 	}
 	if claimed := string(hdr.ID); claimed != g.peer {
 		return g.refuse(typ, claimed, errors.New("the request's sender is not the certificate's node"))
 	}
-	g.pending = g.rec.buf
+	g.body = size
 	return nil
 }
 
