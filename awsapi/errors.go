@@ -65,6 +65,9 @@ func fromStatus(err error) *Error {
 	if c, ok := internalTypes[typ]; ok {
 		code = c
 	}
+	if typ == "DryRunOperationException" {
+		code = http.StatusPreconditionFailed // as AWS KMS answers a dry run that would succeed
+	}
 	if st.Code() == codes.Unavailable || st.Code() == codes.Internal || st.Code() == codes.Unknown {
 		// No leader yet, a lost leader, an outcome unknown: SDKs retry 5xx.
 		code = http.StatusInternalServerError
