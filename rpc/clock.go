@@ -150,6 +150,13 @@ func (s *Server) maxSkew() time.Duration {
 // stamp sets the time of an event this node proposes, or refuses it (see
 // the package comment on clock agreement and rootKeyErr).
 func (s *Server) stamp(ctx context.Context, env *eventsv1.Envelope) error {
+	// A new leader's state may not show yet what root key the cluster
+	// records; it must before this node seals anything for the log.
+	if s.node.IsLeader() {
+		if err := s.node.CatchUp(ctx); err != nil {
+			return err
+		}
+	}
 	if err := s.rootKeyErr(); err != nil {
 		return err
 	}
