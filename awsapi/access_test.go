@@ -8,7 +8,6 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/hashicorp/go-hclog"
 	clusterv1 "github.com/raftkms/raftkms/proto/cluster/v1"
@@ -46,14 +45,9 @@ func TestAccessKeyLifecycle(t *testing.T) {
 		c := ac.client(i, id, secret)
 		ok[*kms.ListKeysOutput](t, "ListKeys as app")(c.ListKeys(ctx, &kms.ListKeysInput{}))
 	}
-	// The signed identity is the principal of the call (on the leader: with
-	// authentication off, as here without TLS, forwarded calls are "anonymous").
-	key := ok[*kms.CreateKeyOutput](t, "CreateKey as app")(ac.client(ac.c.WaitForLeader(t), id, secret).CreateKey(ctx, &kms.CreateKeyInput{}))
-	ok[*kms.DescribeKeyOutput](t, "DescribeKey")(ac.client(0, id, secret).DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: key.KeyMetadata.KeyId}))
-	hist, err := ac.c.KMS(1).ListKeyEvents(ctx, kmsv1ListKeyEvents(aws.ToString(key.KeyMetadata.KeyId)))
-	if err != nil || len(hist.Events) != 1 || hist.Events[0].Principal != "app" {
-		t.Fatalf("the key's creator: %v %v", hist, err)
-	}
+	// (That the signed identity is the principal of the call, through a
+	// follower too, is checked with authentication on, in policy_test.go.)
+	ok[*kms.CreateKeyOutput](t, "CreateKey as app")(ac.client(2, id, secret).CreateKey(ctx, &kms.CreateKeyInput{}))
 
 	list, err := ac.c.ClusterAPI(0).ListAccessKeys(ctx, &clusterv1.ListAccessKeysRequest{Identity: "app"})
 	if err != nil || len(list.AccessKeys) != 1 || list.AccessKeys[0].AccessKeyId != id || list.AccessKeys[0].SecretAccessKey != "" {

@@ -15,7 +15,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/aws/smithy-go"
-	kmsv1 "github.com/raftkms/raftkms/proto/kms/v1"
 )
 
 // wantAPIError checks that err is an AWS API error with the given code.
@@ -68,8 +67,4 @@ func signedRequest(t *testing.T, url, op, body, id, secret string, at time.Time)
 		t.Fatal(err)
 	}
 	return req
-}
-
-func kmsv1ListKeyEvents(id string) *kmsv1.ListKeyEventsRequest {
-	return &kmsv1.ListKeyEventsRequest{KeyId: id}
 }

@@ -1,6 +1,10 @@
 package awsapi_test
 
 import (
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"net/http/httptest"
 	"testing"
 
@@ -40,7 +44,17 @@ func TestSignedIdentityIsThePrincipal(t *testing.T) {
 		t.Fatal("a client that is not an admin created an access key")
 	}
 	keyFor := func(identity string) (*kms.Client, *kms.Client) {
-		resp, err := admin.CreateAccessKey(ctx, &clusterv1.CreateAccessKeyRequest{Identity: identity})
+		var resp *clusterv1.CreateAccessKeyResponse
+		var err error
+		for deadline := time.Now().Add(20 * time.Second); ; {
+			// Retried while an election runs (the call carries no request
+			// ID, so a retry makes a new key, which is fine here).
+			resp, err = admin.CreateAccessKey(ctx, &clusterv1.CreateAccessKeyRequest{Identity: identity})
+			if status.Code(err) != codes.Unavailable || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(50 * time.Millisecond) // poll interval, bounded by the deadline
+		}
 		if err != nil {
 			t.Fatalf("CreateAccessKey %s: %v", identity, err)
 		}
