@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"strings"
 
 	"github.com/raftkms/raftkms/fsm"
 	"github.com/raftkms/raftkms/keycrypto"
@@ -223,6 +224,12 @@ func (s *Server) decryptAsymmetric(ctx context.Context, req *kmsv1.DecryptReques
 	return &kmsv1.DecryptResponse{KeyId: s.keyARN(k.ID), Plaintext: pt, EncryptionAlgorithm: req.EncryptionAlgorithm}, nil
 }
 
+// RSAKeyPairsPerMinute bounds how many RSA data key pairs one identity may
+// ask one node for per minute: each is an RSA key generation (RSA_4096
+// takes the better part of a second of CPU), done by whichever node takes
+// the call. ECC pairs are cheap and not limited.
+const RSAKeyPairsPerMinute = 120
+
 // dataKeyPair makes a key pair and encrypts its PKCS#8 private half under a
 // symmetric key, in the normal ciphertext format (Decrypt returns it).
 func (s *Server) dataKeyPair(ctx context.Context, ref, spec string, ec map[string]string, action string) (*fsm.Key, []byte, []byte, []byte, error) {
@@ -241,6 +248,11 @@ func (s *Server) dataKeyPair(ctx context.Context, ref, spec string, ec map[strin
 	}
 	if err := usable(k); err != nil {
 		return nil, nil, nil, nil, err
+	}
+	if strings.HasPrefix(spec, "RSA_") {
+		if err := s.rsaPairs.allow(s.principal(ctx), "RSA data key pairs"); err != nil {
+			return nil, nil, nil, nil, err
+		}
 	}
 	priv, pub, err := keycrypto.GenerateKeyPair(s.rand, spec)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"testing"
+	"time"
 
 	"github.com/raftkms/raftkms/keycrypto"
 	kmsv1 "github.com/raftkms/raftkms/proto/kms/v1"
@@ -310,4 +311,23 @@ func TestAsymmetricMaterialSealed(t *testing.T) {
 	if _, err := root.Open("another-key", 1, ev.SealedMaterial); err == nil {
 		t.Fatal("sealed material opens for another key ID")
 	}
+}
+
+// TestRSAKeyPairsThrottled: RSA data key pairs are limited per identity
+// (each is an RSA key generation on the answering node); ECC pairs are not
+// held back, and the bucket refills with time.
+func TestRSAKeyPairsThrottled(t *testing.T) {
+	h := newHarness(t)
+	h.srv.rsaPairs = newThrottle(2, h.clock.Now) // the default allows 120 a minute
+	sym := h.createKey("alice", nil)
+	pair := func(who, spec string) error {
+		_, err := h.kms(who).GenerateDataKeyPairWithoutPlaintext(testCtx(t), &kmsv1.GenerateDataKeyPairWithoutPlaintextRequest{KeyId: sym, KeyPairSpec: spec})
+		return err
+	}
+	wantCode(t, "first RSA pair", pair("alice", "RSA_2048"), codes.OK, "")
+	wantCode(t, "second RSA pair", pair("alice", "RSA_2048"), codes.OK, "")
+	wantCode(t, "third RSA pair", pair("alice", "RSA_2048"), codes.ResourceExhausted, "ThrottlingException")
+	wantCode(t, "ECC pair", pair("alice", "ECC_NIST_P256"), codes.OK, "")
+	h.clock.Advance(time.Minute)
+	wantCode(t, "RSA pair a minute later", pair("alice", "RSA_2048"), codes.OK, "")
 }

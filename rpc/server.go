@@ -123,6 +123,7 @@ type Server struct {
 
 	readIdx  *coalescer // read-index rounds of a follower, shared
 	importRL *throttle  // GetParametersForImport per identity
+	rsaPairs *throttle  // RSA data key pairs per identity (kms_asym.go)
 	policies policyCache
 	audit    *auditLog
 
@@ -178,6 +179,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.arnPrefix = cfg.ARN.prefix()
 	s.importRL = newThrottle(cfg.ImportParametersPerMinute, cfg.Now)
+	s.rsaPairs = newThrottle(RSAKeyPairsPerMinute, cfg.Now)
 	s.readIdx = newCoalescer(5*time.Second, s.remoteReadIndex)
 	if cfg.Audit != nil {
 		s.audit = &auditLog{w: cfg.Audit, node: cfg.NodeID, now: cfg.Now}
