@@ -107,6 +107,6 @@ func applyRegisterNode(f *FSM, c *applyCtx) *Result {
 				"node %s holds root key %q, which is not the cluster's root key %q", e.NodeId, e.RootKeyId, f.rootKeyID))
 		}
 	}
-	f.nodes[e.NodeId] = Node{ID: e.NodeId, GRPCAddr: e.GrpcAddr, RaftAddr: e.RaftAddr}
+	f.nodes[e.NodeId] = Node{ID: e.NodeId, GRPCAddr: e.GrpcAddr, RaftAddr: e.RaftAddr, MaxSchema: e.MaxSchemaVersion}
 	return &Result{}
 }

@@ -80,6 +80,13 @@ type Config struct {
 	// remembered, whatever its time. Zero means DefaultIdempotencyMaxEntries.
 	IdempotencyMaxEntries uint64
 
+	// MaxSchema is the newest envelope schema this node accepts (and
+	// announces); zero means SchemaVersion. An entry of a newer schema halts
+	// the node, as it would a build that knows only MaxSchema. Setting it
+	// lower makes a node behave as an older build, for rolling upgrades and
+	// their tests.
+	MaxSchema uint32
+
 	// OnChange, if set, is called after each applied event that changed a
 	// key, with that key's ID, and with "" after a Restore (everything may
 	// have changed). It runs on the apply path: it must not block.
@@ -103,17 +110,20 @@ type Result struct {
 type FSM struct {
 	cfg Config
 
-	mu       sync.RWMutex
-	clock    int64           // max event time applied
-	applied  uint64          // Raft index of the last applied entry
-	gen      uint64          // bumped on every change, to cache the digest
-	keys     map[string]*Key // by key ID
-	order    []*Key          // creation order; order[k.seq] == keys[k.ID]
-	aliases  map[string]*Alias
-	nodes    map[string]Node
-	requests map[reqKey]*requestEntry
-	reqQueue []*requestEntry // apply order (so time order), for pruning
-	reqHead  int
+	mu      sync.RWMutex
+	clock   int64  // max event time applied
+	applied uint64 // Raft index of the last applied entry
+	// lastSchema is the schema of the last applied entry (not state: for
+	// operators and tests of rolling upgrades).
+	lastSchema uint32
+	gen        uint64          // bumped on every change, to cache the digest
+	keys       map[string]*Key // by key ID
+	order      []*Key          // creation order; order[k.seq] == keys[k.ID]
+	aliases    map[string]*Alias
+	nodes      map[string]Node
+	requests   map[reqKey]*requestEntry
+	reqQueue   []*requestEntry // apply order (so time order), for pruning
+	reqHead    int
 
 	accessKeys map[string]*AccessKey // AWS-protocol access keys by ID; never modified in place
 
@@ -184,6 +194,12 @@ func New(cfg Config) (*FSM, error) {
 	}
 	if cfg.IdempotencyMaxEntries < cfg.IdempotencyEntries {
 		return nil, fmt.Errorf("fsm: IdempotencyMaxEntries %d is below IdempotencyEntries %d", cfg.IdempotencyMaxEntries, cfg.IdempotencyEntries)
+	}
+	if cfg.MaxSchema == 0 {
+		cfg.MaxSchema = SchemaVersion
+	}
+	if cfg.MaxSchema > SchemaVersion {
+		return nil, fmt.Errorf("fsm: MaxSchema %d is newer than this build's schema %d", cfg.MaxSchema, SchemaVersion)
 	}
 	f := &FSM{cfg: cfg}
 	f.reset()
@@ -263,13 +279,14 @@ func (f *FSM) apply(index uint64, env *eventsv1.Envelope, data []byte) (*Result,
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.applied = index
+	f.lastSchema = env.SchemaVersion
 
 	var reg registration
 	known := false
 	if fd := env.ProtoReflect().WhichOneof(eventOneof); fd != nil {
 		reg, known = handlers[fd.Number()]
 	}
-	if !known || env.SchemaVersion > SchemaVersion {
+	if !known || env.SchemaVersion > f.cfg.MaxSchema {
 		if env.Skippable {
 			return &Result{Skipped: true}, ""
 		}

@@ -151,7 +151,7 @@ func (s *Snapshot) writeTo(w io.Writer, limit int) (int64, error) {
 			break
 		}
 		err = write(&eventsv1.SnapshotRecord{Record: &eventsv1.SnapshotRecord_Node{Node: &eventsv1.NodeRecord{
-			NodeId: n.ID, GrpcAddr: n.GRPCAddr, RaftAddr: n.RaftAddr}}})
+			NodeId: n.ID, GrpcAddr: n.GRPCAddr, RaftAddr: n.RaftAddr, MaxSchemaVersion: n.MaxSchema}}})
 	}
 	for _, a := range s.access {
 		if err != nil {
@@ -417,7 +417,7 @@ func (f *FSM) restore(r io.Reader, limit int) error {
 			n.aliases[a.AliasName] = &Alias{Name: a.AliasName, KeyID: a.TargetKeyId, CreatedAt: a.CreatedUnixNano, UpdatedAt: a.UpdatedUnixNano}
 		case *eventsv1.SnapshotRecord_Node:
 			nd := x.Node
-			n.nodes[nd.NodeId] = Node{ID: nd.NodeId, GRPCAddr: nd.GrpcAddr, RaftAddr: nd.RaftAddr}
+			n.nodes[nd.NodeId] = Node{ID: nd.NodeId, GRPCAddr: nd.GrpcAddr, RaftAddr: nd.RaftAddr, MaxSchema: nd.MaxSchemaVersion}
 		case *eventsv1.SnapshotRecord_AccessKey:
 			a := x.AccessKey
 			if a.AccessKeyId == "" {

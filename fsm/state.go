@@ -148,7 +148,14 @@ type Node struct {
 	ID       string
 	GRPCAddr string
 	RaftAddr string
+	// MaxSchema is the newest event schema the node announced; 0 for a node
+	// that announced none (an older build: schema 1). See SupportedSchema.
+	MaxSchema uint32
 }
+
+// SupportedSchema is the newest event schema the node understands, as far
+// as the state knows.
+func (n Node) SupportedSchema() uint32 { return max(n.MaxSchema, 1) }
 
 // CurrentVersion is the newest version number, 0 when the key has none.
 func (k *Key) CurrentVersion() uint32 { return uint32(len(k.Versions)) }

@@ -40,8 +40,10 @@ type Node struct {
 	// before (its transport dials).
 	started atomic.Pointer[raft.Raft]
 
-	verify  verifier
-	leaders leadership
+	verify verifier
+	// schemaMembers caches the membership for ProposeSchema (schema.go).
+	schemaMembers schemaMembers
+	leaders       leadership
 
 	readyTerm atomic.Uint64 // term in which a Barrier completed as leader
 	closed    atomic.Bool

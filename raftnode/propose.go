@@ -26,6 +26,7 @@ import (
 //
 // The wait is bounded by ctx and by Config.ApplyTimeout.
 func (n *Node) Propose(ctx context.Context, env *eventsv1.Envelope) (*fsm.Result, error) {
+	n.capSchema(env)
 	data, err := fsm.EncodeEntry(env)
 	if err != nil {
 		return nil, fmt.Errorf("raftnode: encode entry: %w", err)

@@ -262,6 +262,7 @@ func (s *Server) proposeClockEvent(ctx context.Context) error {
 		reg.GrpcAddr, reg.RaftAddr = n.GRPCAddr, n.RaftAddr
 	}
 	reg.RootKeyCheck, reg.RootKeyId = s.rootKeyFields()
+	reg.MaxSchemaVersion = s.fsm.MaxSchema()
 	env := &eventsv1.Envelope{
 		TimeUnixNano: s.now().UnixNano(),
 		RequestId:    "clock/" + s.cfg.NodeID + "/" + newRequestID(),

@@ -40,6 +40,10 @@ func (s clusterService) Status(ctx context.Context, _ *clusterv1.StatusRequest) 
 		resp.LeaderGrpcAddr = n.GRPCAddr
 	}
 	s.fillClockStatus(resp)
+	resp.MaxSchemaVersion = s.fsm.MaxSchema()
+	if p, ok := s.node.(interface{ ProposeSchema() uint32 }); ok {
+		resp.ClusterSchemaVersion = p.ProposeSchema()
+	}
 	members, err := s.node.Members()
 	if err != nil {
 		return nil, err
@@ -62,7 +66,7 @@ func (s clusterService) Join(ctx context.Context, req *clusterv1.JoinRequest) (*
 	if err := s.node.AddVoter(ctx, req.NodeId, req.RaftAddr); err != nil {
 		return nil, err
 	}
-	if err := s.registerNode(ctx, req.NodeId, req.GrpcAddr, req.RaftAddr, req.RootKeyCheck, req.RootKeyId); err != nil {
+	if err := s.registerNode(ctx, req.NodeId, req.GrpcAddr, req.RaftAddr, req.RootKeyCheck, req.RootKeyId, req.MaxSchemaVersion); err != nil {
 		return nil, err
 	}
 	return &clusterv1.JoinResponse{}, nil
@@ -146,11 +150,12 @@ func (s *Server) readIndexOnce(ctx context.Context) (uint64, error) {
 }
 
 // registerNode proposes a RegisterNode event (on the leader), with the
-// node's root-key check value and ID.
-func (s *Server) registerNode(ctx context.Context, id, grpcAddr, raftAddr string, check []byte, checkID string) error {
+// node's root-key check value and ID, and the newest event schema it
+// understands.
+func (s *Server) registerNode(ctx context.Context, id, grpcAddr, raftAddr string, check []byte, checkID string, schema uint32) error {
 	ctx = withRequestID(ctx, "register/"+id+"/"+grpcAddr+"/"+raftAddr+"/"+newRequestID())
 	_, err := s.propose(ctx, &eventsv1.Envelope{Event: &eventsv1.Envelope_RegisterNode{RegisterNode: &eventsv1.RegisterNode{
-		NodeId: id, GrpcAddr: grpcAddr, RaftAddr: raftAddr, RootKeyCheck: check, RootKeyId: checkID}}})
+		NodeId: id, GrpcAddr: grpcAddr, RaftAddr: raftAddr, RootKeyCheck: check, RootKeyId: checkID, MaxSchemaVersion: schema}}})
 	return err
 }
 
@@ -158,12 +163,13 @@ func (s *Server) registerNode(ctx context.Context, id, grpcAddr, raftAddr string
 // gRPC address: proposed directly on the leader, or sent to the leader as a
 // Join (which also adds the node as a voter if it is not one yet).
 func (s *Server) RegisterSelf(ctx context.Context) error {
-	if n, ok := s.fsm.Node(s.cfg.NodeID); ok && n.GRPCAddr == s.cfg.GRPCAddr && n.RaftAddr == s.node.Addr() && s.rootKeyRecorded() {
+	if n, ok := s.fsm.Node(s.cfg.NodeID); ok && n.GRPCAddr == s.cfg.GRPCAddr && n.RaftAddr == s.node.Addr() && s.rootKeyRecorded() &&
+		n.MaxSchema == s.fsm.MaxSchema() {
 		return nil
 	}
 	if s.node.IsLeader() {
 		check, checkID := s.rootKeyFields()
-		return s.registerNode(ctx, s.cfg.NodeID, s.cfg.GRPCAddr, s.node.Addr(), check, checkID)
+		return s.registerNode(ctx, s.cfg.NodeID, s.cfg.GRPCAddr, s.node.Addr(), check, checkID, s.fsm.MaxSchema())
 	}
 	addr, err := s.leaderAddr()
 	if err != nil {
@@ -186,6 +192,7 @@ func (s *Server) JoinVia(ctx context.Context, addr, raftAddr string) error {
 	ctx = metadata.AppendToOutgoingContext(ctx, MDRequestID, id)
 	check, checkID := s.rootKeyFields()
 	_, err = clusterv1.NewClusterServiceClient(conn).Join(ctx, &clusterv1.JoinRequest{
-		NodeId: s.cfg.NodeID, RaftAddr: raftAddr, GrpcAddr: s.cfg.GRPCAddr, RootKeyCheck: check, RootKeyId: checkID})
+		NodeId: s.cfg.NodeID, RaftAddr: raftAddr, GrpcAddr: s.cfg.GRPCAddr, RootKeyCheck: check, RootKeyId: checkID,
+		MaxSchemaVersion: s.fsm.MaxSchema()})
 	return err
 }

@@ -88,6 +88,10 @@ type Config struct {
 	// Restore, if set, starts a new cluster from a saved snapshot
 	// (bootstrapping nodes with empty data dirs only; see restore.go).
 	Restore *raftnode.Backup
+	// MaxSchema makes the node announce and accept event schemas up to this
+	// one only, as an older build would (rolling-upgrade tests); 0 is
+	// fsm.SchemaVersion.
+	MaxSchema uint32
 }
 
 // TLS holds a node's mutual TLS configurations.
@@ -145,7 +149,7 @@ func Start(cfg Config) (*Server, error) {
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 
 	var err error
-	s.fsm, err = fsm.New(fsm.Config{OnChange: s.onChange})
+	s.fsm, err = fsm.New(fsm.Config{MaxSchema: cfg.MaxSchema, OnChange: s.onChange})
 	if err != nil {
 		return nil, err
 	}

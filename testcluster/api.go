@@ -36,8 +36,9 @@ type apiOptions struct {
 	rootFor func(i int) *keycrypto.RootKey // nil: every node holds root (rootkey.go)
 	// raftHandshake bounds Raft TLS handshakes (0: raftnode's default).
 	raftHandshake time.Duration
-	metrics       bool          // serve metrics on a free loopback port (WithMetrics)
-	restore       restoreOption // start from a saved snapshot (restore.go)
+	metrics       bool               // serve metrics on a free loopback port (WithMetrics)
+	restore       restoreOption      // start from a saved snapshot (restore.go)
+	maxSchema     func(i int) uint32 // node i's fsm.Config.MaxSchema; nil: this build's (schema.go)
 
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
@@ -113,6 +114,7 @@ func (c *Cluster) startAPI(i int, ep *Endpoint) error {
 		DataDir:     m.dir,
 		RootKey:     a.rootOf(i),
 		Restore:     a.restore.take(i),
+		MaxSchema:   a.maxSchemaOf(i),
 		Peers:       c.bootstrapPeers(m),
 		Join:        c.joinAddr(m),
 		Now:         a.nowFor(i),

@@ -364,8 +364,12 @@ type StatusResponse struct {
 	// with the wrong root key file, which then refuses to serve.
 	RootKeyId        string `protobuf:"bytes,12,opt,name=root_key_id,json=rootKeyId,proto3" json:"root_key_id,omitempty"`
 	ClusterRootKeyId string `protobuf:"bytes,13,opt,name=cluster_root_key_id,json=clusterRootKeyId,proto3" json:"cluster_root_key_id,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// The newest event schema this node understands, and the schema this
+	// node proposes at as leader: the lowest its members announced.
+	MaxSchemaVersion     uint32 `protobuf:"varint,14,opt,name=max_schema_version,json=maxSchemaVersion,proto3" json:"max_schema_version,omitempty"`
+	ClusterSchemaVersion uint32 `protobuf:"varint,15,opt,name=cluster_schema_version,json=clusterSchemaVersion,proto3" json:"cluster_schema_version,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -489,6 +493,20 @@ func (x *StatusResponse) GetClusterRootKeyId() string {
 	return ""
 }
 
+func (x *StatusResponse) GetMaxSchemaVersion() uint32 {
+	if x != nil {
+		return x.MaxSchemaVersion
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetClusterSchemaVersion() uint32 {
+	if x != nil {
+		return x.ClusterSchemaVersion
+	}
+	return 0
+}
+
 type JoinRequest struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	NodeId   string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
@@ -496,10 +514,13 @@ type JoinRequest struct {
 	GrpcAddr string                 `protobuf:"bytes,3,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
 	// The joining node's root-key check value and ID (keycrypto): the leader
 	// refuses a node whose root key is not the cluster's.
-	RootKeyCheck  []byte `protobuf:"bytes,4,opt,name=root_key_check,json=rootKeyCheck,proto3" json:"root_key_check,omitempty"`
-	RootKeyId     string `protobuf:"bytes,5,opt,name=root_key_id,json=rootKeyId,proto3" json:"root_key_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	RootKeyCheck []byte `protobuf:"bytes,4,opt,name=root_key_check,json=rootKeyCheck,proto3" json:"root_key_check,omitempty"`
+	RootKeyId    string `protobuf:"bytes,5,opt,name=root_key_id,json=rootKeyId,proto3" json:"root_key_id,omitempty"`
+	// The newest event schema the joining node understands (see
+	// RegisterNode.max_schema_version).
+	MaxSchemaVersion uint32 `protobuf:"varint,6,opt,name=max_schema_version,json=maxSchemaVersion,proto3" json:"max_schema_version,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *JoinRequest) Reset() {
@@ -565,6 +586,13 @@ func (x *JoinRequest) GetRootKeyId() string {
 		return x.RootKeyId
 	}
 	return ""
+}
+
+func (x *JoinRequest) GetMaxSchemaVersion() uint32 {
+	if x != nil {
+		return x.MaxSchemaVersion
+	}
+	return 0
 }
 
 type JoinResponse struct {
@@ -1373,7 +1401,7 @@ const file_proto_cluster_v1_cluster_proto_rawDesc = "" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
 	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\x12\x14\n" +
-	"\x05voter\x18\x04 \x01(\bR\x05voter\"\xd9\x03\n" +
+	"\x05voter\x18\x04 \x01(\bR\x05voter\"\xbd\x04\n" +
 	"\x0eStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x1b\n" +
@@ -1389,13 +1417,16 @@ const file_proto_cluster_v1_cluster_proto_rawDesc = "" +
 	" \x01(\bR\fclockTrusted\x12,\n" +
 	"\x12clock_offset_nanos\x18\v \x01(\x03R\x10clockOffsetNanos\x12\x1e\n" +
 	"\vroot_key_id\x18\f \x01(\tR\trootKeyId\x12-\n" +
-	"\x13cluster_root_key_id\x18\r \x01(\tR\x10clusterRootKeyId\"\xa6\x01\n" +
+	"\x13cluster_root_key_id\x18\r \x01(\tR\x10clusterRootKeyId\x12,\n" +
+	"\x12max_schema_version\x18\x0e \x01(\rR\x10maxSchemaVersion\x124\n" +
+	"\x16cluster_schema_version\x18\x0f \x01(\rR\x14clusterSchemaVersion\"\xd4\x01\n" +
 	"\vJoinRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
 	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\x12$\n" +
 	"\x0eroot_key_check\x18\x04 \x01(\fR\frootKeyCheck\x12\x1e\n" +
-	"\vroot_key_id\x18\x05 \x01(\tR\trootKeyId\"\x0e\n" +
+	"\vroot_key_id\x18\x05 \x01(\tR\trootKeyId\x12,\n" +
+	"\x12max_schema_version\x18\x06 \x01(\rR\x10maxSchemaVersion\"\x0e\n" +
 	"\fJoinResponse\"(\n" +
 	"\rRemoveRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"\x10\n" +

@@ -2148,9 +2148,13 @@ type RegisterNode struct {
 	// Non-secret check value of the node's root key (keycrypto CheckValue).
 	RootKeyCheck []byte `protobuf:"bytes,4,opt,name=root_key_check,json=rootKeyCheck,proto3" json:"root_key_check,omitempty"`
 	// Non-secret ID of the node's root key (keycrypto RootKey.ID).
-	RootKeyId     string `protobuf:"bytes,5,opt,name=root_key_id,json=rootKeyId,proto3" json:"root_key_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	RootKeyId string `protobuf:"bytes,5,opt,name=root_key_id,json=rootKeyId,proto3" json:"root_key_id,omitempty"`
+	// The newest event schema the node understands. A leader proposes at the
+	// lowest schema the members announced, so a rolling upgrade never sends a
+	// node an entry it cannot apply. 0 (older builds announce none) is 1.
+	MaxSchemaVersion uint32 `protobuf:"varint,6,opt,name=max_schema_version,json=maxSchemaVersion,proto3" json:"max_schema_version,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *RegisterNode) Reset() {
@@ -2216,6 +2220,13 @@ func (x *RegisterNode) GetRootKeyId() string {
 		return x.RootKeyId
 	}
 	return ""
+}
+
+func (x *RegisterNode) GetMaxSchemaVersion() uint32 {
+	if x != nil {
+		return x.MaxSchemaVersion
+	}
+	return 0
 }
 
 // CreateAccessKey gives an identity an access key for the AWS-protocol
@@ -2841,13 +2852,14 @@ const file_proto_events_v1_events_proto_rawDesc = "" +
 	"\x04tags\x18\x02 \x03(\v2\x16.raftkms.events.v1.TagR\x04tags\"<\n" +
 	"\bUntagKey\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x19\n" +
-	"\btag_keys\x18\x02 \x03(\tR\atagKeys\"\xa7\x01\n" +
+	"\btag_keys\x18\x02 \x03(\tR\atagKeys\"\xd5\x01\n" +
 	"\fRegisterNode\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
 	"\tgrpc_addr\x18\x02 \x01(\tR\bgrpcAddr\x12\x1b\n" +
 	"\traft_addr\x18\x03 \x01(\tR\braftAddr\x12$\n" +
 	"\x0eroot_key_check\x18\x04 \x01(\fR\frootKeyCheck\x12\x1e\n" +
-	"\vroot_key_id\x18\x05 \x01(\tR\trootKeyId\"v\n" +
+	"\vroot_key_id\x18\x05 \x01(\tR\trootKeyId\x12,\n" +
+	"\x12max_schema_version\x18\x06 \x01(\rR\x10maxSchemaVersion\"v\n" +
 	"\x0fCreateAccessKey\x12\"\n" +
 	"\raccess_key_id\x18\x01 \x01(\tR\vaccessKeyId\x12\x1a\n" +
 	"\bidentity\x18\x02 \x01(\tR\bidentity\x12#\n" +

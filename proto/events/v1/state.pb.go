@@ -1065,12 +1065,15 @@ func (x *AliasRecord) GetUpdatedUnixNano() int64 {
 }
 
 type NodeRecord struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	GrpcAddr      string                 `protobuf:"bytes,2,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
-	RaftAddr      string                 `protobuf:"bytes,3,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	NodeId   string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	GrpcAddr string                 `protobuf:"bytes,2,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
+	RaftAddr string                 `protobuf:"bytes,3,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
+	// The newest event schema the node announced (0: it announced none, an
+	// older build: schema 1).
+	MaxSchemaVersion uint32 `protobuf:"varint,4,opt,name=max_schema_version,json=maxSchemaVersion,proto3" json:"max_schema_version,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *NodeRecord) Reset() {
@@ -1122,6 +1125,13 @@ func (x *NodeRecord) GetRaftAddr() string {
 		return x.RaftAddr
 	}
 	return ""
+}
+
+func (x *NodeRecord) GetMaxSchemaVersion() uint32 {
+	if x != nil {
+		return x.MaxSchemaVersion
+	}
+	return 0
 }
 
 // ResultRecord is the remembered result of an applied request, returned
@@ -1476,12 +1486,13 @@ const file_proto_events_v1_state_proto_rawDesc = "" +
 	"alias_name\x18\x01 \x01(\tR\taliasName\x12\"\n" +
 	"\rtarget_key_id\x18\x02 \x01(\tR\vtargetKeyId\x12*\n" +
 	"\x11created_unix_nano\x18\x03 \x01(\x03R\x0fcreatedUnixNano\x12*\n" +
-	"\x11updated_unix_nano\x18\x04 \x01(\x03R\x0fupdatedUnixNano\"_\n" +
+	"\x11updated_unix_nano\x18\x04 \x01(\x03R\x0fupdatedUnixNano\"\x8d\x01\n" +
 	"\n" +
 	"NodeRecord\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
 	"\tgrpc_addr\x18\x02 \x01(\tR\bgrpcAddr\x12\x1b\n" +
-	"\traft_addr\x18\x03 \x01(\tR\braftAddr\"\xb6\x01\n" +
+	"\traft_addr\x18\x03 \x01(\tR\braftAddr\x12,\n" +
+	"\x12max_schema_version\x18\x04 \x01(\rR\x10maxSchemaVersion\"\xb6\x01\n" +
 	"\fResultRecord\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\rR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x15\n" +
