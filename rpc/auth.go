@@ -174,23 +174,31 @@ func (s *Server) authorize(ctx context.Context, k *fsm.Key, action string) error
 		return nil
 	}
 	facts := factsFor(ctx, action, s.cfg.ARN.Account)
-	doc := k.Policy
-	if doc == "" && len(k.History) > 0 {
-		doc = defaultPolicy(k.History[0].Principal)
-	}
-	if doc != "" {
-		p, err := s.policies.get(doc)
-		if err == nil {
-			switch p.decide(id, action, facts) {
-			case policyAllow:
-				return nil
-			case policyDeny:
-				return accessDenied("%s is denied %s on key %s by the key policy", id, action, k.ID)
-			}
-		}
+	switch s.policyDecision(k, id, action, facts) {
+	case policyAllow:
+		return nil
+	case policyDeny:
+		return accessDenied("%s is denied %s on key %s by the key policy", id, action, k.ID)
 	}
 	if grantAllows(k, id, action, facts.encryptionContext) {
 		return nil
 	}
 	return accessDenied("%s is not authorized to perform %s on key %s", id, action, k.ID)
+}
+
+// policyDecision is what key k's policy (or its default) says about the
+// request.
+func (s *Server) policyDecision(k *fsm.Key, identity, action string, facts *condFacts) policyDecision {
+	doc := k.Policy
+	if doc == "" && len(k.History) > 0 {
+		doc = defaultPolicy(k.History[0].Principal)
+	}
+	if doc == "" {
+		return policyNone
+	}
+	p, err := s.policies.get(doc)
+	if err != nil {
+		return policyNone
+	}
+	return p.decide(identity, action, facts)
 }

@@ -224,6 +224,9 @@ func (s kmsService) CreateGrant(ctx context.Context, req *kmsv1.CreateGrantReque
 	if err != nil {
 		return nil, err
 	}
+	if err := s.checkGrantSubset(ctx, k, ops); err != nil {
+		return nil, err
+	}
 	if req.DryRun {
 		return nil, dryRunErr("CreateGrant")
 	}
@@ -422,4 +425,36 @@ func (s kmsService) GenerateRandom(ctx context.Context, req *kmsv1.GenerateRando
 		return nil, internalErr("no randomness: %v", err)
 	}
 	return &kmsv1.GenerateRandomResponse{Plaintext: b}, nil
+}
+
+// checkGrantSubset applies AWS's rule for a grantee that creates a grant
+// through its own grant's CreateGrant operation (not through the key
+// policy): the new grant may give only operations that grant gives, and
+// must satisfy that grant's constraints.
+func (s kmsService) checkGrantSubset(ctx context.Context, k *fsm.Key, ops []string) error {
+	c := callerOf(ctx)
+	if !s.cfg.Auth.Enabled || c.role == pki.RoleAdmin {
+		return nil
+	}
+	facts := factsFor(ctx, "kms:CreateGrant", s.cfg.ARN.Account)
+	if s.policyDecision(k, c.identity, "kms:CreateGrant", facts) == policyAllow {
+		return nil
+	}
+	for i := range k.Grants {
+		g := &k.Grants[i]
+		if g.Grantee != c.identity || !g.Allows("CreateGrant", facts.encryptionContext) {
+			continue
+		}
+		subset := true
+		for _, op := range ops {
+			if !slices.Contains(g.Operations, op) {
+				subset = false
+				break
+			}
+		}
+		if subset {
+			return nil
+		}
+	}
+	return accessDenied("%s may create grants only with operations and constraints of its own grant on key %s", c.identity, k.ID)
 }

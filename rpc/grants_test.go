@@ -262,3 +262,43 @@ func grantsOf(t *testing.T, h *harness, key string) []fsm.Grant {
 	}
 	return k.Grants
 }
+
+// TestGranteeCreatesSubGrants: a grantee with CreateGrant may pass on only
+// the operations and constraints of its own grant.
+func TestGranteeCreatesSubGrants(t *testing.T) {
+	h := newHarness(t)
+	ctx := testCtx(t)
+	owner, app := h.kms("owner"), h.kms("app")
+	key := h.createKey("owner", nil)
+	acme := map[string]string{"tenant": "acme"}
+	if _, err := owner.CreateGrant(ctx, &kmsv1.CreateGrantRequest{KeyId: key, GranteePrincipal: "app",
+		Operations: []string{"CreateGrant", "Encrypt"}, Constraints: &kmsv1.GrantConstraints{EncryptionContextSubset: acme}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		ops  []string
+		cons map[string]string
+		code codes.Code
+	}{
+		{"same operation and constraint", []string{"Encrypt"}, acme, codes.OK},
+		{"an operation it lacks", []string{"Encrypt", "Decrypt"}, acme, codes.PermissionDenied},
+		{"no constraint", []string{"Encrypt"}, nil, codes.PermissionDenied},
+		{"another constraint", []string{"Encrypt"}, map[string]string{"tenant": "other"}, codes.PermissionDenied},
+	} {
+		req := &kmsv1.CreateGrantRequest{KeyId: key, GranteePrincipal: "batch", Operations: c.ops}
+		if c.cons != nil {
+			req.Constraints = &kmsv1.GrantConstraints{EncryptionContextSubset: c.cons}
+		}
+		_, err := app.CreateGrant(ctx, req)
+		if c.code == codes.OK {
+			wantCode(t, c.name, err, codes.OK, "")
+		} else {
+			wantCode(t, c.name, err, c.code, "AccessDeniedException")
+		}
+	}
+	// The owner, through the key policy, is not limited.
+	if _, err := owner.CreateGrant(ctx, &kmsv1.CreateGrantRequest{KeyId: key, GranteePrincipal: "batch", Operations: []string{"Decrypt"}}); err != nil {
+		t.Fatal(err)
+	}
+}
