@@ -160,6 +160,11 @@ func (g *rpcGuard) next() error {
 	}
 	hdr, size, err := decodeHeader(g.dec, typ)
 	if err != nil {
+		var ne net.Error
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.As(err, &ne) {
+			g.Conn.Close()
+			return err // the link ended mid-request: nothing to refuse
+		}
 		return g.refuse(typ, "", fmt.Errorf("undecodable request: %v", err))
 	}
 	if err := g.admit(typ, hdr, size); err != nil {
