@@ -126,6 +126,10 @@ func New(cfg Config) (*Node, error) {
 	rc.SnapshotInterval = cfg.SnapshotInterval
 	rc.TrailingLogs = cfg.TrailingLogs
 	rc.NoLegacyTelemetry = true
+	// Pre-vote (on by default in hashicorp/raft): a follower whose timer
+	// fired only because its process was starved asks first, and the peers
+	// that still hear the leader refuse, so no term is lost.
+	rc.PreVoteDisabled = false
 	if err := raft.ValidateConfig(rc); err != nil {
 		return nil, fmt.Errorf("raftnode: %w", err)
 	}
@@ -159,6 +163,8 @@ func New(cfg Config) (*Node, error) {
 	n.started.Store(n.raft)
 	n.verify.n = n
 	n.leaders.start(n.raft.LeaderCh(), n.doneCh, n.onLeadershipGained)
+	n.bg.Add(1)
+	go n.snapshotOnStart()
 	ok = true
 	n.logger.Info("node started", "id", cfg.NodeID, "addr", cfg.RaftAdvertiseAddr, "bootstrapped", !existing && len(cfg.Peers) > 0,
 		"restored", cfg.Restore != nil)

@@ -51,6 +51,7 @@ func spawnCluster(ctx context.Context, o *options) (*spawned, error) {
 		Limits:     rpc.Limits{OnDemandLimit: math.MaxUint32},
 		StaleReads: false,
 		Logger:     benchLogger(o),
+		TuneRaft:   o.tuneRaft,
 	})
 	if err != nil {
 		os.RemoveAll(dir)

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/raftkms/raftkms/raftnode"
 )
 
 // Targets a run can measure.
@@ -41,6 +43,9 @@ type options struct {
 	quiet       bool
 	logLevel    string
 	logFormat   string
+	heartbeat   time.Duration // spawned clusters' Raft timeouts (0: raftnode's defaults)
+	election    time.Duration
+	lease       time.Duration
 	dataDir     string
 	cpuProfile  string
 
@@ -94,10 +99,26 @@ func newFlagSet(name string, o *options, stderr io.Writer) *flag.FlagSet {
 	fs.BoolVar(&o.jsonOut, "json", false, "print the result as JSON")
 	fs.BoolVar(&o.quiet, "quiet", false, "no progress line on stderr")
 	fs.StringVar(&o.logLevel, "log-level", "off", "log level of a spawned cluster (off, error, warn, info, debug)")
+	fs.DurationVar(&o.heartbeat, "raft-heartbeat-timeout", 0, "Raft heartbeat timeout of a spawned cluster (default: kmsd's)")
+	fs.DurationVar(&o.election, "raft-election-timeout", 0, "Raft election timeout of a spawned cluster (default: kmsd's)")
+	fs.DurationVar(&o.lease, "raft-leader-lease-timeout", 0, "Raft leader lease timeout of a spawned cluster (default: kmsd's; at most the heartbeat timeout)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format of a spawned cluster: text, or json (one JSON object per line)")
 	fs.StringVar(&o.dataDir, "data-dir", "", "parent directory of the spawned clusters' data (default: the system temp dir)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole process (cluster included) to this file")
 	return fs
+}
+
+// tuneRaft sets a spawned node's Raft timeouts from the flags.
+func (o *options) tuneRaft(cfg *raftnode.Config) {
+	if o.heartbeat > 0 {
+		cfg.HeartbeatTimeout = o.heartbeat
+	}
+	if o.election > 0 {
+		cfg.ElectionTimeout = o.election
+	}
+	if o.lease > 0 {
+		cfg.LeaderLeaseTimeout = o.lease
+	}
 }
 
 // validate checks the flags and resolves the workload.
