@@ -3,6 +3,7 @@ package rpc
 import (
 	"context"
 	"errors"
+	"strings"
 
 	"github.com/raftkms/raftkms/raftnode"
 	"google.golang.org/grpc"
@@ -78,6 +79,11 @@ func (s *Server) UnaryInterceptor() grpc.UnaryServerInterceptor {
 			return resp, toStatus(err)
 		}
 		resp, err = handler(ctx, req)
+		if err == nil && !m.write() && dryRun(req) {
+			// A read (a cryptographic call) ran in full and would have
+			// succeeded; its answer is dropped (grants.go).
+			resp, err = nil, dryRunErr(m.name[strings.LastIndex(m.name, "/")+1:])
+		}
 		if errors.Is(err, raftnode.ErrNotLeader) && isWrite {
 			// Leadership moved while we handled the call; the proposal
 			// surely did not apply, so forwarding it is safe.

@@ -458,3 +458,16 @@ func (s kmsService) checkGrantSubset(ctx context.Context, k *fsm.Key, ops []stri
 	}
 	return accessDenied("%s may create grants only with operations and constraints of its own grant on key %s", c.identity, k.ID)
 }
+
+// dryRun reports whether a request sets DryRun (the cryptographic calls
+// carry it; the interceptor answers DryRunOperationException after the
+// call succeeded, and the grant calls check it before proposing).
+func dryRun(req any) bool {
+	msg, ok := req.(proto.Message)
+	if !ok {
+		return false
+	}
+	pr := msg.ProtoReflect()
+	fd := pr.Descriptor().Fields().ByName("dry_run")
+	return fd != nil && fd.Kind() == protoreflect.BoolKind && pr.Get(fd).Bool()
+}

@@ -302,3 +302,26 @@ func TestGranteeCreatesSubGrants(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestDryRunCryptoCalls: a cryptographic call with DryRun answers
+// DryRunOperationException when it would succeed, and its own error when not.
+func TestDryRunCryptoCalls(t *testing.T) {
+	h := newHarness(t)
+	ctx := testCtx(t)
+	owner := h.kms("owner")
+	key := h.createKey("owner", nil)
+	enc, err := owner.Encrypt(ctx, &kmsv1.EncryptRequest{KeyId: key, Plaintext: []byte("x")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = owner.Encrypt(ctx, &kmsv1.EncryptRequest{KeyId: key, Plaintext: []byte("x"), DryRun: true})
+	wantCode(t, "Encrypt", err, codes.FailedPrecondition, "DryRunOperationException")
+	_, err = owner.Decrypt(ctx, &kmsv1.DecryptRequest{CiphertextBlob: enc.CiphertextBlob, DryRun: true})
+	wantCode(t, "Decrypt", err, codes.FailedPrecondition, "DryRunOperationException")
+	_, err = owner.GenerateDataKey(ctx, &kmsv1.GenerateDataKeyRequest{KeyId: key, KeySpec: "AES_256", DryRun: true})
+	wantCode(t, "GenerateDataKey", err, codes.FailedPrecondition, "DryRunOperationException")
+	_, err = owner.Decrypt(ctx, &kmsv1.DecryptRequest{CiphertextBlob: enc.CiphertextBlob, EncryptionContext: map[string]string{"a": "b"}, DryRun: true})
+	wantCode(t, "Decrypt that would fail", err, codes.InvalidArgument, "InvalidCiphertextException")
+	_, err = h.kms("other").Encrypt(ctx, &kmsv1.EncryptRequest{KeyId: key, Plaintext: []byte("x"), DryRun: true})
+	wantCode(t, "Encrypt without permission", err, codes.PermissionDenied, "AccessDeniedException")
+}

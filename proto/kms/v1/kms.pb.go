@@ -1688,8 +1688,11 @@ type EncryptRequest struct {
 	// RSAES_OAEP_SHA_256 (required) for RSA ENCRYPT_DECRYPT keys, whose
 	// ciphertext is raw RSA-OAEP output.
 	EncryptionAlgorithm string `protobuf:"bytes,5,opt,name=encryption_algorithm,json=encryptionAlgorithm,proto3" json:"encryption_algorithm,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// Check that the call would succeed; it answers DryRunOperationException
+	// instead of the result.
+	DryRun        bool `protobuf:"varint,40,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *EncryptRequest) Reset() {
@@ -1755,6 +1758,13 @@ func (x *EncryptRequest) GetEncryptionAlgorithm() string {
 		return x.EncryptionAlgorithm
 	}
 	return ""
+}
+
+func (x *EncryptRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
 }
 
 type EncryptResponse struct {
@@ -1828,8 +1838,11 @@ type DecryptRequest struct {
 	// SYMMETRIC_DEFAULT (the default), or the RSAES_OAEP_* algorithm an RSA
 	// ciphertext was made with.
 	EncryptionAlgorithm string `protobuf:"bytes,5,opt,name=encryption_algorithm,json=encryptionAlgorithm,proto3" json:"encryption_algorithm,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// Check that the call would succeed; it answers DryRunOperationException
+	// instead of the result.
+	DryRun        bool `protobuf:"varint,40,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DecryptRequest) Reset() {
@@ -1895,6 +1908,13 @@ func (x *DecryptRequest) GetEncryptionAlgorithm() string {
 		return x.EncryptionAlgorithm
 	}
 	return ""
+}
+
+func (x *DecryptRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
 }
 
 type DecryptResponse struct {
@@ -1967,8 +1987,11 @@ type ReEncryptRequest struct {
 	SourceEncryptionAlgorithm      string                 `protobuf:"bytes,6,opt,name=source_encryption_algorithm,json=sourceEncryptionAlgorithm,proto3" json:"source_encryption_algorithm,omitempty"`
 	DestinationEncryptionAlgorithm string                 `protobuf:"bytes,7,opt,name=destination_encryption_algorithm,json=destinationEncryptionAlgorithm,proto3" json:"destination_encryption_algorithm,omitempty"`
 	GrantTokens                    []string               `protobuf:"bytes,8,rep,name=grant_tokens,json=grantTokens,proto3" json:"grant_tokens,omitempty"`
-	unknownFields                  protoimpl.UnknownFields
-	sizeCache                      protoimpl.SizeCache
+	// Check that the call would succeed; it answers DryRunOperationException
+	// instead of the result.
+	DryRun        bool `protobuf:"varint,40,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReEncryptRequest) Reset() {
@@ -2057,6 +2080,13 @@ func (x *ReEncryptRequest) GetGrantTokens() []string {
 	return nil
 }
 
+func (x *ReEncryptRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
 type ReEncryptResponse struct {
 	state                          protoimpl.MessageState `protogen:"open.v1"`
 	CiphertextBlob                 []byte                 `protobuf:"bytes,1,opt,name=ciphertext_blob,json=ciphertextBlob,proto3" json:"ciphertext_blob,omitempty"`
@@ -2140,8 +2170,11 @@ type GenerateDataKeyRequest struct {
 	// 1 to 1024; give this or key_spec.
 	NumberOfBytes int32 `protobuf:"varint,3,opt,name=number_of_bytes,json=numberOfBytes,proto3" json:"number_of_bytes,omitempty"`
 	// AES_128 or AES_256.
-	KeySpec       string   `protobuf:"bytes,4,opt,name=key_spec,json=keySpec,proto3" json:"key_spec,omitempty"`
-	GrantTokens   []string `protobuf:"bytes,5,rep,name=grant_tokens,json=grantTokens,proto3" json:"grant_tokens,omitempty"`
+	KeySpec     string   `protobuf:"bytes,4,opt,name=key_spec,json=keySpec,proto3" json:"key_spec,omitempty"`
+	GrantTokens []string `protobuf:"bytes,5,rep,name=grant_tokens,json=grantTokens,proto3" json:"grant_tokens,omitempty"`
+	// Check that the call would succeed; it answers DryRunOperationException
+	// instead of the result.
+	DryRun        bool `protobuf:"varint,40,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2211,6 +2244,13 @@ func (x *GenerateDataKeyRequest) GetGrantTokens() []string {
 	return nil
 }
 
+func (x *GenerateDataKeyRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
 type GenerateDataKeyResponse struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	CiphertextBlob []byte                 `protobuf:"bytes,1,opt,name=ciphertext_blob,json=ciphertextBlob,proto3" json:"ciphertext_blob,omitempty"`
@@ -2278,8 +2318,11 @@ type GenerateDataKeyWithoutPlaintextRequest struct {
 	KeySpec           string                 `protobuf:"bytes,3,opt,name=key_spec,json=keySpec,proto3" json:"key_spec,omitempty"`
 	NumberOfBytes     int32                  `protobuf:"varint,4,opt,name=number_of_bytes,json=numberOfBytes,proto3" json:"number_of_bytes,omitempty"`
 	GrantTokens       []string               `protobuf:"bytes,5,rep,name=grant_tokens,json=grantTokens,proto3" json:"grant_tokens,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Check that the call would succeed; it answers DryRunOperationException
+	// instead of the result.
+	DryRun        bool `protobuf:"varint,40,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GenerateDataKeyWithoutPlaintextRequest) Reset() {
@@ -2345,6 +2388,13 @@ func (x *GenerateDataKeyWithoutPlaintextRequest) GetGrantTokens() []string {
 		return x.GrantTokens
 	}
 	return nil
+}
+
+func (x *GenerateDataKeyWithoutPlaintextRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
 }
 
 type GenerateDataKeyWithoutPlaintextResponse struct {
@@ -4025,8 +4075,11 @@ type SignRequest struct {
 	MessageType      string   `protobuf:"bytes,3,opt,name=message_type,json=messageType,proto3" json:"message_type,omitempty"`
 	GrantTokens      []string `protobuf:"bytes,4,rep,name=grant_tokens,json=grantTokens,proto3" json:"grant_tokens,omitempty"`
 	SigningAlgorithm string   `protobuf:"bytes,5,opt,name=signing_algorithm,json=signingAlgorithm,proto3" json:"signing_algorithm,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Check that the call would succeed; it answers DryRunOperationException
+	// instead of the result.
+	DryRun        bool `protobuf:"varint,40,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SignRequest) Reset() {
@@ -4092,6 +4145,13 @@ func (x *SignRequest) GetSigningAlgorithm() string {
 		return x.SigningAlgorithm
 	}
 	return ""
+}
+
+func (x *SignRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
 }
 
 type SignResponse struct {
@@ -4164,8 +4224,11 @@ type VerifyRequest struct {
 	Signature        []byte                 `protobuf:"bytes,4,opt,name=signature,proto3" json:"signature,omitempty"`
 	SigningAlgorithm string                 `protobuf:"bytes,5,opt,name=signing_algorithm,json=signingAlgorithm,proto3" json:"signing_algorithm,omitempty"`
 	GrantTokens      []string               `protobuf:"bytes,6,rep,name=grant_tokens,json=grantTokens,proto3" json:"grant_tokens,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Check that the call would succeed; it answers DryRunOperationException
+	// instead of the result.
+	DryRun        bool `protobuf:"varint,40,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *VerifyRequest) Reset() {
@@ -4238,6 +4301,13 @@ func (x *VerifyRequest) GetGrantTokens() []string {
 		return x.GrantTokens
 	}
 	return nil
+}
+
+func (x *VerifyRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
 }
 
 // A signature that does not verify is KMSInvalidSignatureException, never
@@ -4450,10 +4520,13 @@ func (x *GetPublicKeyResponse) GetSigningAlgorithms() []string {
 type GenerateMacRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// At most 4096 bytes.
-	Message       []byte   `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
-	KeyId         string   `protobuf:"bytes,2,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
-	MacAlgorithm  string   `protobuf:"bytes,3,opt,name=mac_algorithm,json=macAlgorithm,proto3" json:"mac_algorithm,omitempty"`
-	GrantTokens   []string `protobuf:"bytes,4,rep,name=grant_tokens,json=grantTokens,proto3" json:"grant_tokens,omitempty"`
+	Message      []byte   `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
+	KeyId        string   `protobuf:"bytes,2,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	MacAlgorithm string   `protobuf:"bytes,3,opt,name=mac_algorithm,json=macAlgorithm,proto3" json:"mac_algorithm,omitempty"`
+	GrantTokens  []string `protobuf:"bytes,4,rep,name=grant_tokens,json=grantTokens,proto3" json:"grant_tokens,omitempty"`
+	// Check that the call would succeed; it answers DryRunOperationException
+	// instead of the result.
+	DryRun        bool `protobuf:"varint,40,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4514,6 +4587,13 @@ func (x *GenerateMacRequest) GetGrantTokens() []string {
 		return x.GrantTokens
 	}
 	return nil
+}
+
+func (x *GenerateMacRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
 }
 
 type GenerateMacResponse struct {
@@ -4577,12 +4657,15 @@ func (x *GenerateMacResponse) GetKeyId() string {
 }
 
 type VerifyMacRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Message       []byte                 `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
-	KeyId         string                 `protobuf:"bytes,2,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
-	MacAlgorithm  string                 `protobuf:"bytes,3,opt,name=mac_algorithm,json=macAlgorithm,proto3" json:"mac_algorithm,omitempty"`
-	Mac           []byte                 `protobuf:"bytes,4,opt,name=mac,proto3" json:"mac,omitempty"`
-	GrantTokens   []string               `protobuf:"bytes,5,rep,name=grant_tokens,json=grantTokens,proto3" json:"grant_tokens,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Message      []byte                 `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
+	KeyId        string                 `protobuf:"bytes,2,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	MacAlgorithm string                 `protobuf:"bytes,3,opt,name=mac_algorithm,json=macAlgorithm,proto3" json:"mac_algorithm,omitempty"`
+	Mac          []byte                 `protobuf:"bytes,4,opt,name=mac,proto3" json:"mac,omitempty"`
+	GrantTokens  []string               `protobuf:"bytes,5,rep,name=grant_tokens,json=grantTokens,proto3" json:"grant_tokens,omitempty"`
+	// Check that the call would succeed; it answers DryRunOperationException
+	// instead of the result.
+	DryRun        bool `protobuf:"varint,40,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4652,6 +4735,13 @@ func (x *VerifyMacRequest) GetGrantTokens() []string {
 	return nil
 }
 
+func (x *VerifyMacRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
 // A MAC that does not verify is KMSInvalidMacException (as AWS KMS).
 type VerifyMacResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -4719,8 +4809,11 @@ type GenerateDataKeyPairRequest struct {
 	// A symmetric encryption key that encrypts the private key.
 	KeyId string `protobuf:"bytes,2,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
 	// RSA_2048, RSA_3072, RSA_4096, ECC_NIST_P256, ECC_NIST_P384 or ECC_NIST_P521.
-	KeyPairSpec   string   `protobuf:"bytes,3,opt,name=key_pair_spec,json=keyPairSpec,proto3" json:"key_pair_spec,omitempty"`
-	GrantTokens   []string `protobuf:"bytes,4,rep,name=grant_tokens,json=grantTokens,proto3" json:"grant_tokens,omitempty"`
+	KeyPairSpec string   `protobuf:"bytes,3,opt,name=key_pair_spec,json=keyPairSpec,proto3" json:"key_pair_spec,omitempty"`
+	GrantTokens []string `protobuf:"bytes,4,rep,name=grant_tokens,json=grantTokens,proto3" json:"grant_tokens,omitempty"`
+	// Check that the call would succeed; it answers DryRunOperationException
+	// instead of the result.
+	DryRun        bool `protobuf:"varint,40,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4781,6 +4874,13 @@ func (x *GenerateDataKeyPairRequest) GetGrantTokens() []string {
 		return x.GrantTokens
 	}
 	return nil
+}
+
+func (x *GenerateDataKeyPairRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
 }
 
 type GenerateDataKeyPairResponse struct {
@@ -4869,8 +4969,11 @@ type GenerateDataKeyPairWithoutPlaintextRequest struct {
 	KeyId             string                 `protobuf:"bytes,2,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
 	KeyPairSpec       string                 `protobuf:"bytes,3,opt,name=key_pair_spec,json=keyPairSpec,proto3" json:"key_pair_spec,omitempty"`
 	GrantTokens       []string               `protobuf:"bytes,4,rep,name=grant_tokens,json=grantTokens,proto3" json:"grant_tokens,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Check that the call would succeed; it answers DryRunOperationException
+	// instead of the result.
+	DryRun        bool `protobuf:"varint,40,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GenerateDataKeyPairWithoutPlaintextRequest) Reset() {
@@ -4929,6 +5032,13 @@ func (x *GenerateDataKeyPairWithoutPlaintextRequest) GetGrantTokens() []string {
 		return x.GrantTokens
 	}
 	return nil
+}
+
+func (x *GenerateDataKeyPairWithoutPlaintextRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
 }
 
 type GenerateDataKeyPairWithoutPlaintextResponse struct {
@@ -6244,33 +6354,35 @@ const file_proto_kms_v1_kms_proto_rawDesc = "" +
 	"\trotations\x18\x01 \x03(\v2\".raftkms.kms.v1.RotationsListEntryR\trotations\x12\x1f\n" +
 	"\vnext_marker\x18\x02 \x01(\tR\n" +
 	"nextMarker\x12\x1c\n" +
-	"\ttruncated\x18\x03 \x01(\bR\ttruncated\"\xc7\x02\n" +
+	"\ttruncated\x18\x03 \x01(\bR\ttruncated\"\xe0\x02\n" +
 	"\x0eEncryptRequest\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x1c\n" +
 	"\tplaintext\x18\x02 \x01(\fR\tplaintext\x12d\n" +
 	"\x12encryption_context\x18\x03 \x03(\v25.raftkms.kms.v1.EncryptRequest.EncryptionContextEntryR\x11encryptionContext\x12!\n" +
 	"\fgrant_tokens\x18\x04 \x03(\tR\vgrantTokens\x121\n" +
-	"\x14encryption_algorithm\x18\x05 \x01(\tR\x13encryptionAlgorithm\x1aD\n" +
+	"\x14encryption_algorithm\x18\x05 \x01(\tR\x13encryptionAlgorithm\x12\x17\n" +
+	"\adry_run\x18( \x01(\bR\x06dryRun\x1aD\n" +
 	"\x16EncryptionContextEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x84\x01\n" +
 	"\x0fEncryptResponse\x12'\n" +
 	"\x0fciphertext_blob\x18\x01 \x01(\fR\x0eciphertextBlob\x12\x15\n" +
 	"\x06key_id\x18\x02 \x01(\tR\x05keyId\x121\n" +
-	"\x14encryption_algorithm\x18\x03 \x01(\tR\x13encryptionAlgorithm\"\xd2\x02\n" +
+	"\x14encryption_algorithm\x18\x03 \x01(\tR\x13encryptionAlgorithm\"\xeb\x02\n" +
 	"\x0eDecryptRequest\x12'\n" +
 	"\x0fciphertext_blob\x18\x01 \x01(\fR\x0eciphertextBlob\x12d\n" +
 	"\x12encryption_context\x18\x02 \x03(\v25.raftkms.kms.v1.DecryptRequest.EncryptionContextEntryR\x11encryptionContext\x12!\n" +
 	"\fgrant_tokens\x18\x03 \x03(\tR\vgrantTokens\x12\x15\n" +
 	"\x06key_id\x18\x04 \x01(\tR\x05keyId\x121\n" +
-	"\x14encryption_algorithm\x18\x05 \x01(\tR\x13encryptionAlgorithm\x1aD\n" +
+	"\x14encryption_algorithm\x18\x05 \x01(\tR\x13encryptionAlgorithm\x12\x17\n" +
+	"\adry_run\x18( \x01(\bR\x06dryRun\x1aD\n" +
 	"\x16EncryptionContextEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"y\n" +
 	"\x0fDecryptResponse\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x1c\n" +
 	"\tplaintext\x18\x02 \x01(\fR\tplaintext\x121\n" +
-	"\x14encryption_algorithm\x18\x03 \x01(\tR\x13encryptionAlgorithm\"\xdd\x05\n" +
+	"\x14encryption_algorithm\x18\x03 \x01(\tR\x13encryptionAlgorithm\"\xf6\x05\n" +
 	"\x10ReEncryptRequest\x12'\n" +
 	"\x0fciphertext_blob\x18\x01 \x01(\fR\x0eciphertextBlob\x12y\n" +
 	"\x19source_encryption_context\x18\x02 \x03(\v2=.raftkms.kms.v1.ReEncryptRequest.SourceEncryptionContextEntryR\x17sourceEncryptionContext\x12\"\n" +
@@ -6279,7 +6391,8 @@ const file_proto_kms_v1_kms_proto_rawDesc = "" +
 	"\x1edestination_encryption_context\x18\x05 \x03(\v2B.raftkms.kms.v1.ReEncryptRequest.DestinationEncryptionContextEntryR\x1cdestinationEncryptionContext\x12>\n" +
 	"\x1bsource_encryption_algorithm\x18\x06 \x01(\tR\x19sourceEncryptionAlgorithm\x12H\n" +
 	" destination_encryption_algorithm\x18\a \x01(\tR\x1edestinationEncryptionAlgorithm\x12!\n" +
-	"\fgrant_tokens\x18\b \x03(\tR\vgrantTokens\x1aJ\n" +
+	"\fgrant_tokens\x18\b \x03(\tR\vgrantTokens\x12\x17\n" +
+	"\adry_run\x18( \x01(\bR\x06dryRun\x1aJ\n" +
 	"\x1cSourceEncryptionContextEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aO\n" +
@@ -6291,26 +6404,28 @@ const file_proto_kms_v1_kms_proto_rawDesc = "" +
 	"\rsource_key_id\x18\x02 \x01(\tR\vsourceKeyId\x12\x15\n" +
 	"\x06key_id\x18\x03 \x01(\tR\x05keyId\x12>\n" +
 	"\x1bsource_encryption_algorithm\x18\x04 \x01(\tR\x19sourceEncryptionAlgorithm\x12H\n" +
-	" destination_encryption_algorithm\x18\x05 \x01(\tR\x1edestinationEncryptionAlgorithm\"\xc9\x02\n" +
+	" destination_encryption_algorithm\x18\x05 \x01(\tR\x1edestinationEncryptionAlgorithm\"\xe2\x02\n" +
 	"\x16GenerateDataKeyRequest\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12l\n" +
 	"\x12encryption_context\x18\x02 \x03(\v2=.raftkms.kms.v1.GenerateDataKeyRequest.EncryptionContextEntryR\x11encryptionContext\x12&\n" +
 	"\x0fnumber_of_bytes\x18\x03 \x01(\x05R\rnumberOfBytes\x12\x19\n" +
 	"\bkey_spec\x18\x04 \x01(\tR\akeySpec\x12!\n" +
-	"\fgrant_tokens\x18\x05 \x03(\tR\vgrantTokens\x1aD\n" +
+	"\fgrant_tokens\x18\x05 \x03(\tR\vgrantTokens\x12\x17\n" +
+	"\adry_run\x18( \x01(\bR\x06dryRun\x1aD\n" +
 	"\x16EncryptionContextEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"w\n" +
 	"\x17GenerateDataKeyResponse\x12'\n" +
 	"\x0fciphertext_blob\x18\x01 \x01(\fR\x0eciphertextBlob\x12\x1c\n" +
 	"\tplaintext\x18\x02 \x01(\fR\tplaintext\x12\x15\n" +
-	"\x06key_id\x18\x03 \x01(\tR\x05keyId\"\xe9\x02\n" +
+	"\x06key_id\x18\x03 \x01(\tR\x05keyId\"\x82\x03\n" +
 	"&GenerateDataKeyWithoutPlaintextRequest\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12|\n" +
 	"\x12encryption_context\x18\x02 \x03(\v2M.raftkms.kms.v1.GenerateDataKeyWithoutPlaintextRequest.EncryptionContextEntryR\x11encryptionContext\x12\x19\n" +
 	"\bkey_spec\x18\x03 \x01(\tR\akeySpec\x12&\n" +
 	"\x0fnumber_of_bytes\x18\x04 \x01(\x05R\rnumberOfBytes\x12!\n" +
-	"\fgrant_tokens\x18\x05 \x03(\tR\vgrantTokens\x1aD\n" +
+	"\fgrant_tokens\x18\x05 \x03(\tR\vgrantTokens\x12\x17\n" +
+	"\adry_run\x18( \x01(\bR\x06dryRun\x1aD\n" +
 	"\x16EncryptionContextEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"i\n" +
@@ -6428,24 +6543,26 @@ const file_proto_kms_v1_kms_proto_rawDesc = "" +
 	"\x14GetKeyPolicyResponse\x12\x16\n" +
 	"\x06policy\x18\x01 \x01(\tR\x06policy\x12\x1f\n" +
 	"\vpolicy_name\x18\x02 \x01(\tR\n" +
-	"policyName\"\xb1\x01\n" +
+	"policyName\"\xca\x01\n" +
 	"\vSignRequest\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\fR\amessage\x12!\n" +
 	"\fmessage_type\x18\x03 \x01(\tR\vmessageType\x12!\n" +
 	"\fgrant_tokens\x18\x04 \x03(\tR\vgrantTokens\x12+\n" +
-	"\x11signing_algorithm\x18\x05 \x01(\tR\x10signingAlgorithm\"p\n" +
+	"\x11signing_algorithm\x18\x05 \x01(\tR\x10signingAlgorithm\x12\x17\n" +
+	"\adry_run\x18( \x01(\bR\x06dryRun\"p\n" +
 	"\fSignResponse\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x1c\n" +
 	"\tsignature\x18\x02 \x01(\fR\tsignature\x12+\n" +
-	"\x11signing_algorithm\x18\x03 \x01(\tR\x10signingAlgorithm\"\xd1\x01\n" +
+	"\x11signing_algorithm\x18\x03 \x01(\tR\x10signingAlgorithm\"\xea\x01\n" +
 	"\rVerifyRequest\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\fR\amessage\x12!\n" +
 	"\fmessage_type\x18\x03 \x01(\tR\vmessageType\x12\x1c\n" +
 	"\tsignature\x18\x04 \x01(\fR\tsignature\x12+\n" +
 	"\x11signing_algorithm\x18\x05 \x01(\tR\x10signingAlgorithm\x12!\n" +
-	"\fgrant_tokens\x18\x06 \x03(\tR\vgrantTokens\"}\n" +
+	"\fgrant_tokens\x18\x06 \x03(\tR\vgrantTokens\x12\x17\n" +
+	"\adry_run\x18( \x01(\bR\x06dryRun\"}\n" +
 	"\x0eVerifyResponse\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12'\n" +
 	"\x0fsignature_valid\x18\x02 \x01(\bR\x0esignatureValid\x12+\n" +
@@ -6461,31 +6578,34 @@ const file_proto_kms_v1_kms_proto_rawDesc = "" +
 	"\bkey_spec\x18\x04 \x01(\tR\akeySpec\x12\x1b\n" +
 	"\tkey_usage\x18\x05 \x01(\tR\bkeyUsage\x123\n" +
 	"\x15encryption_algorithms\x18\x06 \x03(\tR\x14encryptionAlgorithms\x12-\n" +
-	"\x12signing_algorithms\x18\a \x03(\tR\x11signingAlgorithms\"\x8d\x01\n" +
+	"\x12signing_algorithms\x18\a \x03(\tR\x11signingAlgorithms\"\xa6\x01\n" +
 	"\x12GenerateMacRequest\x12\x18\n" +
 	"\amessage\x18\x01 \x01(\fR\amessage\x12\x15\n" +
 	"\x06key_id\x18\x02 \x01(\tR\x05keyId\x12#\n" +
 	"\rmac_algorithm\x18\x03 \x01(\tR\fmacAlgorithm\x12!\n" +
-	"\fgrant_tokens\x18\x04 \x03(\tR\vgrantTokens\"c\n" +
+	"\fgrant_tokens\x18\x04 \x03(\tR\vgrantTokens\x12\x17\n" +
+	"\adry_run\x18( \x01(\bR\x06dryRun\"c\n" +
 	"\x13GenerateMacResponse\x12\x10\n" +
 	"\x03mac\x18\x01 \x01(\fR\x03mac\x12#\n" +
 	"\rmac_algorithm\x18\x02 \x01(\tR\fmacAlgorithm\x12\x15\n" +
-	"\x06key_id\x18\x03 \x01(\tR\x05keyId\"\x9d\x01\n" +
+	"\x06key_id\x18\x03 \x01(\tR\x05keyId\"\xb6\x01\n" +
 	"\x10VerifyMacRequest\x12\x18\n" +
 	"\amessage\x18\x01 \x01(\fR\amessage\x12\x15\n" +
 	"\x06key_id\x18\x02 \x01(\tR\x05keyId\x12#\n" +
 	"\rmac_algorithm\x18\x03 \x01(\tR\fmacAlgorithm\x12\x10\n" +
 	"\x03mac\x18\x04 \x01(\fR\x03mac\x12!\n" +
-	"\fgrant_tokens\x18\x05 \x03(\tR\vgrantTokens\"l\n" +
+	"\fgrant_tokens\x18\x05 \x03(\tR\vgrantTokens\x12\x17\n" +
+	"\adry_run\x18( \x01(\bR\x06dryRun\"l\n" +
 	"\x11VerifyMacResponse\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x1b\n" +
 	"\tmac_valid\x18\x02 \x01(\bR\bmacValid\x12#\n" +
-	"\rmac_algorithm\x18\x03 \x01(\tR\fmacAlgorithm\"\xb2\x02\n" +
+	"\rmac_algorithm\x18\x03 \x01(\tR\fmacAlgorithm\"\xcb\x02\n" +
 	"\x1aGenerateDataKeyPairRequest\x12p\n" +
 	"\x12encryption_context\x18\x01 \x03(\v2A.raftkms.kms.v1.GenerateDataKeyPairRequest.EncryptionContextEntryR\x11encryptionContext\x12\x15\n" +
 	"\x06key_id\x18\x02 \x01(\tR\x05keyId\x12\"\n" +
 	"\rkey_pair_spec\x18\x03 \x01(\tR\vkeyPairSpec\x12!\n" +
-	"\fgrant_tokens\x18\x04 \x03(\tR\vgrantTokens\x1aD\n" +
+	"\fgrant_tokens\x18\x04 \x03(\tR\vgrantTokens\x12\x17\n" +
+	"\adry_run\x18( \x01(\bR\x06dryRun\x1aD\n" +
 	"\x16EncryptionContextEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xea\x01\n" +
@@ -6495,12 +6615,13 @@ const file_proto_kms_v1_kms_proto_rawDesc = "" +
 	"\n" +
 	"public_key\x18\x03 \x01(\fR\tpublicKey\x12\x15\n" +
 	"\x06key_id\x18\x04 \x01(\tR\x05keyId\x12\"\n" +
-	"\rkey_pair_spec\x18\x05 \x01(\tR\vkeyPairSpec\"\xd3\x02\n" +
+	"\rkey_pair_spec\x18\x05 \x01(\tR\vkeyPairSpec\"\xec\x02\n" +
 	"*GenerateDataKeyPairWithoutPlaintextRequest\x12\x80\x01\n" +
 	"\x12encryption_context\x18\x01 \x03(\v2Q.raftkms.kms.v1.GenerateDataKeyPairWithoutPlaintextRequest.EncryptionContextEntryR\x11encryptionContext\x12\x15\n" +
 	"\x06key_id\x18\x02 \x01(\tR\x05keyId\x12\"\n" +
 	"\rkey_pair_spec\x18\x03 \x01(\tR\vkeyPairSpec\x12!\n" +
-	"\fgrant_tokens\x18\x04 \x03(\tR\vgrantTokens\x1aD\n" +
+	"\fgrant_tokens\x18\x04 \x03(\tR\vgrantTokens\x12\x17\n" +
+	"\adry_run\x18( \x01(\bR\x06dryRun\x1aD\n" +
 	"\x16EncryptionContextEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc6\x01\n" +
