@@ -28,6 +28,7 @@ func randomLog(t testing.TB, seed int64, n int) [][]byte {
 	now := int64(1_700_000_000) * sec
 	keys := []string{"k0", "k1", "k2", "k3", "x0", "x1", "a0", "h0"}
 	out := make([][]byte, 0, n)
+	extra := rand.New(rand.NewSource(seed + 1_000_003))
 	for i := 0; i < n; i++ {
 		k := keys[rng.Intn(len(keys))]
 		var env *eventsv1.Envelope
@@ -100,6 +101,11 @@ func randomLog(t testing.TB, seed int64, n int) [][]byte {
 			}
 			env = ev(&eventsv1.RegisterNode{NodeId: fmt.Sprint("n", rng.Intn(3)), GrpcAddr: "127.0.0.1:1",
 				RootKeyCheck: check, RootKeyId: fmt.Sprint("rk", check)})
+		}
+		// Grants and version controls, drawn from their own generator so
+		// the rest of the log keeps its shape.
+		if extra.Intn(6) == 0 {
+			env = grantOrVersionEvent(extra, k)
 		}
 		// Time mostly moves forward, sometimes backwards (skewed proposers),
 		// and now and then one stamp is a day ahead.
@@ -519,4 +525,28 @@ func TestNoClockOrRandomness(t *testing.T) {
 	if checked < 5 {
 		t.Fatalf("only %d files checked; is the test in the right directory?", checked)
 	}
+}
+
+// grantOrVersionEvent is a random grant or version-control event on key k,
+// with grant IDs and names from small sets so that names match, IDs
+// collide and retires find (or miss) their grants.
+func grantOrVersionEvent(rng *rand.Rand, k string) *eventsv1.Envelope {
+	id := strings.Repeat(string(rune('a'+rng.Intn(4))), 64)
+	switch rng.Intn(6) {
+	case 0, 1:
+		ops := [][]string{{"Decrypt"}, {"Decrypt", "Encrypt"}, {"Encrypt", "Decrypt"}}[rng.Intn(3)]
+		var cons *eventsv1.GrantConstraints
+		if rng.Intn(2) == 0 {
+			cons = &eventsv1.GrantConstraints{EncryptionContextSubset: []*eventsv1.Tag{{Key: "t", Value: strconv.Itoa(rng.Intn(2))}}}
+		}
+		return evg(&eventsv1.CreateGrant{KeyId: k, GrantId: id, GrantToken: "tok" + id[:1], Name: []string{"", "n"}[rng.Intn(2)],
+			GranteePrincipal: "g" + strconv.Itoa(rng.Intn(2)), Operations: ops, Constraints: cons})
+	case 2:
+		return evg(&eventsv1.RetireGrant{KeyId: k, GrantId: id})
+	case 3:
+		return evg(&eventsv1.RevokeGrant{KeyId: k, GrantId: id})
+	case 4:
+		return evg(&eventsv1.UpdateKeyVersionPolicy{KeyId: k, MinDecryptionVersion: uint32(rng.Intn(4))})
+	}
+	return evg(&eventsv1.DestroyKeyVersion{KeyId: k, Version: uint32(rng.Intn(4))})
 }

@@ -162,3 +162,26 @@ func TestGrantsAndVersionsSurviveSnapshot(t *testing.T) {
 		t.Fatalf("restored key %+v", key)
 	}
 }
+
+// TestRandomLogReachesGrantsAndVersions: the determinism tests' random log
+// leaves grants, a minimum decryption version and destroyed versions in
+// the state, so those tests cover them.
+func TestRandomLogReachesGrantsAndVersions(t *testing.T) {
+	f := applyAll(t, randomLog(t, 1, 3000))
+	var grants, mins, destroyed int
+	f.ForEachKey(func(k *Key) bool {
+		grants += len(k.Grants)
+		if k.MinDecryptionVersion > 1 {
+			mins++
+		}
+		for _, v := range k.Versions {
+			if v.DestroyedAt != 0 {
+				destroyed++
+			}
+		}
+		return true
+	})
+	if grants == 0 || mins == 0 || destroyed == 0 {
+		t.Fatalf("random log left %d grants, %d raised minimums, %d destroyed versions", grants, mins, destroyed)
+	}
+}
