@@ -257,6 +257,10 @@ type clusterStatusDoc struct {
 	Term           uint64        `json:"Term"`
 	LastIndex      uint64        `json:"LastIndex"`
 	Members        []memberEntry `json:"Members"`
+	// The newest event schema the node understands, and the one it writes
+	// at as leader (the lowest its members announced); rolling upgrades.
+	MaxSchemaVersion     uint32 `json:"MaxSchemaVersion,omitempty"`
+	ClusterSchemaVersion uint32 `json:"ClusterSchemaVersion,omitempty"`
 }
 
 func clusterStatusOf(r *clusterv1.StatusResponse) clusterStatusDoc {
@@ -270,6 +274,9 @@ func clusterStatusOf(r *clusterv1.StatusResponse) clusterStatusDoc {
 		Term:           r.GetTerm(),
 		LastIndex:      r.GetLastIndex(),
 		Members:        []memberEntry{},
+
+		MaxSchemaVersion:     r.GetMaxSchemaVersion(),
+		ClusterSchemaVersion: r.GetClusterSchemaVersion(),
 	}
 	for _, m := range r.GetMembers() {
 		d.Members = append(d.Members, memberEntry{NodeID: m.GetNodeId(), RaftAddr: m.GetRaftAddr(), GrpcAddr: m.GetGrpcAddr(), Voter: m.GetVoter()})
