@@ -10,16 +10,16 @@ import (
 
 func init() {
 	register("encrypt", "Encrypts up to 4 KiB of plaintext under a key.",
-		"key-id! plaintext! encryption-context grant-tokens encryption-algorithm", encrypt)
+		"key-id! plaintext! encryption-context grant-tokens encryption-algorithm dry-run", encrypt)
 	register("decrypt", "Decrypts a ciphertext blob.",
-		"ciphertext-blob! encryption-context grant-tokens key-id encryption-algorithm", decrypt)
+		"ciphertext-blob! encryption-context grant-tokens key-id encryption-algorithm dry-run", decrypt)
 	register("re-encrypt", "Decrypts a ciphertext and encrypts it again under another key (or context).",
 		"ciphertext-blob! source-encryption-context source-key-id destination-key-id! "+
-			"destination-encryption-context source-encryption-algorithm destination-encryption-algorithm grant-tokens", reEncrypt)
+			"destination-encryption-context source-encryption-algorithm destination-encryption-algorithm grant-tokens dry-run", reEncrypt)
 	register("generate-data-key", "Makes a data key: its plaintext and its ciphertext under a key.",
-		"key-id! encryption-context number-of-bytes key-spec grant-tokens", generateDataKey)
+		"key-id! encryption-context number-of-bytes key-spec grant-tokens dry-run", generateDataKey)
 	register("generate-data-key-without-plaintext", "Makes a data key and returns only its ciphertext.",
-		"key-id! encryption-context number-of-bytes key-spec grant-tokens", generateDataKeyWithoutPlaintext)
+		"key-id! encryption-context number-of-bytes key-spec grant-tokens dry-run", generateDataKeyWithoutPlaintext)
 	register("get-parameters-for-import", "Gets a wrapping public key and an import token for key material.",
 		"key-id! wrapping-algorithm! wrapping-key-spec! output-dir", getParametersForImport)
 	register("import-key-material", "Imports wrapped key material into an EXTERNAL key.",
@@ -39,7 +39,7 @@ func grantTokens(p *params) ([]string, error) {
 }
 
 func encrypt(e *env, p *params) (any, error) {
-	req := &kmsv1.EncryptRequest{KeyId: p.str("key-id"), EncryptionAlgorithm: p.str("encryption-algorithm")}
+	req := &kmsv1.EncryptRequest{KeyId: p.str("key-id"), EncryptionAlgorithm: p.str("encryption-algorithm"), DryRun: p.flag("dry-run")}
 	var err error
 	if req.Plaintext, err = p.blob("plaintext"); err != nil {
 		return nil, err
@@ -58,7 +58,7 @@ func encrypt(e *env, p *params) (any, error) {
 }
 
 func decrypt(e *env, p *params) (any, error) {
-	req := &kmsv1.DecryptRequest{KeyId: p.str("key-id"), EncryptionAlgorithm: p.str("encryption-algorithm")}
+	req := &kmsv1.DecryptRequest{KeyId: p.str("key-id"), EncryptionAlgorithm: p.str("encryption-algorithm"), DryRun: p.flag("dry-run")}
 	var err error
 	if req.CiphertextBlob, err = p.blob("ciphertext-blob"); err != nil {
 		return nil, err
@@ -85,7 +85,7 @@ func nonNil(b []byte) []byte {
 }
 
 func reEncrypt(e *env, p *params) (any, error) {
-	req := &kmsv1.ReEncryptRequest{
+	req := &kmsv1.ReEncryptRequest{DryRun: p.flag("dry-run"),
 		SourceKeyId:                    p.str("source-key-id"),
 		DestinationKeyId:               p.str("destination-key-id"),
 		SourceEncryptionAlgorithm:      p.str("source-encryption-algorithm"),
@@ -134,7 +134,7 @@ func generateDataKey(e *env, p *params) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	r, err := e.kms().GenerateDataKey(e.ctx, &kmsv1.GenerateDataKeyRequest{
+	r, err := e.kms().GenerateDataKey(e.ctx, &kmsv1.GenerateDataKeyRequest{DryRun: p.flag("dry-run"),
 		KeyId: p.str("key-id"), EncryptionContext: ec, NumberOfBytes: n, KeySpec: p.str("key-spec"), GrantTokens: tokens,
 	})
 	if err != nil {
@@ -148,7 +148,7 @@ func generateDataKeyWithoutPlaintext(e *env, p *params) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	r, err := e.kms().GenerateDataKeyWithoutPlaintext(e.ctx, &kmsv1.GenerateDataKeyWithoutPlaintextRequest{
+	r, err := e.kms().GenerateDataKeyWithoutPlaintext(e.ctx, &kmsv1.GenerateDataKeyWithoutPlaintextRequest{DryRun: p.flag("dry-run"),
 		KeyId: p.str("key-id"), EncryptionContext: ec, NumberOfBytes: n, KeySpec: p.str("key-spec"), GrantTokens: tokens,
 	})
 	if err != nil {

@@ -65,12 +65,14 @@ func TestGrantAndVersionCommands(t *testing.T) {
 	}
 	kmsctlFails(t, "ValidationException", "generate-random", "--endpoints", n3, "--number-of-bytes", "1025")
 
+	kmsctlFails(t, "DryRunOperationException", "encrypt", "--endpoints", n1, "--key-id", keyID, "--plaintext", "aGk=", "--dry-run")
 	old := strings.TrimSpace(kmsctl(t, "encrypt", "--endpoints", n1, "--key-id", keyID, "--plaintext", "aGk=", "--query", "CiphertextBlob", "--output", "text"))
 	kmsctl(t, "rotate-key-on-demand", "--endpoints", n1, "--key-id", keyID)
 	kmsctl(t, "update-key-version-policy", "--endpoints", n2, "--key-id", keyID, "--min-decryption-version", "2")
 	kmsctlFails(t, "KMSInvalidStateException", "decrypt", "--endpoints", n3, "--ciphertext-blob", old)
 	kmsctl(t, "update-key-version-policy", "--endpoints", n2, "--key-id", keyID, "--min-decryption-version", "1")
 	kmsctl(t, "decrypt", "--endpoints", n3, "--ciphertext-blob", old)
+	kmsctlFails(t, "DryRunOperationException", "decrypt", "--endpoints", n2, "--ciphertext-blob", old, "--dry-run")
 	kmsctlFails(t, "ValidationException", "destroy-key-version", "--endpoints", n1, "--key-id", keyID, "--key-version", "2")
 	out = kmsctl(t, "destroy-key-version", "--endpoints", n1, "--key-id", keyID, "--key-version", "1", "--query", "KeyVersion", "--output", "text")
 	if strings.TrimSpace(out) != "1" {
