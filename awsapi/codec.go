@@ -96,7 +96,7 @@ func decodeObject(obj map[string]any, m protoreflect.Message, path string) *Erro
 		if !ok {
 			// Members raftkms does not implement are refused unless they
 			// ask for nothing (null, false, "", empty), so a request never
-			// silently means less than it says (DryRun: true, for one).
+			// silently means less than it says (Recipient, for one).
 			if isEmpty(v) {
 				continue
 			}

@@ -417,7 +417,7 @@ func TestProtocolErrors(t *testing.T) {
 		{"not JSON", "ListKeys", `{`, "SerializationException"},
 		{"wrong type", "ListKeys", `{"Limit":"ten"}`, "SerializationException"},
 		{"bad base64", "Decrypt", `{"CiphertextBlob":"%%%"}`, "SerializationException"},
-		{"unsupported member", "Encrypt", `{"KeyId":"x","Plaintext":"eA==","DryRun":true}`, "ValidationException"},
+		{"unsupported member", "Decrypt", `{"CiphertextBlob":"eA==","Recipient":{"AttestationDocument":"eA=="}}`, "ValidationException"},
 		{"missing key", "DescribeKey", `{"KeyId":"alias/none"}`, "NotFoundException"},
 	} {
 		status, typ, hdr := rawCall(t, signedRequest(t, ac.urls[0], tc.op, tc.body, id, secret, time.Now()))
