@@ -95,6 +95,11 @@ func applyImportKeyMaterial(f *FSM, c *applyCtx) *Result {
 		if v == nil || !bytes.Equal(v.Fingerprint, e.MaterialFingerprint) {
 			return failed(e.KeyId, reject(CodeIncorrectKeyMaterial, "the key material does not match key %s", e.KeyId))
 		}
+		if v.DestroyedAt != 0 {
+			// Destroyed is for good (apply_versions.go): the material may
+			// not come back by re-import.
+			return failed(e.KeyId, reject(CodeInvalidState, "version %d of key %s was destroyed", e.Version, e.KeyId))
+		}
 		vs := make([]Version, len(k.Versions))
 		copy(vs, k.Versions)
 		vs[e.Version-1].Sealed = e.SealedMaterial

@@ -185,3 +185,21 @@ func TestRandomLogReachesGrantsAndVersions(t *testing.T) {
 		t.Fatalf("random log left %d grants, %d raised minimums, %d destroyed versions", grants, mins, destroyed)
 	}
 }
+
+// TestDestroyedImportedVersionStaysDestroyed: re-importing the same material
+// does not bring a destroyed version back.
+func TestDestroyedImportedVersionStaysDestroyed(t *testing.T) {
+	const k = "x1"
+	h := newHarness(t)
+	h.ok(createExternal(k))
+	h.ok(importParams(k, "tok"))
+	h.ok(importMat(k, "tok", existing, 1, "fp1", 0))
+	h.ok(importParams(k, "tok2"))
+	h.ok(importMat(k, "tok2", newMat, 2, "fp2", 0))
+	h.ok(evg(&eventsv1.DestroyKeyVersion{KeyId: k, Version: 1}))
+	h.ok(importParams(k, "tok3"))
+	h.refused(importMat(k, "tok3", existing, 1, "fp1", 0), reject(CodeInvalidState, "destroyed"))
+	if v := h.key(k).Version(1); v.Sealed != nil {
+		t.Fatal("destroyed version has material again")
+	}
+}
