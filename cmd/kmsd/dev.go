@@ -70,7 +70,7 @@ func runDev(args []string) int {
 	}
 	var root *keycrypto.RootKey
 	if *rootFile != "" {
-		root, _, err = readRootKeyFile(*rootFile)
+		root, _, err = readRootKeyFile(*rootFile, "")
 	} else {
 		root, err = devRootKey(dir, *dataDir != "")
 	}

@@ -36,6 +36,8 @@ func run(args []string) int {
 		return runServe(rest)
 	case "gen-root-key":
 		return runGenRootKey(rest)
+	case "seal-root-key":
+		return runSealRootKey(rest)
 	case "health":
 		return runHealth(rest)
 	case "gen-certs":
@@ -61,6 +63,8 @@ commands:
   dev           run a whole cluster (3 nodes by default) in one process on 127.0.0.1
   serve         run one node of a cluster
   gen-root-key  print a new cluster root key (base64) to stdout, or -o FILE to create FILE (mode 0600)
+  seal-root-key seal a root key file under a passphrase (scrypt, AES-256-GCM): --root-key-file F --passphrase-file P --out F2;
+                kmsd serve reads it with --root-key-passphrase-file P
   health        exit 0 when the node at --grpc-addr is serving
   gen-certs     make a CA and node and client certificates (mutual TLS)
   k8s-plugin    serve the Kubernetes KMS v2 API on a unix socket, backed by a cluster key

@@ -46,8 +46,9 @@ func writeRootKeyFile(path string, data []byte) error {
 const maxRootKeyFile = 4096
 
 // readRootKeyFile reads the root key and the mode of the file it was read
-// from (one open file, so the mode is that of the bytes read).
-func readRootKeyFile(path string) (*keycrypto.RootKey, fs.FileMode, error) {
+// from (one open file, so the mode is that of the bytes read). A file sealed
+// under a passphrase (passphrase.go) needs passFile.
+func readRootKeyFile(path, passFile string) (*keycrypto.RootKey, fs.FileMode, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, 0, fmt.Errorf("reading the root key: %w", err)
@@ -65,6 +66,24 @@ func readRootKeyFile(path string) (*keycrypto.RootKey, fs.FileMode, error) {
 		return nil, 0, fmt.Errorf("reading the root key: %w", err)
 	}
 	defer clear(raw)
+	switch {
+	case isSealedRootKeyFile(raw) && passFile == "":
+		return nil, 0, fmt.Errorf("root key file %s: %w", path, errSealedRootKey)
+	case isSealedRootKeyFile(raw):
+		pass, err := readPassphraseFile(passFile)
+		if err != nil {
+			return nil, 0, err
+		}
+		defer clear(pass)
+		plain, err := openSealedRootKeyFile(raw, pass)
+		if err != nil {
+			return nil, 0, fmt.Errorf("root key file %s: %w", path, err)
+		}
+		defer clear(plain)
+		raw = plain
+	case passFile != "":
+		return nil, 0, fmt.Errorf("root key file %s is not sealed under a passphrase, but --root-key-passphrase-file was given", path)
+	}
 	root, err := keycrypto.ParseRootKey(raw)
 	if err != nil {
 		return nil, 0, fmt.Errorf("root key file %s: %w", path, err)

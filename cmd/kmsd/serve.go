@@ -141,6 +141,7 @@ func runServe(args []string) int {
 		aws         awsFlags
 		metricsAddr = fs.String("metrics-addr", "", "serve Prometheus metrics on HOST:PORT/metrics (off unless set)")
 		_           = fs.String(configFlag, "", "read settings from this YAML file (keys are flag names; flags and RAFTKMS_* variables win)")
+		rootPass    = fs.String("root-key-passphrase-file", "", "file holding the passphrase of a root key file sealed by 'kmsd seal-root-key'")
 		restore     = fs.String("restore", "", "start a new cluster from a snapshot saved by 'kmsctl cluster snapshot save' (with --peers, on an empty --data-dir)")
 	)
 	aws.register(fs)
@@ -186,7 +187,7 @@ func runServe(args []string) int {
 		return fail(err)
 	}
 	defer closeAudit()
-	root, rootMode, err := readRootKeyFile(*rootKeyFile)
+	root, rootMode, err := readRootKeyFile(*rootKeyFile, *rootPass)
 	if err != nil {
 		return fail(err)
 	}
