@@ -34,11 +34,13 @@ func (n *Node) snapshotOnStart() {
 		case <-tick.C:
 		}
 	}
+	// Judge the log as it was at start: entries written since are the
+	// snapshot timer's business, as on any running node.
 	last, _ := strconv.ParseUint(n.raft.Stats()["last_snapshot_index"], 10, 64)
-	applied := n.raft.AppliedIndex()
-	if applied < last || applied-last < n.cfg.SnapshotThreshold {
+	if target < last || target-last < n.cfg.SnapshotThreshold {
 		return
 	}
+	applied := n.raft.AppliedIndex()
 	start := time.Now()
 	err := n.raft.Snapshot().Error()
 	switch {
