@@ -59,6 +59,13 @@ func TestAsymmetricCommands(t *testing.T) {
 	}
 	kmsctlFails(t, "KMSInvalidSignatureException", "verify", "--endpoints", n1, "--key-id", key,
 		"--message", file("other", []byte("another message")), "--signature", file("sig", sig), "--signing-algorithm", "ECDSA_SHA_256")
+	kmsctlFails(t, "DryRunOperationException", "sign", "--endpoints", n2, "--key-id", key, "--message", file("digest", digest[:]),
+		"--message-type", "DIGEST", "--signing-algorithm", "ECDSA_SHA_256", "--dry-run")
+	kmsctlFails(t, "DryRunOperationException", "verify", "--endpoints", n3, "--key-id", key, "--message", file("digest", digest[:]),
+		"--message-type", "DIGEST", "--signature", file("sig", sig), "--signing-algorithm", "ECDSA_SHA_256", "--dry-run")
+	// A dry run that would fail answers the real error, not DryRunOperationException.
+	kmsctlFails(t, "InvalidKeyUsageException", "generate-mac", "--endpoints", n1, "--key-id", key, "--message", "aGVsbG8=",
+		"--mac-algorithm", "HMAC_SHA_256", "--dry-run")
 	kmsctlFails(t, "InvalidKeyUsageException", "encrypt", "--endpoints", n1, "--key-id", key, "--plaintext", "aGk=")
 	kmsctlFails(t, "UnsupportedOperationException", "enable-key-rotation", "--endpoints", n1, "--key-id", key)
 
@@ -73,10 +80,20 @@ func TestAsymmetricCommands(t *testing.T) {
 	if decodeJSON(t, out)["MacValid"] != true {
 		t.Fatalf("verify-mac output:\n%s", out)
 	}
+	kmsctlFails(t, "DryRunOperationException", "generate-mac", "--endpoints", n3, "--key-id", hk, "--message", "aGVsbG8=",
+		"--mac-algorithm", "HMAC_SHA_256", "--dry-run")
+	kmsctlFails(t, "DryRunOperationException", "verify-mac", "--endpoints", n2, "--key-id", hk, "--message", "aGVsbG8=",
+		"--mac-algorithm", "HMAC_SHA_256", "--mac", strings.TrimSpace(mac), "--dry-run")
+	kmsctlFails(t, "InvalidKeyUsageException", "sign", "--endpoints", n2, "--key-id", hk, "--message", "aGVsbG8=",
+		"--signing-algorithm", "ECDSA_SHA_256", "--dry-run")
 	kmsctlFails(t, "KMSInvalidMacException", "verify-mac", "--endpoints", n1, "--key-id", hk, "--message", "aGVsbG8h",
 		"--mac-algorithm", "HMAC_SHA_256", "--mac", strings.TrimSpace(mac))
 
 	sym := strings.TrimSpace(kmsctl(t, "create-key", "--endpoints", n1, "--query", "KeyMetadata.KeyId", "--output", "text"))
+	kmsctlFails(t, "DryRunOperationException", "generate-data-key-pair", "--endpoints", n2, "--key-id", sym, "--key-pair-spec", "ECC_NIST_P256", "--dry-run")
+	kmsctlFails(t, "DryRunOperationException", "generate-data-key-pair-without-plaintext", "--endpoints", n3, "--key-id", sym,
+		"--key-pair-spec", "RSA_2048", "--dry-run")
+	kmsctlFails(t, "InvalidKeyUsageException", "generate-data-key-pair", "--endpoints", n1, "--key-id", hk, "--key-pair-spec", "ECC_NIST_P256", "--dry-run")
 	pair := decodeJSON(t, kmsctl(t, "generate-data-key-pair", "--endpoints", n2, "--key-id", sym, "--key-pair-spec", "ECC_NIST_P256"))
 	priv := b64(pair["PrivateKeyPlaintext"].(string))
 	blob := pair["PrivateKeyCiphertextBlob"].(string)

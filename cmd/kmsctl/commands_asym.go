@@ -8,19 +8,19 @@ import (
 // output fields. Binary output (signatures, MACs, keys) is base64.
 func init() {
 	register("sign", "Signs a message (or its digest) with an asymmetric SIGN_VERIFY key.",
-		"key-id! message! message-type grant-tokens signing-algorithm!", sign)
+		"key-id! message! message-type grant-tokens signing-algorithm! dry-run", sign)
 	register("verify", "Checks a signature made with an asymmetric SIGN_VERIFY key.",
-		"key-id! message! message-type signature! signing-algorithm! grant-tokens", verify)
+		"key-id! message! message-type signature! signing-algorithm! grant-tokens dry-run", verify)
 	register("get-public-key", "Gets the public key of an asymmetric key (DER SubjectPublicKeyInfo).",
 		"key-id! grant-tokens", getPublicKey)
 	register("generate-mac", "Computes the HMAC of a message with an HMAC key.",
-		"message! key-id! mac-algorithm! grant-tokens", generateMac)
+		"message! key-id! mac-algorithm! grant-tokens dry-run", generateMac)
 	register("verify-mac", "Checks the HMAC of a message with an HMAC key.",
-		"message! key-id! mac-algorithm! mac! grant-tokens", verifyMac)
+		"message! key-id! mac-algorithm! mac! grant-tokens dry-run", verifyMac)
 	register("generate-data-key-pair", "Makes a data key pair: the public key, the private key, and the private key "+
-		"encrypted under a symmetric key.", "encryption-context key-id! key-pair-spec! grant-tokens", generateDataKeyPair)
+		"encrypted under a symmetric key.", "encryption-context key-id! key-pair-spec! grant-tokens dry-run", generateDataKeyPair)
 	register("generate-data-key-pair-without-plaintext", "Makes a data key pair and returns the public key and the "+
-		"encrypted private key only.", "encryption-context key-id! key-pair-spec! grant-tokens", generateDataKeyPairWithoutPlaintext)
+		"encrypted private key only.", "encryption-context key-id! key-pair-spec! grant-tokens dry-run", generateDataKeyPairWithoutPlaintext)
 }
 
 type signDoc struct {
@@ -66,7 +66,7 @@ type dataKeyPairDoc struct {
 }
 
 func sign(e *env, p *params) (any, error) {
-	req := &kmsv1.SignRequest{KeyId: p.str("key-id"), MessageType: p.str("message-type"), SigningAlgorithm: p.str("signing-algorithm")}
+	req := &kmsv1.SignRequest{KeyId: p.str("key-id"), MessageType: p.str("message-type"), SigningAlgorithm: p.str("signing-algorithm"), DryRun: p.flag("dry-run")}
 	var err error
 	if req.Message, err = p.blob("message"); err != nil {
 		return nil, err
@@ -82,7 +82,7 @@ func sign(e *env, p *params) (any, error) {
 }
 
 func verify(e *env, p *params) (any, error) {
-	req := &kmsv1.VerifyRequest{KeyId: p.str("key-id"), MessageType: p.str("message-type"), SigningAlgorithm: p.str("signing-algorithm")}
+	req := &kmsv1.VerifyRequest{KeyId: p.str("key-id"), MessageType: p.str("message-type"), SigningAlgorithm: p.str("signing-algorithm"), DryRun: p.flag("dry-run")}
 	var err error
 	if req.Message, err = p.blob("message"); err != nil {
 		return nil, err
@@ -116,7 +116,7 @@ func getPublicKey(e *env, p *params) (any, error) {
 }
 
 func generateMac(e *env, p *params) (any, error) {
-	req := &kmsv1.GenerateMacRequest{KeyId: p.str("key-id"), MacAlgorithm: p.str("mac-algorithm")}
+	req := &kmsv1.GenerateMacRequest{KeyId: p.str("key-id"), MacAlgorithm: p.str("mac-algorithm"), DryRun: p.flag("dry-run")}
 	var err error
 	if req.Message, err = p.blob("message"); err != nil {
 		return nil, err
@@ -132,7 +132,7 @@ func generateMac(e *env, p *params) (any, error) {
 }
 
 func verifyMac(e *env, p *params) (any, error) {
-	req := &kmsv1.VerifyMacRequest{KeyId: p.str("key-id"), MacAlgorithm: p.str("mac-algorithm")}
+	req := &kmsv1.VerifyMacRequest{KeyId: p.str("key-id"), MacAlgorithm: p.str("mac-algorithm"), DryRun: p.flag("dry-run")}
 	var err error
 	if req.Message, err = p.blob("message"); err != nil {
 		return nil, err
@@ -151,7 +151,7 @@ func verifyMac(e *env, p *params) (any, error) {
 }
 
 func generateDataKeyPair(e *env, p *params) (any, error) {
-	req := &kmsv1.GenerateDataKeyPairRequest{KeyId: p.str("key-id"), KeyPairSpec: p.str("key-pair-spec")}
+	req := &kmsv1.GenerateDataKeyPairRequest{KeyId: p.str("key-id"), KeyPairSpec: p.str("key-pair-spec"), DryRun: p.flag("dry-run")}
 	var err error
 	if req.EncryptionContext, err = p.context("encryption-context"); err != nil {
 		return nil, err
@@ -168,7 +168,7 @@ func generateDataKeyPair(e *env, p *params) (any, error) {
 }
 
 func generateDataKeyPairWithoutPlaintext(e *env, p *params) (any, error) {
-	req := &kmsv1.GenerateDataKeyPairWithoutPlaintextRequest{KeyId: p.str("key-id"), KeyPairSpec: p.str("key-pair-spec")}
+	req := &kmsv1.GenerateDataKeyPairWithoutPlaintextRequest{KeyId: p.str("key-id"), KeyPairSpec: p.str("key-pair-spec"), DryRun: p.flag("dry-run")}
 	var err error
 	if req.EncryptionContext, err = p.context("encryption-context"); err != nil {
 		return nil, err
