@@ -49,6 +49,9 @@ func TestRollingUpgrade(t *testing.T) {
 	var acked sync.Map
 	var writes atomic.Int64
 	stop := make(chan struct{})
+	// The writer holds pause (shared) for each round; a check that needs the
+	// nodes at rest takes it exclusively, so convergence can be observed.
+	var pause sync.RWMutex
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -59,9 +62,11 @@ func TestRollingUpgrade(t *testing.T) {
 				return
 			default:
 			}
+			pause.RLock()
 			k := c.KMS(n % 3)
 			r, err := k.CreateKey(ctx, &kmsv1.CreateKeyRequest{Description: fmt.Sprintf("upgrade-%d", n)})
 			if err != nil {
+				pause.RUnlock()
 				continue // a node restarting; the client retries elsewhere next time
 			}
 			if _, err := k.RotateKeyOnDemand(ctx, &kmsv1.RotateKeyOnDemandRequest{KeyId: r.KeyMetadata.KeyId}); err == nil {
@@ -70,6 +75,7 @@ func TestRollingUpgrade(t *testing.T) {
 				acked.Store(r.KeyMetadata.KeyId, uint32(0))
 			}
 			writes.Add(1)
+			pause.RUnlock()
 		}
 	}()
 	waitWrites := func(more int64) {
@@ -88,6 +94,8 @@ func TestRollingUpgrade(t *testing.T) {
 	lastSchemas := func(want uint32) {
 		t.Helper()
 		waitWrites(3)
+		pause.Lock()
+		defer pause.Unlock()
 		c.WaitConverged(t)
 		for i := 0; i < 3; i++ {
 			if got := c.FSM(i).LastSchema(); got != want {
