@@ -59,6 +59,7 @@ func applyEnableKeyRotation(f *FSM, c *applyCtx) *Result {
 	}
 	k.Rotation.Enabled = true
 	k.Rotation.PeriodSec = e.RotationPeriodSeconds
+	k.Rotation.MaxDecryptionVersions = e.MaxDecryptionVersions
 	k.Rotation.NextRotation = k.Rotation.LastRotation + e.RotationPeriodSeconds*nsPerSec
 	return f.commit(c, k)
 }

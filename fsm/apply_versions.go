@@ -34,6 +34,23 @@ func applyUpdateKeyVersionPolicy(f *FSM, c *applyCtx) *Result {
 	if !k.IsSymmetric() {
 		return failed(e.KeyId, reject(CodeUnsupported, "key %s has key spec %s; version controls apply to SYMMETRIC_DEFAULT keys", k.ID, k.KeySpec))
 	}
+	if e.Automatic {
+		// The scheduler's retirement (RetireDue): applies only while the
+		// rule still asks for exactly this minimum at this version, so a
+		// stale or repeated proposal is a rejection.
+		want, ok := RetireDue(k)
+		switch {
+		case k.CurrentVersion() != e.ExpectedCurrentVersion:
+			return failed(e.KeyId, reject(CodeConflict, "key %s is at version %d, not %d",
+				e.KeyId, k.CurrentVersion(), e.ExpectedCurrentVersion))
+		case !ok || want != e.MinDecryptionVersion:
+			return failed(e.KeyId, reject(CodeConflict, "key %s has no versions to retire down to minimum %d",
+				e.KeyId, e.MinDecryptionVersion))
+		}
+		k.MinDecryptionVersion = want
+		return f.commit(c, k)
+	}
+	lowering := e.MinDecryptionVersion < k.MinDecryptionVersion
 	lo := e.MinDecryptionVersion
 	if lo == 0 || lo > k.CurrentVersion() {
 		return failed(e.KeyId, reject(CodeValidation, "minimum decryption version %d is out of range 1..%d", lo, k.CurrentVersion()))
@@ -48,6 +65,15 @@ func applyUpdateKeyVersionPolicy(f *FSM, c *applyCtx) *Result {
 		lo = 0 // one spelling for "every version"
 	}
 	k.MinDecryptionVersion = lo
+	if lowering {
+		// Only keys with a MaxDecryptionVersions limit (a field newer than
+		// this event) can refuse here, so older logs replay unchanged.
+		if _, over := RetireDue(k); over {
+			return failed(e.KeyId, reject(CodeValidation,
+				"key %s keeps at most %d versions available for decryption; raise or clear its max decryption versions first",
+				k.ID, k.Rotation.MaxDecryptionVersions))
+		}
+	}
 	return f.commit(c, k)
 }
 

@@ -203,3 +203,62 @@ func TestDestroyedImportedVersionStaysDestroyed(t *testing.T) {
 		t.Fatal("destroyed version has material again")
 	}
 }
+
+func enableRotMax(id string, s int64, limit uint32) *eventsv1.Envelope {
+	return evg(&eventsv1.EnableKeyRotation{KeyId: id, RotationPeriodSeconds: s, MaxDecryptionVersions: limit})
+}
+func retire(k string, n, expected uint32) *eventsv1.Envelope {
+	return evg(&eventsv1.UpdateKeyVersionPolicy{KeyId: k, MinDecryptionVersion: n, Automatic: true, ExpectedCurrentVersion: expected})
+}
+
+// TestAutomaticRetirementRules: the scheduler's UpdateKeyVersionPolicy
+// applies only as RetireDue asks, and an operator cannot lower the minimum
+// past the key's limit.
+func TestAutomaticRetirementRules(t *testing.T) {
+	const k = "k1"
+	four := []*eventsv1.Envelope{createKey(k), enableRotMax(k, 86400, 2), rotate(k, onDemand, 1), rotate(k, onDemand, 2), rotate(k, onDemand, 3)}
+	with := func(extra ...*eventsv1.Envelope) []*eventsv1.Envelope {
+		return append(append([]*eventsv1.Envelope{}, four...), extra...)
+	}
+	minIs := func(want uint32) func(t *testing.T, h *harness) {
+		return func(t *testing.T, h *harness) {
+			key := h.key(k)
+			if key.MinDecryptionVersion != want {
+				t.Fatalf("minimum decryption version %d, want %d", key.MinDecryptionVersion, want)
+			}
+			if _, due := RetireDue(key); due {
+				t.Fatal("RetireDue still asks for a retirement after it applied")
+			}
+			for n := uint32(1); n <= key.CurrentVersion(); n++ {
+				if got := DecryptableVersion(key, n) == nil; got != (n >= want) {
+					t.Fatalf("version %d decryptable = %v", n, got)
+				}
+				if key.Version(n).Sealed == nil {
+					t.Fatalf("retiring destroyed version %d", n)
+				}
+			}
+		}
+	}
+	runCases(t, []transitionCase{
+		{name: "limit is kept in the state", setup: four[:1], event: enableRotMax(k, 86400, 2),
+			check: func(t *testing.T, h *harness) {
+				if h.key(k).Rotation.MaxDecryptionVersions != 2 {
+					t.Fatalf("rotation %+v", h.key(k).Rotation)
+				}
+			}},
+		{name: "retire to the limit", setup: four, event: retire(k, 3, 4), check: minIs(3)},
+		{name: "stale version guard", setup: four, event: retire(k, 3, 3), want: ErrConflict},
+		{name: "wrong minimum", setup: four, event: retire(k, 2, 4), want: ErrConflict},
+		{name: "nothing to retire", setup: with(retire(k, 3, 4)), event: retire(k, 3, 4), want: ErrConflict},
+		{name: "limit cleared", setup: with(enableRotMax(k, 86400, 0)), event: retire(k, 3, 4), want: ErrConflict},
+		{name: "rotation off", setup: with(disableRot(k)), event: retire(k, 3, 4), want: ErrConflict},
+		{name: "operator cannot lower past the limit", setup: with(retire(k, 3, 4)), event: versionPolicy(k, 1), want: ErrValidation},
+		{name: "operator may lower within the limit", setup: with(versionPolicy(k, 4)), event: versionPolicy(k, 3), check: minIs(3)},
+		{name: "operator may raise", setup: four, event: versionPolicy(k, 2),
+			check: func(t *testing.T, h *harness) {
+				if m, ok := RetireDue(h.key(k)); !ok || m != 3 {
+					t.Fatalf("RetireDue after a partial raise = %d, %v", m, ok)
+				}
+			}},
+	})
+}

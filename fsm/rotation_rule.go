@@ -23,3 +23,46 @@ func RotationDue(k *Key) (at int64, ok bool) {
 	}
 	return k.Rotation.NextRotation, true
 }
+
+// RetireDue is the one rule for "must the oldest versions of key k stop
+// decrypting?": a key on automatic rotation with a limit of
+// Rotation.MaxDecryptionVersions keeps at most that many versions available
+// for decryption (not destroyed, not below MinDecryptionVersion). When a
+// rotation takes it past the limit, the leader's scheduler proposes an
+// automatic UpdateKeyVersionPolicy raising the minimum to minVersion, and
+// the state machine applies it only while this rule still asks for exactly
+// that minimum. Retiring never destroys material: destroying a version
+// stays an explicit operator action (DestroyKeyVersion).
+//
+// ok is false when nothing needs retiring, or the key is not on an
+// automatic schedule (the same conditions as RotationDue, except the time).
+func RetireDue(k *Key) (minVersion uint32, ok bool) {
+	limit := k.Rotation.MaxDecryptionVersions
+	if limit == 0 || k.State != KeyStateEnabled || !k.Rotation.Enabled || k.Origin == OriginExternal || !k.IsSymmetric() {
+		return 0, false
+	}
+	lo := max(k.MinDecryptionVersion, 1)
+	var kept uint32
+	for n := k.CurrentVersion(); n >= lo && n > 0; n-- {
+		if k.Versions[n-1].DestroyedAt != 0 {
+			continue
+		}
+		if kept == limit {
+			// n is decryptable and one too many: the kept versions start
+			// above it, at the oldest of them.
+			return minKept(k, n), true
+		}
+		kept++
+	}
+	return 0, false
+}
+
+// minKept is the oldest decryptable version above version n.
+func minKept(k *Key, n uint32) uint32 {
+	for m := n + 1; m <= k.CurrentVersion(); m++ {
+		if k.Versions[m-1].DestroyedAt == 0 {
+			return m
+		}
+	}
+	return k.CurrentVersion()
+}

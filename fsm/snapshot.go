@@ -208,6 +208,7 @@ func (kr *keyRecorder) record(k *Key) *eventsv1.KeyRecord {
 	kr.rot.Reset()
 	kr.rot.Enabled, kr.rot.PeriodSeconds = k.Rotation.Enabled, k.Rotation.PeriodSec
 	kr.rot.LastRotationUnixNano, kr.rot.NextRotationUnixNano = k.Rotation.LastRotation, k.Rotation.NextRotation
+	kr.rot.MaxDecryptionVersions = k.Rotation.MaxDecryptionVersions
 	r.KeyId, r.Description, r.Origin, r.KeySpec, r.KeyUsage = k.ID, k.Description, k.Origin, k.KeySpec, k.KeyUsage
 	r.State, r.CreatedUnixNano, r.DeletionUnixNano, r.OnDemandRotations = k.State, k.CreatedAt, k.DeletionAt, k.OnDemand
 	r.Policy, r.ExpirationModel, r.ValidToUnixNano = k.Policy, k.Expiration, k.ValidTo
@@ -278,10 +279,11 @@ func recordToKey(r *eventsv1.KeyRecord) (*Key, error) {
 		Expiration:  r.ExpirationModel,
 		ValidTo:     r.ValidToUnixNano,
 		Rotation: Rotation{
-			Enabled:      r.GetRotation().GetEnabled(),
-			PeriodSec:    r.GetRotation().GetPeriodSeconds(),
-			LastRotation: r.GetRotation().GetLastRotationUnixNano(),
-			NextRotation: r.GetRotation().GetNextRotationUnixNano(),
+			Enabled:               r.GetRotation().GetEnabled(),
+			PeriodSec:             r.GetRotation().GetPeriodSeconds(),
+			LastRotation:          r.GetRotation().GetLastRotationUnixNano(),
+			NextRotation:          r.GetRotation().GetNextRotationUnixNano(),
+			MaxDecryptionVersions: r.GetRotation().GetMaxDecryptionVersions(),
 		},
 	}
 	if len(r.Versions) > 0 {

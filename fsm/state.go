@@ -106,6 +106,10 @@ type Rotation struct {
 	PeriodSec    int64 // rotation period in seconds
 	LastRotation int64 // last automatic rotation, or when rotation was enabled
 	NextRotation int64 // LastRotation + period; due when the clock passes it
+	// MaxDecryptionVersions: at most this many versions stay available for
+	// decryption; the scheduler retires the oldest beyond it (RetireDue).
+	// 0 = unlimited.
+	MaxDecryptionVersions uint32
 }
 
 // ImportParams are the wrapping key and token of a pending import.

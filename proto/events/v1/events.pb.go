@@ -1277,6 +1277,9 @@ type EnableKeyRotation struct {
 	state                 protoimpl.MessageState `protogen:"open.v1"`
 	KeyId                 string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
 	RotationPeriodSeconds int64                  `protobuf:"varint,2,opt,name=rotation_period_seconds,json=rotationPeriodSeconds,proto3" json:"rotation_period_seconds,omitempty"`
+	// At most this many versions stay available for decryption; the
+	// scheduler retires the oldest beyond it (fsm.RetireDue). 0 = unlimited.
+	MaxDecryptionVersions uint32 `protobuf:"varint,3,opt,name=max_decryption_versions,json=maxDecryptionVersions,proto3" json:"max_decryption_versions,omitempty"`
 	unknownFields         protoimpl.UnknownFields
 	sizeCache             protoimpl.SizeCache
 }
@@ -1321,6 +1324,13 @@ func (x *EnableKeyRotation) GetKeyId() string {
 func (x *EnableKeyRotation) GetRotationPeriodSeconds() int64 {
 	if x != nil {
 		return x.RotationPeriodSeconds
+	}
+	return 0
+}
+
+func (x *EnableKeyRotation) GetMaxDecryptionVersions() uint32 {
+	if x != nil {
+		return x.MaxDecryptionVersions
 	}
 	return 0
 }
@@ -2615,8 +2625,14 @@ type UpdateKeyVersionPolicy struct {
 	state                protoimpl.MessageState `protogen:"open.v1"`
 	KeyId                string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
 	MinDecryptionVersion uint32                 `protobuf:"varint,2,opt,name=min_decryption_version,json=minDecryptionVersion,proto3" json:"min_decryption_version,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// Set by the scheduler when it retires versions beyond the key's
+	// max_decryption_versions: the event then applies only while fsm.RetireDue
+	// still asks for exactly min_decryption_version and the key is still at
+	// expected_current_version.
+	Automatic              bool   `protobuf:"varint,3,opt,name=automatic,proto3" json:"automatic,omitempty"`
+	ExpectedCurrentVersion uint32 `protobuf:"varint,4,opt,name=expected_current_version,json=expectedCurrentVersion,proto3" json:"expected_current_version,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
 }
 
 func (x *UpdateKeyVersionPolicy) Reset() {
@@ -2659,6 +2675,20 @@ func (x *UpdateKeyVersionPolicy) GetKeyId() string {
 func (x *UpdateKeyVersionPolicy) GetMinDecryptionVersion() uint32 {
 	if x != nil {
 		return x.MinDecryptionVersion
+	}
+	return 0
+}
+
+func (x *UpdateKeyVersionPolicy) GetAutomatic() bool {
+	if x != nil {
+		return x.Automatic
+	}
+	return false
+}
+
+func (x *UpdateKeyVersionPolicy) GetExpectedCurrentVersion() uint32 {
+	if x != nil {
+		return x.ExpectedCurrentVersion
 	}
 	return 0
 }
@@ -2791,10 +2821,11 @@ const file_proto_events_v1_events_proto_rawDesc = "" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\"j\n" +
 	"\tDeleteKey\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12F\n" +
-	" expected_deletion_time_unix_nano\x18\x02 \x01(\x03R\x1cexpectedDeletionTimeUnixNano\"b\n" +
+	" expected_deletion_time_unix_nano\x18\x02 \x01(\x03R\x1cexpectedDeletionTimeUnixNano\"\x9a\x01\n" +
 	"\x11EnableKeyRotation\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x126\n" +
-	"\x17rotation_period_seconds\x18\x02 \x01(\x03R\x15rotationPeriodSeconds\"+\n" +
+	"\x17rotation_period_seconds\x18\x02 \x01(\x03R\x15rotationPeriodSeconds\x126\n" +
+	"\x17max_decryption_versions\x18\x03 \x01(\rR\x15maxDecryptionVersions\"+\n" +
 	"\x12DisableKeyRotation\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\"\xf3\x01\n" +
 	"\tRotateKey\x12\x15\n" +
@@ -2886,10 +2917,12 @@ const file_proto_events_v1_events_proto_rawDesc = "" +
 	"\bgrant_id\x18\x02 \x01(\tR\agrantId\"?\n" +
 	"\vRevokeGrant\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x19\n" +
-	"\bgrant_id\x18\x02 \x01(\tR\agrantId\"e\n" +
+	"\bgrant_id\x18\x02 \x01(\tR\agrantId\"\xbd\x01\n" +
 	"\x16UpdateKeyVersionPolicy\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x124\n" +
-	"\x16min_decryption_version\x18\x02 \x01(\rR\x14minDecryptionVersion\"D\n" +
+	"\x16min_decryption_version\x18\x02 \x01(\rR\x14minDecryptionVersion\x12\x1c\n" +
+	"\tautomatic\x18\x03 \x01(\bR\tautomatic\x128\n" +
+	"\x18expected_current_version\x18\x04 \x01(\rR\x16expectedCurrentVersion\"D\n" +
 	"\x11DestroyKeyVersion\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\rR\aversion*\xa9\x01\n" +

@@ -432,13 +432,14 @@ func (x *VersionRecord) GetDestroyedUnixNano() int64 {
 }
 
 type RotationRecord struct {
-	state                protoimpl.MessageState `protogen:"open.v1"`
-	Enabled              bool                   `protobuf:"varint,1,opt,name=enabled,proto3" json:"enabled,omitempty"`
-	PeriodSeconds        int64                  `protobuf:"varint,2,opt,name=period_seconds,json=periodSeconds,proto3" json:"period_seconds,omitempty"`
-	LastRotationUnixNano int64                  `protobuf:"varint,3,opt,name=last_rotation_unix_nano,json=lastRotationUnixNano,proto3" json:"last_rotation_unix_nano,omitempty"`
-	NextRotationUnixNano int64                  `protobuf:"varint,4,opt,name=next_rotation_unix_nano,json=nextRotationUnixNano,proto3" json:"next_rotation_unix_nano,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	state                 protoimpl.MessageState `protogen:"open.v1"`
+	Enabled               bool                   `protobuf:"varint,1,opt,name=enabled,proto3" json:"enabled,omitempty"`
+	PeriodSeconds         int64                  `protobuf:"varint,2,opt,name=period_seconds,json=periodSeconds,proto3" json:"period_seconds,omitempty"`
+	LastRotationUnixNano  int64                  `protobuf:"varint,3,opt,name=last_rotation_unix_nano,json=lastRotationUnixNano,proto3" json:"last_rotation_unix_nano,omitempty"`
+	NextRotationUnixNano  int64                  `protobuf:"varint,4,opt,name=next_rotation_unix_nano,json=nextRotationUnixNano,proto3" json:"next_rotation_unix_nano,omitempty"`
+	MaxDecryptionVersions uint32                 `protobuf:"varint,5,opt,name=max_decryption_versions,json=maxDecryptionVersions,proto3" json:"max_decryption_versions,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *RotationRecord) Reset() {
@@ -495,6 +496,13 @@ func (x *RotationRecord) GetLastRotationUnixNano() int64 {
 func (x *RotationRecord) GetNextRotationUnixNano() int64 {
 	if x != nil {
 		return x.NextRotationUnixNano
+	}
+	return 0
+}
+
+func (x *RotationRecord) GetMaxDecryptionVersions() uint32 {
+	if x != nil {
+		return x.MaxDecryptionVersions
 	}
 	return 0
 }
@@ -1422,12 +1430,13 @@ const file_proto_events_v1_state_proto_rawDesc = "" +
 	"\x11created_unix_nano\x18\x03 \x01(\x03R\x0fcreatedUnixNano\x12'\n" +
 	"\x0fsealed_material\x18\x04 \x01(\fR\x0esealedMaterial\x121\n" +
 	"\x14material_fingerprint\x18\x05 \x01(\fR\x13materialFingerprint\x12.\n" +
-	"\x13destroyed_unix_nano\x18( \x01(\x03R\x11destroyedUnixNano\"\xbf\x01\n" +
+	"\x13destroyed_unix_nano\x18( \x01(\x03R\x11destroyedUnixNano\"\xf7\x01\n" +
 	"\x0eRotationRecord\x12\x18\n" +
 	"\aenabled\x18\x01 \x01(\bR\aenabled\x12%\n" +
 	"\x0eperiod_seconds\x18\x02 \x01(\x03R\rperiodSeconds\x125\n" +
 	"\x17last_rotation_unix_nano\x18\x03 \x01(\x03R\x14lastRotationUnixNano\x125\n" +
-	"\x17next_rotation_unix_nano\x18\x04 \x01(\x03R\x14nextRotationUnixNano\"\x9b\x02\n" +
+	"\x17next_rotation_unix_nano\x18\x04 \x01(\x03R\x14nextRotationUnixNano\x126\n" +
+	"\x17max_decryption_versions\x18\x05 \x01(\rR\x15maxDecryptionVersions\"\x9b\x02\n" +
 	"\x16ImportParametersRecord\x12&\n" +
 	"\x0fimport_token_id\x18\x01 \x01(\tR\rimportTokenId\x12*\n" +
 	"\x11wrapping_key_spec\x18\x02 \x01(\tR\x0fwrappingKeySpec\x12-\n" +

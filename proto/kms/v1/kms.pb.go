@@ -1091,6 +1091,10 @@ type EnableKeyRotationRequest struct {
 	// raftkms extension: a period in seconds, for clusters whose
 	// --min-rotation-period allows short periods (tests).
 	RotationPeriodSeconds int64 `protobuf:"varint,3,opt,name=rotation_period_seconds,json=rotationPeriodSeconds,proto3" json:"rotation_period_seconds,omitempty"`
+	// raftkms extension: at most this many versions stay available for
+	// decryption; the oldest beyond it are retired automatically (their
+	// ciphertexts no longer decrypt; nothing is destroyed). 0 = unlimited.
+	MaxDecryptionVersions uint32 `protobuf:"varint,4,opt,name=max_decryption_versions,json=maxDecryptionVersions,proto3" json:"max_decryption_versions,omitempty"`
 	unknownFields         protoimpl.UnknownFields
 	sizeCache             protoimpl.SizeCache
 }
@@ -1142,6 +1146,13 @@ func (x *EnableKeyRotationRequest) GetRotationPeriodInDays() int32 {
 func (x *EnableKeyRotationRequest) GetRotationPeriodSeconds() int64 {
 	if x != nil {
 		return x.RotationPeriodSeconds
+	}
+	return 0
+}
+
+func (x *EnableKeyRotationRequest) GetMaxDecryptionVersions() uint32 {
+	if x != nil {
+		return x.MaxDecryptionVersions
 	}
 	return 0
 }
@@ -1315,6 +1326,9 @@ type GetKeyRotationStatusResponse struct {
 	OnDemandRotationStartDate *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=on_demand_rotation_start_date,json=onDemandRotationStartDate,proto3" json:"on_demand_rotation_start_date,omitempty"`
 	// raftkms extension: the exact period in seconds.
 	RotationPeriodSeconds int64 `protobuf:"varint,6,opt,name=rotation_period_seconds,json=rotationPeriodSeconds,proto3" json:"rotation_period_seconds,omitempty"`
+	// raftkms extension: the key's limit of versions available for
+	// decryption (EnableKeyRotation); 0 = unlimited.
+	MaxDecryptionVersions uint32 `protobuf:"varint,7,opt,name=max_decryption_versions,json=maxDecryptionVersions,proto3" json:"max_decryption_versions,omitempty"`
 	unknownFields         protoimpl.UnknownFields
 	sizeCache             protoimpl.SizeCache
 }
@@ -1387,6 +1401,13 @@ func (x *GetKeyRotationStatusResponse) GetOnDemandRotationStartDate() *timestamp
 func (x *GetKeyRotationStatusResponse) GetRotationPeriodSeconds() int64 {
 	if x != nil {
 		return x.RotationPeriodSeconds
+	}
+	return 0
+}
+
+func (x *GetKeyRotationStatusResponse) GetMaxDecryptionVersions() uint32 {
+	if x != nil {
+		return x.MaxDecryptionVersions
 	}
 	return 0
 }
@@ -6316,24 +6337,26 @@ const file_proto_kms_v1_kms_proto_rawDesc = "" +
 	"\x18CancelKeyDeletionRequest\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\"2\n" +
 	"\x19CancelKeyDeletionResponse\x12\x15\n" +
-	"\x06key_id\x18\x01 \x01(\tR\x05keyId\"\xa0\x01\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\"\xd8\x01\n" +
 	"\x18EnableKeyRotationRequest\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x125\n" +
 	"\x17rotation_period_in_days\x18\x02 \x01(\x05R\x14rotationPeriodInDays\x126\n" +
-	"\x17rotation_period_seconds\x18\x03 \x01(\x03R\x15rotationPeriodSeconds\"\x1b\n" +
+	"\x17rotation_period_seconds\x18\x03 \x01(\x03R\x15rotationPeriodSeconds\x126\n" +
+	"\x17max_decryption_versions\x18\x04 \x01(\rR\x15maxDecryptionVersions\"\x1b\n" +
 	"\x19EnableKeyRotationResponse\"2\n" +
 	"\x19DisableKeyRotationRequest\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\"\x1c\n" +
 	"\x1aDisableKeyRotationResponse\"4\n" +
 	"\x1bGetKeyRotationStatusRequest\x12\x15\n" +
-	"\x06key_id\x18\x01 \x01(\tR\x05keyId\"\xfe\x02\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\"\xb6\x03\n" +
 	"\x1cGetKeyRotationStatusResponse\x120\n" +
 	"\x14key_rotation_enabled\x18\x01 \x01(\bR\x12keyRotationEnabled\x12\x15\n" +
 	"\x06key_id\x18\x02 \x01(\tR\x05keyId\x125\n" +
 	"\x17rotation_period_in_days\x18\x03 \x01(\x05R\x14rotationPeriodInDays\x12H\n" +
 	"\x12next_rotation_date\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x10nextRotationDate\x12\\\n" +
 	"\x1don_demand_rotation_start_date\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x19onDemandRotationStartDate\x126\n" +
-	"\x17rotation_period_seconds\x18\x06 \x01(\x03R\x15rotationPeriodSeconds\"1\n" +
+	"\x17rotation_period_seconds\x18\x06 \x01(\x03R\x15rotationPeriodSeconds\x126\n" +
+	"\x17max_decryption_versions\x18\a \x01(\rR\x15maxDecryptionVersions\"1\n" +
 	"\x18RotateKeyOnDemandRequest\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\"S\n" +
 	"\x19RotateKeyOnDemandResponse\x12\x15\n" +
