@@ -16,9 +16,10 @@ const (
 	KindRotate Kind = iota + 1 // automatic rotation: RotateKey AUTOMATIC
 	KindDelete                 // end of the waiting period: DeleteKey
 	KindExpire                 // imported material reached ValidTo: ExpireKeyMaterial
+	KindRetire                 // more versions decrypt than the key allows: UpdateKeyVersionPolicy (automatic)
 )
 
-var kinds = [...]Kind{KindRotate, KindDelete, KindExpire}
+var kinds = [...]Kind{KindRotate, KindDelete, KindExpire, KindRetire}
 
 // String is the kind's name, also the first part of its request IDs.
 func (k Kind) String() string {
@@ -29,6 +30,8 @@ func (k Kind) String() string {
 		return "delete"
 	case KindExpire:
 		return "expire"
+	case KindRetire:
+		return "retire"
 	}
 	return "kind" + strconv.Itoa(int(k))
 }
@@ -58,6 +61,20 @@ func due(k *fsm.Key, kind Kind) (at int64, guard int64, ok bool) {
 			return 0, 0, false
 		}
 		return k.ValidTo, k.ValidTo, true
+	case KindRetire:
+		// One rule for the scheduler and the state machine (fsm.RetireDue).
+		// It is due at once: from the time of the key's latest change (the
+		// rotation or the new limit that took it past the limit). The guard
+		// is the new minimum; the event also carries the current version.
+		lo, ok := fsm.RetireDue(k)
+		if !ok {
+			return 0, 0, false
+		}
+		var at int64
+		if n := len(k.History); n > 0 {
+			at = k.History[n-1].Time
+		}
+		return at, int64(lo), true
 	}
 	return 0, 0, false
 }
@@ -127,6 +144,13 @@ func envelope(kind Kind, k *fsm.Key, guard int64, now int64, requestID string, m
 		env.Event = &eventsv1.Envelope_ExpireKeyMaterial{ExpireKeyMaterial: &eventsv1.ExpireKeyMaterial{
 			KeyId:                   k.ID,
 			ExpectedValidToUnixNano: guard,
+		}}
+	case KindRetire:
+		env.Event = &eventsv1.Envelope_UpdateKeyVersionPolicy{UpdateKeyVersionPolicy: &eventsv1.UpdateKeyVersionPolicy{
+			KeyId:                  k.ID,
+			MinDecryptionVersion:   uint32(guard),
+			Automatic:              true,
+			ExpectedCurrentVersion: k.CurrentVersion(),
 		}}
 	}
 	return env

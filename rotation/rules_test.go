@@ -45,9 +45,31 @@ func nextIn(d int64) step {
 	})
 }
 
+// minDecryption checks the key's minimum decryption version, and that
+// retiring never destroyed material.
+func minDecryption(n uint32) step {
+	return expect(func(t *testing.T, _ *harness, k *fsm.Key) {
+		if k.MinDecryptionVersion != n {
+			t.Fatalf("minimum decryption version %d, want %d", k.MinDecryptionVersion, n)
+		}
+		for _, v := range k.Versions {
+			if v.DestroyedAt != 0 || v.Sealed == nil {
+				t.Fatalf("version %d lost its material", v.Number)
+			}
+		}
+	})
+}
+
 func TestRules(t *testing.T) {
 	with := func(periodSec int64) func(id string) *eventsv1.Envelope {
 		return func(id string) *eventsv1.Envelope { return enableRot(id, periodSec) }
+	}
+	withMax := func(periodSec int64, limit uint32) func(id string) *eventsv1.Envelope {
+		return func(id string) *eventsv1.Envelope {
+			env := enableRot(id, periodSec)
+			env.GetEnableKeyRotation().MaxDecryptionVersions = limit
+			return env
+		}
 	}
 	cases := []struct {
 		name  string
@@ -99,6 +121,22 @@ func TestRules(t *testing.T) {
 			do(createKey), do(with(1000)),
 			wait(200), versions(1),
 			do(with(100)), versions(2), nextIn(100),
+		}},
+		{"versions beyond the limit retired after each rotation, by events, never destroyed", []step{
+			do(createKey), do(withMax(100, 2)),
+			wait(100), versions(2), minDecryption(0),
+			wait(100), versions(3), minDecryption(2),
+			wait(100), versions(4), minDecryption(3),
+			expect(func(t *testing.T, _ *harness, k *fsm.Key) {
+				if n := countEvents(k, "UpdateKeyVersionPolicy"); n != 2 {
+					t.Fatalf("%d UpdateKeyVersionPolicy events, want 2", n)
+				}
+			}),
+		}},
+		{"a lower limit retires at once; no limit retires nothing", []step{
+			do(createKey), do(with(100)),
+			wait(100), wait(100), wait(100), versions(4), minDecryption(0),
+			do(withMax(100, 1)), minDecryption(4),
 		}},
 		{"deletion proposed at the end of the waiting period", []step{
 			do(createKey), do(func(id string) *eventsv1.Envelope { return scheduleDeletion(id, 300) }),
@@ -195,6 +233,11 @@ func TestDue(t *testing.T) {
 		{"no expiry without material", fsm.Key{Origin: fsm.OriginExternal, State: fsm.KeyStatePendingImport,
 			Versions: []fsm.Version{{Number: 1}}, Expiration: expires, ValidTo: 90}, KindExpire, 0, 0, false},
 		{"no expiry of generated keys", fsm.Key{State: fsm.KeyStateEnabled, Versions: v1, Expiration: expires, ValidTo: 90}, KindExpire, 0, 0, false},
+		{"retire", fsm.Key{State: fsm.KeyStateEnabled, Versions: []fsm.Version{{Number: 1}, {Number: 2}, {Number: 3}},
+			Rotation: fsm.Rotation{Enabled: true, PeriodSec: 10, NextRotation: 50, MaxDecryptionVersions: 2},
+			History:  []fsm.HistoryEntry{{Time: 7}, {Time: 30}}}, KindRetire, 30, 2, true},
+		{"no retirement within the limit", fsm.Key{State: fsm.KeyStateEnabled, Versions: []fsm.Version{{Number: 1}, {Number: 2}},
+			Rotation: fsm.Rotation{Enabled: true, PeriodSec: 10, NextRotation: 50, MaxDecryptionVersions: 2}}, KindRetire, 0, 0, false},
 		{"no expiry of deleted keys", fsm.Key{Origin: fsm.OriginExternal, State: fsm.KeyStateDeleted, Versions: v1, Expiration: expires, ValidTo: 90}, KindExpire, 0, 0, false},
 	}
 	for _, tc := range cases {

@@ -41,7 +41,7 @@ func (s kmsService) EnableKeyRotation(ctx context.Context, req *kmsv1.EnableKeyR
 	}
 	_, err = s.keyEvent(ctx, req.KeyId, "kms:EnableKeyRotation", func(id string) *eventsv1.Envelope {
 		return &eventsv1.Envelope{Event: &eventsv1.Envelope_EnableKeyRotation{EnableKeyRotation: &eventsv1.EnableKeyRotation{
-			KeyId: id, RotationPeriodSeconds: period}}}
+			KeyId: id, RotationPeriodSeconds: period, MaxDecryptionVersions: req.MaxDecryptionVersions}}}
 	})
 	return &kmsv1.EnableKeyRotationResponse{}, err
 }
@@ -66,6 +66,7 @@ func (s kmsService) GetKeyRotationStatus(ctx context.Context, req *kmsv1.GetKeyR
 		resp.RotationPeriodInDays = int32(k.Rotation.PeriodSec / 86400)
 		resp.RotationPeriodSeconds = k.Rotation.PeriodSec
 		resp.NextRotationDate = ts(k.Rotation.NextRotation)
+		resp.MaxDecryptionVersions = k.Rotation.MaxDecryptionVersions
 	}
 	// The newest on-demand rotation, as AWS reports it.
 	for i := len(k.Versions) - 1; i >= 0; i-- {

@@ -3,9 +3,12 @@ package testcluster_test
 import (
 	"bytes"
 	"testing"
+	"time"
 
 	"github.com/raftkms/raftkms/fsm"
 	kmsv1 "github.com/raftkms/raftkms/proto/kms/v1"
+	"github.com/raftkms/raftkms/rotation"
+	"github.com/raftkms/raftkms/rpc"
 	"github.com/raftkms/raftkms/testcluster"
 	"google.golang.org/grpc/codes"
 )
@@ -191,5 +194,72 @@ func TestGrantsSurviveSnapshotRestart(t *testing.T) {
 		KeyId: key, GranteePrincipal: "app", Operations: []string{"Encrypt"}, Name: "n"}))
 	if again.GrantId != g.GrantId {
 		t.Fatalf("same name and parameters after restore gave grant %s, want %s", again.GrantId, g.GrantId)
+	}
+}
+
+// TestMaxDecryptionVersionsRetiresOldest: a key rotating every second with
+// at most two versions available for decryption has its older versions
+// retired by the leader's scheduler, through events, on every node; nothing
+// is destroyed, and an operator cannot lower the minimum past the limit.
+func TestMaxDecryptionVersionsRetiresOldest(t *testing.T) {
+	c := testcluster.New(t, 3, testcluster.WithAPI(testcluster.WithLimits(rpc.Limits{MinRotationPeriod: time.Second})))
+	c.WaitServing(t)
+	ctx := apiCtx(t)
+	kms := c.KMS((c.Leader() + 1) % 3)
+	key := createKey(t, kms, "retiring")
+	v1 := must[*kmsv1.EncryptResponse](t, "Encrypt")(kms.Encrypt(ctx, &kmsv1.EncryptRequest{KeyId: key, Plaintext: []byte("v1")})).CiphertextBlob
+	must[*kmsv1.EnableKeyRotationResponse](t, "EnableKeyRotation")(kms.EnableKeyRotation(ctx,
+		&kmsv1.EnableKeyRotationRequest{KeyId: key, RotationPeriodSeconds: 1, MaxDecryptionVersions: 2}))
+	st := must[*kmsv1.GetKeyRotationStatusResponse](t, "status")(c.KMS(c.Leader()).GetKeyRotationStatus(ctx, &kmsv1.GetKeyRotationStatusRequest{KeyId: key}))
+	if st.MaxDecryptionVersions != 2 {
+		t.Fatalf("rotation status %v", st)
+	}
+
+	// Every node reaches version 4 or later with exactly the two newest
+	// versions decryptable.
+	waitFor(t, "versions retired on every node", func() bool {
+		for i := range c.N() {
+			k, ok := c.FSM(i).Key(key)
+			if !ok || k.CurrentVersion() < 4 || k.MinDecryptionVersion != k.CurrentVersion()-1 {
+				return false
+			}
+		}
+		return true
+	})
+	for i := range c.N() {
+		_, err := c.KMS(i).Decrypt(ctx, &kmsv1.DecryptRequest{CiphertextBlob: v1})
+		wantErr(t, "decrypt a retired version", err, codes.FailedPrecondition, "KMSInvalidStateException")
+	}
+	_, err := kms.UpdateKeyVersionPolicy(ctx, &kmsv1.UpdateKeyVersionPolicyRequest{KeyId: key, MinDecryptionVersion: 1})
+	wantErr(t, "lower the minimum past the limit", err, codes.InvalidArgument, "ValidationException")
+
+	// Clearing the limit stops retiring; the operator may then re-admit the
+	// old versions, whose material was never destroyed.
+	must[*kmsv1.EnableKeyRotationResponse](t, "clear the limit")(kms.EnableKeyRotation(ctx,
+		&kmsv1.EnableKeyRotationRequest{KeyId: key, RotationPeriodSeconds: 1}))
+	must[*kmsv1.UpdateKeyVersionPolicyResponse](t, "re-admit")(kms.UpdateKeyVersionPolicy(ctx,
+		&kmsv1.UpdateKeyVersionPolicyRequest{KeyId: key, MinDecryptionVersion: 1}))
+	must[*kmsv1.DisableKeyRotationResponse](t, "DisableKeyRotation")(kms.DisableKeyRotation(ctx, &kmsv1.DisableKeyRotationRequest{KeyId: key}))
+	c.WaitConverged(t)
+	for i := range c.N() {
+		d, err := c.KMS(i).Decrypt(ctx, &kmsv1.DecryptRequest{CiphertextBlob: v1})
+		if err != nil || string(d.Plaintext) != "v1" {
+			t.Fatalf("node %d: version 1 after re-admission: %v", i, err)
+		}
+		k, _ := c.FSM(i).Key(key)
+		retired := 0
+		for _, h := range k.History {
+			if h.Type == "UpdateKeyVersionPolicy" && h.Principal == rotation.Principal {
+				retired++
+			}
+		}
+		if retired < 2 {
+			t.Fatalf("node %d: %d retirements by the scheduler in the history", i, retired)
+		}
+		for _, v := range k.Versions {
+			if v.Sealed == nil || v.DestroyedAt != 0 {
+				t.Fatalf("node %d: version %d lost its material", i, v.Number)
+			}
+		}
 	}
 }

@@ -113,6 +113,8 @@ func TestUsageErrors(t *testing.T) {
 		{"both inputs", []string{"encrypt", "--cli-input-json", "{}", "--cli-input-yaml", "{}"}, exitUsage, []string{"not both"}, nil},
 		{"both rotation periods", []string{"enable-key-rotation", "--key-id", "k", "--rotation-period-in-days", "90", "--rotation-period", "2s"},
 			exitUsage, []string{"not both"}, nil},
+		{"negative max decryption versions", []string{"enable-key-rotation", "--key-id", "k", "--max-decryption-versions", "-1"},
+			exitUsage, []string{"MaxDecryptionVersions", "0-inf"}, nil},
 
 		{"help", []string{"help"}, exitOK, nil, []string{"GLOBAL OPTIONS", "--endpoint-url", "COMMANDS", "encrypt", "EXIT CODES"}},
 		{"--help", []string{"--help"}, exitOK, nil, []string{"COMMANDS"}},

@@ -58,7 +58,7 @@ func init() {
 			return keyIDDoc{r.GetKeyId()}, nil
 		})
 	register("enable-key-rotation", "Turns on automatic rotation.",
-		"key-id! rotation-period-in-days rotation-period", enableKeyRotation)
+		"key-id! rotation-period-in-days rotation-period max-decryption-versions", enableKeyRotation)
 	register("disable-key-rotation", "Turns off automatic rotation.", "key-id!", func(e *env, p *params) (any, error) {
 		_, err := e.kms().DisableKeyRotation(e.ctx, &kmsv1.DisableKeyRotationRequest{KeyId: p.str("key-id")})
 		return nil, err
@@ -143,6 +143,11 @@ func enableKeyRotation(e *env, p *params) (any, error) {
 	if req.RotationPeriodSeconds, err = p.seconds("rotation-period"); err != nil {
 		return nil, err
 	}
+	n, err := p.int32("max-decryption-versions")
+	if err != nil {
+		return nil, err
+	}
+	req.MaxDecryptionVersions = uint32(n)
 	if req.RotationPeriodInDays != 0 && req.RotationPeriodSeconds != 0 {
 		return nil, usagef("give --rotation-period-in-days or --rotation-period, not both")
 	}
@@ -162,6 +167,7 @@ func getKeyRotationStatus(e *env, p *params) (any, error) {
 		NextRotationDate:          tsOf(r.GetNextRotationDate()),
 		OnDemandRotationStartDate: tsOf(r.GetOnDemandRotationStartDate()),
 		RotationPeriodSeconds:     r.GetRotationPeriodSeconds(),
+		MaxDecryptionVersions:     r.GetMaxDecryptionVersions(),
 	}, nil
 }
 

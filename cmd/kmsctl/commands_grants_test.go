@@ -79,4 +79,9 @@ func TestGrantAndVersionCommands(t *testing.T) {
 		t.Fatalf("destroy-key-version printed %q", out)
 	}
 	kmsctlFails(t, "KMSInvalidStateException", "decrypt", "--endpoints", n2, "--ciphertext-blob", old)
+
+	kmsctl(t, "enable-key-rotation", "--endpoints", n1, "--key-id", keyID, "--rotation-period-in-days", "90", "--max-decryption-versions", "3")
+	if out := kmsctl(t, "get-key-rotation-status", "--endpoints", n3, "--key-id", keyID, "--query", "MaxDecryptionVersions", "--output", "text"); strings.TrimSpace(out) != "3" {
+		t.Fatalf("get-key-rotation-status MaxDecryptionVersions: %q", out)
+	}
 }

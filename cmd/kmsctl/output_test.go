@@ -121,7 +121,7 @@ func TestFieldNames(t *testing.T) {
 		{listKeysDoc{Keys: []keyListEntry{}, paging: paging{NextMarker: "m", Truncated: ptr(true)}}, `{"Keys":[],"NextMarker":"m","Truncated":true}`},
 		{listKeysDoc{Keys: []keyListEntry{}, paging: paging{Truncated: ptr(false)}}, `{"Keys":[],"Truncated":false}`},
 		{rotationStatusDoc{KeyID: "arn"}, `{"KeyRotationEnabled":false,"KeyId":"arn"}`},
-		{rotationStatusDoc{true, "arn", 90, ts, ts, 0},
+		{rotationStatusDoc{true, "arn", 90, ts, ts, 0, 0},
 			`{"KeyRotationEnabled":true,"KeyId":"arn","RotationPeriodInDays":90,"NextRotationDate":"1970-01-01T00:00:00+00:00","OnDemandRotationStartDate":"1970-01-01T00:00:00+00:00"}`},
 		{listKeyRotationsDoc{Rotations: []rotationEntry{{"arn", ts, "ON_DEMAND", 2}}},
 			`{"Rotations":[{"KeyId":"arn","RotationDate":"1970-01-01T00:00:00+00:00","RotationType":"ON_DEMAND","KeyVersion":2}]}`},

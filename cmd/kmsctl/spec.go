@@ -183,6 +183,9 @@ var flagCatalog = map[string]flagDef{
 	"dry-run": {kind: kindBool, doc: "Check that the call would succeed (DryRunOperationException) without doing it.",
 		def: "false", example: "true"},
 	"generate-random/number-of-bytes": {kind: kindInt, doc: "How many random bytes (1-1024).", min: 1, hasMin: true, example: "32"},
+	"max-decryption-versions": {kind: kindInt, doc: "At most this many key versions stay available for decryption; after a " +
+		"rotation the oldest beyond it are retired automatically (they no longer decrypt; nothing is destroyed). 0 or absent: " +
+		"unlimited. raftkms extension.", min: 0, hasMin: true, example: "3"},
 	"min-decryption-version": {kind: kindInt, doc: "The oldest key version that may decrypt; 1 allows all. It may be lowered " +
 		"again as long as the versions it re-admits are not destroyed; raftkms extension.", min: 1, hasMin: true, example: "3"},
 	"key-version": {kind: kindInt, doc: "The key version to destroy; never the current one. raftkms extension.",

@@ -136,6 +136,7 @@ type rotationStatusDoc struct {
 	NextRotationDate          *awsTime `json:"NextRotationDate,omitempty"`
 	OnDemandRotationStartDate *awsTime `json:"OnDemandRotationStartDate,omitempty"`
 	RotationPeriodSeconds     int64    `json:"RotationPeriodSeconds,omitempty" ext:"raftkms"`
+	MaxDecryptionVersions     uint32   `json:"MaxDecryptionVersions,omitempty" ext:"raftkms"`
 }
 
 type keyVersionDoc struct {
