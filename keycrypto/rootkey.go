@@ -72,6 +72,14 @@ type RootKey struct {
 	id     [rootKeyIDLen]byte
 	check  [CheckValueSize]byte
 	random io.Reader // nonces; crypto/rand unless a test says otherwise
+
+	// A root keyring (NewRootKeyRing) is its first key's fields above, so
+	// ID, CheckValue, Fingerprint and AccessKeyFor stay those of the key the
+	// cluster's root-key check records, plus these two: sealer seals new
+	// blobs (the newest key), members open them (oldest first). Both are nil
+	// for a single root key.
+	sealer  *RootKey
+	members []*RootKey
 }
 
 // NewRootKey makes a root key from 32 raw bytes.
@@ -118,6 +126,9 @@ func (r *RootKey) CheckValue() []byte { return append([]byte(nil), r.check[:]...
 // MatchesCheckValue reports, in constant time, whether cv is this root
 // key's CheckValue.
 func (r *RootKey) MatchesCheckValue(cv []byte) bool {
+	if r.members != nil {
+		return r.ringMatches(cv)
+	}
 	return subtle.ConstantTimeCompare(cv, r.check[:]) == 1
 }
 
@@ -132,10 +143,14 @@ func GenerateRootKey(random io.Reader) (*RootKey, error) {
 }
 
 // ParseRootKey reads a root key file: base64 text (surrounding whitespace
-// ignored), as `kmsd gen-root-key` writes it, or 32 raw bytes.
+// ignored), as `kmsd gen-root-key` writes it, 32 raw bytes, or a root
+// keyring of several lines (ParseRootKeyRing).
 func ParseRootKey(data []byte) (*RootKey, error) {
 	if len(data) == RootKeySize {
 		return NewRootKey(data)
+	}
+	if isRingFile(data) {
+		return ParseRootKeyRing(data)
 	}
 	text := strings.TrimSpace(string(data))
 	raw, err := base64.StdEncoding.DecodeString(text)
@@ -146,8 +161,12 @@ func ParseRootKey(data []byte) (*RootKey, error) {
 	return NewRootKey(raw)
 }
 
-// EncodeRootKey is the file form of a root key: base64 and a newline.
+// EncodeRootKey is the file form of a root key: base64 and a newline (a
+// ring's is a keyring file, see ring.go).
 func EncodeRootKey(r *RootKey) []byte {
+	if r.members != nil {
+		return encodeRing(r)
+	}
 	return []byte(base64.StdEncoding.EncodeToString(r.raw[:]) + "\n")
 }
 
@@ -164,6 +183,9 @@ func sealAAD(domain, keyID string, n uint32, extra string) []byte {
 
 // seal writes a format 2 blob; aad is sealAAD's binding of what it holds.
 func (r *RootKey) seal(aad, plaintext []byte) ([]byte, error) {
+	if r.sealer != nil {
+		return r.sealer.seal(aad, plaintext)
+	}
 	const hdr = 1 + rootKeyIDLen
 	out := make([]byte, hdr+sealNonceLen, hdr+sealNonceLen+len(plaintext)+r.aead.Overhead())
 	out[0] = sealFormatV2
@@ -180,6 +202,9 @@ func (r *RootKey) seal(aad, plaintext []byte) ([]byte, error) {
 // another root key is ErrWrongRootKey; anything else that does not open is
 // ErrSealed.
 func (r *RootKey) open(aad, sealed []byte) ([]byte, error) {
+	if r.members != nil {
+		return r.openRing(aad, sealed)
+	}
 	if len(sealed) == 0 {
 		return nil, fmt.Errorf("%w: empty", ErrSealed)
 	}

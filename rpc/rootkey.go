@@ -19,7 +19,8 @@ import (
 // RegisterNode that carries one sets it; the state machine rejects a
 // different one), every RegisterNode and Join carries the proposer's, a
 // leader refuses to add a node whose check differs, and a node whose root key
-// is not the state's refuses to serve and to propose anything.
+// is not the state's refuses to serve and to propose anything. A node with
+// a root keyring passes when its ring holds the key the state records.
 
 // rootKeyMismatch names the exception of a refused Join (and of the state
 // machine's rejection of a RegisterNode with another root key), so the
@@ -37,8 +38,15 @@ func (e *RootKeyError) Error() string {
 }
 
 // rootKeyFields are this node's root-key check value and ID, for
-// RegisterNode events and Join requests. Neither reveals the key.
-func (s *Server) rootKeyFields() ([]byte, string) { return s.root.CheckValue(), s.root.ID() }
+// RegisterNode events and Join requests. Neither reveals the key. A node
+// whose root keyring holds the key the state records sends that key's;
+// otherwise it sends its ring's first key's (keycrypto NewRootKeyRing).
+func (s *Server) rootKeyFields() ([]byte, string) {
+	if check, id := s.fsm.RootKeyCheck(); len(check) > 0 && s.root.MatchesCheckValue(check) {
+		return check, id
+	}
+	return s.root.CheckValue(), s.root.ID()
+}
 
 // rootKeyRecorded reports whether the replicated state records a root key.
 func (s *Server) rootKeyRecorded() bool {
@@ -50,10 +58,10 @@ func (s *Server) rootKeyRecorded() bool {
 // this node's, or nil.
 func (s *Server) mismatch() *RootKeyError {
 	check, id := s.fsm.RootKeyCheck()
-	if len(check) == 0 || subtle.ConstantTimeCompare(check, s.root.CheckValue()) == 1 {
+	if len(check) == 0 || s.root.MatchesCheckValue(check) {
 		return nil
 	}
-	return &RootKeyError{Node: s.root.ID(), Cluster: id}
+	return &RootKeyError{Node: strings.Join(s.root.KeyIDs(), ", "), Cluster: id}
 }
 
 // rootKeyErr refuses every proposal of a node whose root key is not the

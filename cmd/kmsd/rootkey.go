@@ -6,6 +6,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"strings"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/raftkms/raftkms/keycrypto"
@@ -41,8 +42,9 @@ func writeRootKeyFile(path string, data []byte) error {
 	return nil
 }
 
-// maxRootKeyFile bounds what is read as a root key file (the key is 44
-// base64 characters and a newline, or 32 raw bytes).
+// maxRootKeyFile bounds what is read as a root key file (a key is 44
+// base64 characters and a newline, or 32 raw bytes; a keyring line with
+// its ID is 62 bytes, so dozens of keys fit).
 const maxRootKeyFile = 4096
 
 // readRootKeyFile reads the root key and the mode of the file it was read
@@ -97,6 +99,10 @@ func logRootKeyFile(log hclog.Logger, path string, mode fs.FileMode, root *keycr
 	if mode.Perm()&0o077 != 0 {
 		log.Warn("root key file is readable or writable by group or others; anyone who can read it can unseal every key: chmod 600 it",
 			"file", path, "mode", fmt.Sprintf("%#o", mode.Perm()))
+	}
+	if ids := root.KeyIDs(); len(ids) > 1 {
+		log.Info("root keyring loaded", "file", path, "root_key_ids", strings.Join(ids, ","), "sealing_root_key_id", root.SealingKeyID())
+		return
 	}
 	log.Info("root key loaded", "file", path, "root_key_id", root.ID())
 }
