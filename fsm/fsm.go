@@ -130,6 +130,10 @@ type FSM struct {
 	rootKeyCheck []byte // cluster's root-key check value; nil until a RegisterNode sets it
 	rootKeyID    string // the root key's non-secret ID, with rootKeyCheck
 
+	// A requested root-key rotation not yet completed (apply_rootkey.go).
+	rotateRootID    string
+	rotateRootCheck []byte
+
 	digestMu  sync.Mutex
 	digestGen uint64
 	digest    [32]byte
@@ -215,6 +219,7 @@ func (f *FSM) reset() {
 	f.requests = map[reqKey]*requestEntry{}
 	f.reqQueue, f.reqHead = nil, 0
 	f.rootKeyCheck, f.rootKeyID = nil, ""
+	f.rotateRootID, f.rotateRootCheck = "", nil
 	f.accessKeys = map[string]*AccessKey{}
 	f.gen++
 }

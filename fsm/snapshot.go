@@ -38,15 +38,17 @@ var ErrRecordTooLarge = errors.New("snapshot record too large")
 // pointers under the lock (keys are copy-on-write); writing it out streams
 // one record at a time while Apply goes on.
 type Snapshot struct {
-	gen      uint64
-	clock    int64
-	rootKey  []byte // the cluster's root-key check value
-	rootID   string
-	keys     []*Key
-	aliases  []Alias
-	nodes    []Node
-	access   []*AccessKey
-	requests []*requestEntry
+	gen         uint64
+	clock       int64
+	rootKey     []byte // the cluster's root-key check value
+	rootID      string
+	rotateID    string // requested root-key rotation
+	rotateCheck []byte
+	keys        []*Key
+	aliases     []Alias
+	nodes       []Node
+	access      []*AccessKey
+	requests    []*requestEntry
 }
 
 // Snapshot captures the current state.
@@ -54,14 +56,16 @@ func (f *FSM) Snapshot() *Snapshot {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	s := &Snapshot{
-		gen:      f.gen,
-		clock:    f.clock,
-		rootKey:  f.rootKeyCheck,
-		rootID:   f.rootKeyID,
-		keys:     make([]*Key, len(f.order)),
-		aliases:  make([]Alias, 0, len(f.aliases)),
-		nodes:    make([]Node, 0, len(f.nodes)),
-		requests: make([]*requestEntry, len(f.reqQueue)-f.reqHead),
+		gen:         f.gen,
+		clock:       f.clock,
+		rootKey:     f.rootKeyCheck,
+		rootID:      f.rootKeyID,
+		rotateID:    f.rotateRootID,
+		rotateCheck: f.rotateRootCheck,
+		keys:        make([]*Key, len(f.order)),
+		aliases:     make([]Alias, 0, len(f.aliases)),
+		nodes:       make([]Node, 0, len(f.nodes)),
+		requests:    make([]*requestEntry, len(f.reqQueue)-f.reqHead),
 	}
 	s.access = sortedAccessKeys(f.accessKeys, "")
 	copy(s.keys, f.order)
@@ -117,15 +121,17 @@ func (s *Snapshot) writeTo(w io.Writer, limit int) (int64, error) {
 	rw := &recordWriter{w: bufio.NewWriterSize(w, 64<<10), limit: limit}
 	write := func(rec *eventsv1.SnapshotRecord) error { return rw.write(rec) }
 	err := write(&eventsv1.SnapshotRecord{Record: &eventsv1.SnapshotRecord_Header{Header: &eventsv1.SnapshotHeader{
-		FormatVersion:  snapshotFormat,
-		ClockUnixNano:  s.clock,
-		KeyCount:       uint64(len(s.keys)),
-		AliasCount:     uint64(len(s.aliases)),
-		NodeCount:      uint64(len(s.nodes)),
-		RequestCount:   uint64(len(s.requests)),
-		AccessKeyCount: uint64(len(s.access)),
-		RootKeyCheck:   s.rootKey,
-		RootKeyId:      s.rootID,
+		FormatVersion:      snapshotFormat,
+		ClockUnixNano:      s.clock,
+		KeyCount:           uint64(len(s.keys)),
+		AliasCount:         uint64(len(s.aliases)),
+		NodeCount:          uint64(len(s.nodes)),
+		RequestCount:       uint64(len(s.requests)),
+		AccessKeyCount:     uint64(len(s.access)),
+		RootKeyCheck:       s.rootKey,
+		RootKeyId:          s.rootID,
+		RotateRootKeyId:    s.rotateID,
+		RotateRootKeyCheck: s.rotateCheck,
 	}}})
 	// One record of each kind is reused for every key and request, so that
 	// writing a snapshot allocates next to nothing per key.
@@ -385,6 +391,10 @@ func (f *FSM) restore(r io.Reader, limit int) error {
 	} else if hdr.RootKeyId != "" {
 		return fmt.Errorf("%w: root-key ID without a check value", ErrCorruptSnapshot)
 	}
+	if (hdr.RotateRootKeyId == "") != (len(hdr.RotateRootKeyCheck) == 0) {
+		return fmt.Errorf("%w: root-key rotation target without its check value", ErrCorruptSnapshot)
+	}
+	n.rotateRootID, n.rotateRootCheck = hdr.RotateRootKeyId, bytes.Clone(hdr.RotateRootKeyCheck)
 	// Counts come from the stream, so cap preallocation.
 	n.order = make([]*Key, 0, min(hdr.KeyCount, 1<<20))
 	n.keys = make(map[string]*Key, min(hdr.KeyCount, 1<<20))
@@ -456,6 +466,7 @@ func (f *FSM) restore(r io.Reader, limit int) error {
 	f.clock, f.keys, f.order, f.aliases, f.nodes = n.clock, n.keys, n.order, n.aliases, n.nodes
 	f.requests, f.reqQueue, f.reqHead = n.requests, n.reqQueue, 0
 	f.rootKeyCheck, f.rootKeyID = n.rootKeyCheck, n.rootKeyID
+	f.rotateRootID, f.rotateRootCheck = n.rotateRootID, n.rotateRootCheck
 	f.accessKeys = n.accessKeys
 	f.gen++
 	f.mu.Unlock()

@@ -299,6 +299,62 @@ func (ExpirationModel) EnumDescriptor() ([]byte, []int) {
 	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{4}
 }
 
+// ResealKind names what a ResealMaterial replaces.
+type ResealKind int32
+
+const (
+	ResealKind_RESEAL_KIND_UNSPECIFIED ResealKind = 0
+	// A key version's sealed material (key_id, version).
+	ResealKind_RESEAL_KIND_KEY_VERSION ResealKind = 1
+	// The sealed private wrapping key of a key's import parameters (key_id).
+	ResealKind_RESEAL_KIND_IMPORT_PRIVATE_KEY ResealKind = 2
+	// An access key's sealed secret (access_key_id).
+	ResealKind_RESEAL_KIND_ACCESS_KEY_SECRET ResealKind = 3
+)
+
+// Enum value maps for ResealKind.
+var (
+	ResealKind_name = map[int32]string{
+		0: "RESEAL_KIND_UNSPECIFIED",
+		1: "RESEAL_KIND_KEY_VERSION",
+		2: "RESEAL_KIND_IMPORT_PRIVATE_KEY",
+		3: "RESEAL_KIND_ACCESS_KEY_SECRET",
+	}
+	ResealKind_value = map[string]int32{
+		"RESEAL_KIND_UNSPECIFIED":        0,
+		"RESEAL_KIND_KEY_VERSION":        1,
+		"RESEAL_KIND_IMPORT_PRIVATE_KEY": 2,
+		"RESEAL_KIND_ACCESS_KEY_SECRET":  3,
+	}
+)
+
+func (x ResealKind) Enum() *ResealKind {
+	p := new(ResealKind)
+	*p = x
+	return p
+}
+
+func (x ResealKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ResealKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_proto_events_v1_events_proto_enumTypes[5].Descriptor()
+}
+
+func (ResealKind) Type() protoreflect.EnumType {
+	return &file_proto_events_v1_events_proto_enumTypes[5]
+}
+
+func (x ResealKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ResealKind.Descriptor instead.
+func (ResealKind) EnumDescriptor() ([]byte, []int) {
+	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{5}
+}
+
 // Envelope wraps every event in the log.
 type Envelope struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -354,6 +410,9 @@ type Envelope struct {
 	//	*Envelope_RevokeGrant
 	//	*Envelope_UpdateKeyVersionPolicy
 	//	*Envelope_DestroyKeyVersion
+	//	*Envelope_RequestRootKeyRotation
+	//	*Envelope_ResealMaterial
+	//	*Envelope_CompleteRootKeyRotation
 	Event         isEnvelope_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -690,6 +749,33 @@ func (x *Envelope) GetDestroyKeyVersion() *DestroyKeyVersion {
 	return nil
 }
 
+func (x *Envelope) GetRequestRootKeyRotation() *RequestRootKeyRotation {
+	if x != nil {
+		if x, ok := x.Event.(*Envelope_RequestRootKeyRotation); ok {
+			return x.RequestRootKeyRotation
+		}
+	}
+	return nil
+}
+
+func (x *Envelope) GetResealMaterial() *ResealMaterial {
+	if x != nil {
+		if x, ok := x.Event.(*Envelope_ResealMaterial); ok {
+			return x.ResealMaterial
+		}
+	}
+	return nil
+}
+
+func (x *Envelope) GetCompleteRootKeyRotation() *CompleteRootKeyRotation {
+	if x != nil {
+		if x, ok := x.Event.(*Envelope_CompleteRootKeyRotation); ok {
+			return x.CompleteRootKeyRotation
+		}
+	}
+	return nil
+}
+
 type isEnvelope_Event interface {
 	isEnvelope_Event()
 }
@@ -807,6 +893,18 @@ type Envelope_DestroyKeyVersion struct {
 	DestroyKeyVersion *DestroyKeyVersion `protobuf:"bytes,44,opt,name=destroy_key_version,json=destroyKeyVersion,proto3,oneof"`
 }
 
+type Envelope_RequestRootKeyRotation struct {
+	RequestRootKeyRotation *RequestRootKeyRotation `protobuf:"bytes,45,opt,name=request_root_key_rotation,json=requestRootKeyRotation,proto3,oneof"`
+}
+
+type Envelope_ResealMaterial struct {
+	ResealMaterial *ResealMaterial `protobuf:"bytes,46,opt,name=reseal_material,json=resealMaterial,proto3,oneof"`
+}
+
+type Envelope_CompleteRootKeyRotation struct {
+	CompleteRootKeyRotation *CompleteRootKeyRotation `protobuf:"bytes,47,opt,name=complete_root_key_rotation,json=completeRootKeyRotation,proto3,oneof"`
+}
+
 func (*Envelope_CreateKey) isEnvelope_Event() {}
 
 func (*Envelope_EnableKey) isEnvelope_Event() {}
@@ -862,6 +960,12 @@ func (*Envelope_RevokeGrant) isEnvelope_Event() {}
 func (*Envelope_UpdateKeyVersionPolicy) isEnvelope_Event() {}
 
 func (*Envelope_DestroyKeyVersion) isEnvelope_Event() {}
+
+func (*Envelope_RequestRootKeyRotation) isEnvelope_Event() {}
+
+func (*Envelope_ResealMaterial) isEnvelope_Event() {}
+
+func (*Envelope_CompleteRootKeyRotation) isEnvelope_Event() {}
 
 // Tag is one key/value tag on a key.
 type Tag struct {
@@ -2748,11 +2852,204 @@ func (x *DestroyKeyVersion) GetVersion() uint32 {
 	return 0
 }
 
+// RequestRootKeyRotation records that the leader is to re-seal everything
+// sealed under the root key target_root_key_id (the newest key of the
+// proposer's root keyring). It stays in the state until
+// CompleteRootKeyRotation, so a new leader resumes the work.
+type RequestRootKeyRotation struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	TargetRootKeyId string                 `protobuf:"bytes,1,opt,name=target_root_key_id,json=targetRootKeyId,proto3" json:"target_root_key_id,omitempty"`
+	// The target key's check value (never the key), recorded as the
+	// cluster's root-key check when the rotation completes.
+	TargetRootKeyCheck []byte `protobuf:"bytes,2,opt,name=target_root_key_check,json=targetRootKeyCheck,proto3" json:"target_root_key_check,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *RequestRootKeyRotation) Reset() {
+	*x = RequestRootKeyRotation{}
+	mi := &file_proto_events_v1_events_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RequestRootKeyRotation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RequestRootKeyRotation) ProtoMessage() {}
+
+func (x *RequestRootKeyRotation) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_events_v1_events_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RequestRootKeyRotation.ProtoReflect.Descriptor instead.
+func (*RequestRootKeyRotation) Descriptor() ([]byte, []int) {
+	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *RequestRootKeyRotation) GetTargetRootKeyId() string {
+	if x != nil {
+		return x.TargetRootKeyId
+	}
+	return ""
+}
+
+func (x *RequestRootKeyRotation) GetTargetRootKeyCheck() []byte {
+	if x != nil {
+		return x.TargetRootKeyCheck
+	}
+	return nil
+}
+
+// ResealMaterial replaces one sealed blob with the same plaintext sealed
+// under another root key. It applies only while the current blob's SHA-256
+// is expected_sha256, so a stale re-seal (the blob changed or was already
+// re-sealed) is a deterministic rejection.
+type ResealMaterial struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Kind           ResealKind             `protobuf:"varint,1,opt,name=kind,proto3,enum=raftkms.events.v1.ResealKind" json:"kind,omitempty"`
+	KeyId          string                 `protobuf:"bytes,2,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	Version        uint32                 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
+	AccessKeyId    string                 `protobuf:"bytes,4,opt,name=access_key_id,json=accessKeyId,proto3" json:"access_key_id,omitempty"`
+	ExpectedSha256 []byte                 `protobuf:"bytes,5,opt,name=expected_sha256,json=expectedSha256,proto3" json:"expected_sha256,omitempty"`
+	Sealed         []byte                 `protobuf:"bytes,6,opt,name=sealed,proto3" json:"sealed,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ResealMaterial) Reset() {
+	*x = ResealMaterial{}
+	mi := &file_proto_events_v1_events_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResealMaterial) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResealMaterial) ProtoMessage() {}
+
+func (x *ResealMaterial) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_events_v1_events_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResealMaterial.ProtoReflect.Descriptor instead.
+func (*ResealMaterial) Descriptor() ([]byte, []int) {
+	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *ResealMaterial) GetKind() ResealKind {
+	if x != nil {
+		return x.Kind
+	}
+	return ResealKind_RESEAL_KIND_UNSPECIFIED
+}
+
+func (x *ResealMaterial) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *ResealMaterial) GetVersion() uint32 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *ResealMaterial) GetAccessKeyId() string {
+	if x != nil {
+		return x.AccessKeyId
+	}
+	return ""
+}
+
+func (x *ResealMaterial) GetExpectedSha256() []byte {
+	if x != nil {
+		return x.ExpectedSha256
+	}
+	return nil
+}
+
+func (x *ResealMaterial) GetSealed() []byte {
+	if x != nil {
+		return x.Sealed
+	}
+	return nil
+}
+
+// CompleteRootKeyRotation ends the requested rotation: the cluster's
+// recorded root-key check becomes the target key's. It applies only while
+// the request names target_root_key_id.
+type CompleteRootKeyRotation struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	TargetRootKeyId string                 `protobuf:"bytes,1,opt,name=target_root_key_id,json=targetRootKeyId,proto3" json:"target_root_key_id,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *CompleteRootKeyRotation) Reset() {
+	*x = CompleteRootKeyRotation{}
+	mi := &file_proto_events_v1_events_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompleteRootKeyRotation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompleteRootKeyRotation) ProtoMessage() {}
+
+func (x *CompleteRootKeyRotation) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_events_v1_events_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompleteRootKeyRotation.ProtoReflect.Descriptor instead.
+func (*CompleteRootKeyRotation) Descriptor() ([]byte, []int) {
+	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *CompleteRootKeyRotation) GetTargetRootKeyId() string {
+	if x != nil {
+		return x.TargetRootKeyId
+	}
+	return ""
+}
+
 var File_proto_events_v1_events_proto protoreflect.FileDescriptor
 
 const file_proto_events_v1_events_proto_rawDesc = "" +
 	"\n" +
-	"\x1cproto/events/v1/events.proto\x12\x11raftkms.events.v1\"\x81\x13\n" +
+	"\x1cproto/events/v1/events.proto\x12\x11raftkms.events.v1\"\xa2\x15\n" +
 	"\bEnvelope\x12%\n" +
 	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12$\n" +
 	"\x0etime_unix_nano\x18\x02 \x01(\x03R\ftimeUnixNano\x12\x1d\n" +
@@ -2794,7 +3091,10 @@ const file_proto_events_v1_events_proto_rawDesc = "" +
 	"\fretire_grant\x18) \x01(\v2\x1e.raftkms.events.v1.RetireGrantH\x00R\vretireGrant\x12C\n" +
 	"\frevoke_grant\x18* \x01(\v2\x1e.raftkms.events.v1.RevokeGrantH\x00R\vrevokeGrant\x12f\n" +
 	"\x19update_key_version_policy\x18+ \x01(\v2).raftkms.events.v1.UpdateKeyVersionPolicyH\x00R\x16updateKeyVersionPolicy\x12V\n" +
-	"\x13destroy_key_version\x18, \x01(\v2$.raftkms.events.v1.DestroyKeyVersionH\x00R\x11destroyKeyVersionB\a\n" +
+	"\x13destroy_key_version\x18, \x01(\v2$.raftkms.events.v1.DestroyKeyVersionH\x00R\x11destroyKeyVersion\x12f\n" +
+	"\x19request_root_key_rotation\x18- \x01(\v2).raftkms.events.v1.RequestRootKeyRotationH\x00R\x16requestRootKeyRotation\x12L\n" +
+	"\x0freseal_material\x18. \x01(\v2!.raftkms.events.v1.ResealMaterialH\x00R\x0eresealMaterial\x12i\n" +
+	"\x1acomplete_root_key_rotation\x18/ \x01(\v2*.raftkms.events.v1.CompleteRootKeyRotationH\x00R\x17completeRootKeyRotationB\a\n" +
 	"\x05event\"-\n" +
 	"\x03Tag\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
@@ -2925,7 +3225,19 @@ const file_proto_events_v1_events_proto_rawDesc = "" +
 	"\x18expected_current_version\x18\x04 \x01(\rR\x16expectedCurrentVersion\"D\n" +
 	"\x11DestroyKeyVersion\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\rR\aversion*\xa9\x01\n" +
+	"\aversion\x18\x02 \x01(\rR\aversion\"x\n" +
+	"\x16RequestRootKeyRotation\x12+\n" +
+	"\x12target_root_key_id\x18\x01 \x01(\tR\x0ftargetRootKeyId\x121\n" +
+	"\x15target_root_key_check\x18\x02 \x01(\fR\x12targetRootKeyCheck\"\xd9\x01\n" +
+	"\x0eResealMaterial\x121\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x1d.raftkms.events.v1.ResealKindR\x04kind\x12\x15\n" +
+	"\x06key_id\x18\x02 \x01(\tR\x05keyId\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\rR\aversion\x12\"\n" +
+	"\raccess_key_id\x18\x04 \x01(\tR\vaccessKeyId\x12'\n" +
+	"\x0fexpected_sha256\x18\x05 \x01(\fR\x0eexpectedSha256\x12\x16\n" +
+	"\x06sealed\x18\x06 \x01(\fR\x06sealed\"F\n" +
+	"\x17CompleteRootKeyRotation\x12+\n" +
+	"\x12target_root_key_id\x18\x01 \x01(\tR\x0ftargetRootKeyId*\xa9\x01\n" +
 	"\bKeyState\x12\x19\n" +
 	"\x15KEY_STATE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11KEY_STATE_ENABLED\x10\x01\x12\x16\n" +
@@ -2952,7 +3264,13 @@ const file_proto_events_v1_events_proto_rawDesc = "" +
 	"\x0fExpirationModel\x12 \n" +
 	"\x1cEXPIRATION_MODEL_UNSPECIFIED\x10\x00\x12)\n" +
 	"%EXPIRATION_MODEL_KEY_MATERIAL_EXPIRES\x10\x01\x121\n" +
-	"-EXPIRATION_MODEL_KEY_MATERIAL_DOES_NOT_EXPIRE\x10\x02B5Z3github.com/raftkms/raftkms/proto/events/v1;eventsv1b\x06proto3"
+	"-EXPIRATION_MODEL_KEY_MATERIAL_DOES_NOT_EXPIRE\x10\x02*\x8d\x01\n" +
+	"\n" +
+	"ResealKind\x12\x1b\n" +
+	"\x17RESEAL_KIND_UNSPECIFIED\x10\x00\x12\x1b\n" +
+	"\x17RESEAL_KIND_KEY_VERSION\x10\x01\x12\"\n" +
+	"\x1eRESEAL_KIND_IMPORT_PRIVATE_KEY\x10\x02\x12!\n" +
+	"\x1dRESEAL_KIND_ACCESS_KEY_SECRET\x10\x03B5Z3github.com/raftkms/raftkms/proto/events/v1;eventsv1b\x06proto3"
 
 var (
 	file_proto_events_v1_events_proto_rawDescOnce sync.Once
@@ -2966,89 +3284,97 @@ func file_proto_events_v1_events_proto_rawDescGZIP() []byte {
 	return file_proto_events_v1_events_proto_rawDescData
 }
 
-var file_proto_events_v1_events_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_proto_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_proto_events_v1_events_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
+var file_proto_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_proto_events_v1_events_proto_goTypes = []any{
 	(KeyState)(0),                     // 0: raftkms.events.v1.KeyState
 	(Origin)(0),                       // 1: raftkms.events.v1.Origin
 	(RotationType)(0),                 // 2: raftkms.events.v1.RotationType
 	(ImportType)(0),                   // 3: raftkms.events.v1.ImportType
 	(ExpirationModel)(0),              // 4: raftkms.events.v1.ExpirationModel
-	(*Envelope)(nil),                  // 5: raftkms.events.v1.Envelope
-	(*Tag)(nil),                       // 6: raftkms.events.v1.Tag
-	(*CreateKey)(nil),                 // 7: raftkms.events.v1.CreateKey
-	(*EnableKey)(nil),                 // 8: raftkms.events.v1.EnableKey
-	(*DisableKey)(nil),                // 9: raftkms.events.v1.DisableKey
-	(*ScheduleKeyDeletion)(nil),       // 10: raftkms.events.v1.ScheduleKeyDeletion
-	(*CancelKeyDeletion)(nil),         // 11: raftkms.events.v1.CancelKeyDeletion
-	(*DeleteKey)(nil),                 // 12: raftkms.events.v1.DeleteKey
-	(*EnableKeyRotation)(nil),         // 13: raftkms.events.v1.EnableKeyRotation
-	(*DisableKeyRotation)(nil),        // 14: raftkms.events.v1.DisableKeyRotation
-	(*RotateKey)(nil),                 // 15: raftkms.events.v1.RotateKey
-	(*CreateImportParameters)(nil),    // 16: raftkms.events.v1.CreateImportParameters
-	(*ImportKeyMaterial)(nil),         // 17: raftkms.events.v1.ImportKeyMaterial
-	(*ExpireKeyMaterial)(nil),         // 18: raftkms.events.v1.ExpireKeyMaterial
-	(*DeleteImportedKeyMaterial)(nil), // 19: raftkms.events.v1.DeleteImportedKeyMaterial
-	(*CreateAlias)(nil),               // 20: raftkms.events.v1.CreateAlias
-	(*UpdateAlias)(nil),               // 21: raftkms.events.v1.UpdateAlias
-	(*DeleteAlias)(nil),               // 22: raftkms.events.v1.DeleteAlias
-	(*PutKeyPolicy)(nil),              // 23: raftkms.events.v1.PutKeyPolicy
-	(*UpdateKeyDescription)(nil),      // 24: raftkms.events.v1.UpdateKeyDescription
-	(*TagKey)(nil),                    // 25: raftkms.events.v1.TagKey
-	(*UntagKey)(nil),                  // 26: raftkms.events.v1.UntagKey
-	(*RegisterNode)(nil),              // 27: raftkms.events.v1.RegisterNode
-	(*CreateAccessKey)(nil),           // 28: raftkms.events.v1.CreateAccessKey
-	(*DeleteAccessKey)(nil),           // 29: raftkms.events.v1.DeleteAccessKey
-	(*GrantConstraints)(nil),          // 30: raftkms.events.v1.GrantConstraints
-	(*CreateGrant)(nil),               // 31: raftkms.events.v1.CreateGrant
-	(*RetireGrant)(nil),               // 32: raftkms.events.v1.RetireGrant
-	(*RevokeGrant)(nil),               // 33: raftkms.events.v1.RevokeGrant
-	(*UpdateKeyVersionPolicy)(nil),    // 34: raftkms.events.v1.UpdateKeyVersionPolicy
-	(*DestroyKeyVersion)(nil),         // 35: raftkms.events.v1.DestroyKeyVersion
+	(ResealKind)(0),                   // 5: raftkms.events.v1.ResealKind
+	(*Envelope)(nil),                  // 6: raftkms.events.v1.Envelope
+	(*Tag)(nil),                       // 7: raftkms.events.v1.Tag
+	(*CreateKey)(nil),                 // 8: raftkms.events.v1.CreateKey
+	(*EnableKey)(nil),                 // 9: raftkms.events.v1.EnableKey
+	(*DisableKey)(nil),                // 10: raftkms.events.v1.DisableKey
+	(*ScheduleKeyDeletion)(nil),       // 11: raftkms.events.v1.ScheduleKeyDeletion
+	(*CancelKeyDeletion)(nil),         // 12: raftkms.events.v1.CancelKeyDeletion
+	(*DeleteKey)(nil),                 // 13: raftkms.events.v1.DeleteKey
+	(*EnableKeyRotation)(nil),         // 14: raftkms.events.v1.EnableKeyRotation
+	(*DisableKeyRotation)(nil),        // 15: raftkms.events.v1.DisableKeyRotation
+	(*RotateKey)(nil),                 // 16: raftkms.events.v1.RotateKey
+	(*CreateImportParameters)(nil),    // 17: raftkms.events.v1.CreateImportParameters
+	(*ImportKeyMaterial)(nil),         // 18: raftkms.events.v1.ImportKeyMaterial
+	(*ExpireKeyMaterial)(nil),         // 19: raftkms.events.v1.ExpireKeyMaterial
+	(*DeleteImportedKeyMaterial)(nil), // 20: raftkms.events.v1.DeleteImportedKeyMaterial
+	(*CreateAlias)(nil),               // 21: raftkms.events.v1.CreateAlias
+	(*UpdateAlias)(nil),               // 22: raftkms.events.v1.UpdateAlias
+	(*DeleteAlias)(nil),               // 23: raftkms.events.v1.DeleteAlias
+	(*PutKeyPolicy)(nil),              // 24: raftkms.events.v1.PutKeyPolicy
+	(*UpdateKeyDescription)(nil),      // 25: raftkms.events.v1.UpdateKeyDescription
+	(*TagKey)(nil),                    // 26: raftkms.events.v1.TagKey
+	(*UntagKey)(nil),                  // 27: raftkms.events.v1.UntagKey
+	(*RegisterNode)(nil),              // 28: raftkms.events.v1.RegisterNode
+	(*CreateAccessKey)(nil),           // 29: raftkms.events.v1.CreateAccessKey
+	(*DeleteAccessKey)(nil),           // 30: raftkms.events.v1.DeleteAccessKey
+	(*GrantConstraints)(nil),          // 31: raftkms.events.v1.GrantConstraints
+	(*CreateGrant)(nil),               // 32: raftkms.events.v1.CreateGrant
+	(*RetireGrant)(nil),               // 33: raftkms.events.v1.RetireGrant
+	(*RevokeGrant)(nil),               // 34: raftkms.events.v1.RevokeGrant
+	(*UpdateKeyVersionPolicy)(nil),    // 35: raftkms.events.v1.UpdateKeyVersionPolicy
+	(*DestroyKeyVersion)(nil),         // 36: raftkms.events.v1.DestroyKeyVersion
+	(*RequestRootKeyRotation)(nil),    // 37: raftkms.events.v1.RequestRootKeyRotation
+	(*ResealMaterial)(nil),            // 38: raftkms.events.v1.ResealMaterial
+	(*CompleteRootKeyRotation)(nil),   // 39: raftkms.events.v1.CompleteRootKeyRotation
 }
 var file_proto_events_v1_events_proto_depIdxs = []int32{
-	7,  // 0: raftkms.events.v1.Envelope.create_key:type_name -> raftkms.events.v1.CreateKey
-	8,  // 1: raftkms.events.v1.Envelope.enable_key:type_name -> raftkms.events.v1.EnableKey
-	9,  // 2: raftkms.events.v1.Envelope.disable_key:type_name -> raftkms.events.v1.DisableKey
-	10, // 3: raftkms.events.v1.Envelope.schedule_key_deletion:type_name -> raftkms.events.v1.ScheduleKeyDeletion
-	11, // 4: raftkms.events.v1.Envelope.cancel_key_deletion:type_name -> raftkms.events.v1.CancelKeyDeletion
-	12, // 5: raftkms.events.v1.Envelope.delete_key:type_name -> raftkms.events.v1.DeleteKey
-	13, // 6: raftkms.events.v1.Envelope.enable_key_rotation:type_name -> raftkms.events.v1.EnableKeyRotation
-	14, // 7: raftkms.events.v1.Envelope.disable_key_rotation:type_name -> raftkms.events.v1.DisableKeyRotation
-	15, // 8: raftkms.events.v1.Envelope.rotate_key:type_name -> raftkms.events.v1.RotateKey
-	16, // 9: raftkms.events.v1.Envelope.create_import_parameters:type_name -> raftkms.events.v1.CreateImportParameters
-	17, // 10: raftkms.events.v1.Envelope.import_key_material:type_name -> raftkms.events.v1.ImportKeyMaterial
-	18, // 11: raftkms.events.v1.Envelope.expire_key_material:type_name -> raftkms.events.v1.ExpireKeyMaterial
-	19, // 12: raftkms.events.v1.Envelope.delete_imported_key_material:type_name -> raftkms.events.v1.DeleteImportedKeyMaterial
-	20, // 13: raftkms.events.v1.Envelope.create_alias:type_name -> raftkms.events.v1.CreateAlias
-	21, // 14: raftkms.events.v1.Envelope.update_alias:type_name -> raftkms.events.v1.UpdateAlias
-	22, // 15: raftkms.events.v1.Envelope.delete_alias:type_name -> raftkms.events.v1.DeleteAlias
-	23, // 16: raftkms.events.v1.Envelope.put_key_policy:type_name -> raftkms.events.v1.PutKeyPolicy
-	24, // 17: raftkms.events.v1.Envelope.update_key_description:type_name -> raftkms.events.v1.UpdateKeyDescription
-	25, // 18: raftkms.events.v1.Envelope.tag_key:type_name -> raftkms.events.v1.TagKey
-	26, // 19: raftkms.events.v1.Envelope.untag_key:type_name -> raftkms.events.v1.UntagKey
-	27, // 20: raftkms.events.v1.Envelope.register_node:type_name -> raftkms.events.v1.RegisterNode
-	28, // 21: raftkms.events.v1.Envelope.create_access_key:type_name -> raftkms.events.v1.CreateAccessKey
-	29, // 22: raftkms.events.v1.Envelope.delete_access_key:type_name -> raftkms.events.v1.DeleteAccessKey
-	31, // 23: raftkms.events.v1.Envelope.create_grant:type_name -> raftkms.events.v1.CreateGrant
-	32, // 24: raftkms.events.v1.Envelope.retire_grant:type_name -> raftkms.events.v1.RetireGrant
-	33, // 25: raftkms.events.v1.Envelope.revoke_grant:type_name -> raftkms.events.v1.RevokeGrant
-	34, // 26: raftkms.events.v1.Envelope.update_key_version_policy:type_name -> raftkms.events.v1.UpdateKeyVersionPolicy
-	35, // 27: raftkms.events.v1.Envelope.destroy_key_version:type_name -> raftkms.events.v1.DestroyKeyVersion
-	1,  // 28: raftkms.events.v1.CreateKey.origin:type_name -> raftkms.events.v1.Origin
-	6,  // 29: raftkms.events.v1.CreateKey.tags:type_name -> raftkms.events.v1.Tag
-	2,  // 30: raftkms.events.v1.RotateKey.rotation_type:type_name -> raftkms.events.v1.RotationType
-	3,  // 31: raftkms.events.v1.ImportKeyMaterial.import_type:type_name -> raftkms.events.v1.ImportType
-	4,  // 32: raftkms.events.v1.ImportKeyMaterial.expiration_model:type_name -> raftkms.events.v1.ExpirationModel
-	6,  // 33: raftkms.events.v1.TagKey.tags:type_name -> raftkms.events.v1.Tag
-	6,  // 34: raftkms.events.v1.GrantConstraints.encryption_context_subset:type_name -> raftkms.events.v1.Tag
-	6,  // 35: raftkms.events.v1.GrantConstraints.encryption_context_equals:type_name -> raftkms.events.v1.Tag
-	30, // 36: raftkms.events.v1.CreateGrant.constraints:type_name -> raftkms.events.v1.GrantConstraints
-	37, // [37:37] is the sub-list for method output_type
-	37, // [37:37] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	8,  // 0: raftkms.events.v1.Envelope.create_key:type_name -> raftkms.events.v1.CreateKey
+	9,  // 1: raftkms.events.v1.Envelope.enable_key:type_name -> raftkms.events.v1.EnableKey
+	10, // 2: raftkms.events.v1.Envelope.disable_key:type_name -> raftkms.events.v1.DisableKey
+	11, // 3: raftkms.events.v1.Envelope.schedule_key_deletion:type_name -> raftkms.events.v1.ScheduleKeyDeletion
+	12, // 4: raftkms.events.v1.Envelope.cancel_key_deletion:type_name -> raftkms.events.v1.CancelKeyDeletion
+	13, // 5: raftkms.events.v1.Envelope.delete_key:type_name -> raftkms.events.v1.DeleteKey
+	14, // 6: raftkms.events.v1.Envelope.enable_key_rotation:type_name -> raftkms.events.v1.EnableKeyRotation
+	15, // 7: raftkms.events.v1.Envelope.disable_key_rotation:type_name -> raftkms.events.v1.DisableKeyRotation
+	16, // 8: raftkms.events.v1.Envelope.rotate_key:type_name -> raftkms.events.v1.RotateKey
+	17, // 9: raftkms.events.v1.Envelope.create_import_parameters:type_name -> raftkms.events.v1.CreateImportParameters
+	18, // 10: raftkms.events.v1.Envelope.import_key_material:type_name -> raftkms.events.v1.ImportKeyMaterial
+	19, // 11: raftkms.events.v1.Envelope.expire_key_material:type_name -> raftkms.events.v1.ExpireKeyMaterial
+	20, // 12: raftkms.events.v1.Envelope.delete_imported_key_material:type_name -> raftkms.events.v1.DeleteImportedKeyMaterial
+	21, // 13: raftkms.events.v1.Envelope.create_alias:type_name -> raftkms.events.v1.CreateAlias
+	22, // 14: raftkms.events.v1.Envelope.update_alias:type_name -> raftkms.events.v1.UpdateAlias
+	23, // 15: raftkms.events.v1.Envelope.delete_alias:type_name -> raftkms.events.v1.DeleteAlias
+	24, // 16: raftkms.events.v1.Envelope.put_key_policy:type_name -> raftkms.events.v1.PutKeyPolicy
+	25, // 17: raftkms.events.v1.Envelope.update_key_description:type_name -> raftkms.events.v1.UpdateKeyDescription
+	26, // 18: raftkms.events.v1.Envelope.tag_key:type_name -> raftkms.events.v1.TagKey
+	27, // 19: raftkms.events.v1.Envelope.untag_key:type_name -> raftkms.events.v1.UntagKey
+	28, // 20: raftkms.events.v1.Envelope.register_node:type_name -> raftkms.events.v1.RegisterNode
+	29, // 21: raftkms.events.v1.Envelope.create_access_key:type_name -> raftkms.events.v1.CreateAccessKey
+	30, // 22: raftkms.events.v1.Envelope.delete_access_key:type_name -> raftkms.events.v1.DeleteAccessKey
+	32, // 23: raftkms.events.v1.Envelope.create_grant:type_name -> raftkms.events.v1.CreateGrant
+	33, // 24: raftkms.events.v1.Envelope.retire_grant:type_name -> raftkms.events.v1.RetireGrant
+	34, // 25: raftkms.events.v1.Envelope.revoke_grant:type_name -> raftkms.events.v1.RevokeGrant
+	35, // 26: raftkms.events.v1.Envelope.update_key_version_policy:type_name -> raftkms.events.v1.UpdateKeyVersionPolicy
+	36, // 27: raftkms.events.v1.Envelope.destroy_key_version:type_name -> raftkms.events.v1.DestroyKeyVersion
+	37, // 28: raftkms.events.v1.Envelope.request_root_key_rotation:type_name -> raftkms.events.v1.RequestRootKeyRotation
+	38, // 29: raftkms.events.v1.Envelope.reseal_material:type_name -> raftkms.events.v1.ResealMaterial
+	39, // 30: raftkms.events.v1.Envelope.complete_root_key_rotation:type_name -> raftkms.events.v1.CompleteRootKeyRotation
+	1,  // 31: raftkms.events.v1.CreateKey.origin:type_name -> raftkms.events.v1.Origin
+	7,  // 32: raftkms.events.v1.CreateKey.tags:type_name -> raftkms.events.v1.Tag
+	2,  // 33: raftkms.events.v1.RotateKey.rotation_type:type_name -> raftkms.events.v1.RotationType
+	3,  // 34: raftkms.events.v1.ImportKeyMaterial.import_type:type_name -> raftkms.events.v1.ImportType
+	4,  // 35: raftkms.events.v1.ImportKeyMaterial.expiration_model:type_name -> raftkms.events.v1.ExpirationModel
+	7,  // 36: raftkms.events.v1.TagKey.tags:type_name -> raftkms.events.v1.Tag
+	7,  // 37: raftkms.events.v1.GrantConstraints.encryption_context_subset:type_name -> raftkms.events.v1.Tag
+	7,  // 38: raftkms.events.v1.GrantConstraints.encryption_context_equals:type_name -> raftkms.events.v1.Tag
+	31, // 39: raftkms.events.v1.CreateGrant.constraints:type_name -> raftkms.events.v1.GrantConstraints
+	5,  // 40: raftkms.events.v1.ResealMaterial.kind:type_name -> raftkms.events.v1.ResealKind
+	41, // [41:41] is the sub-list for method output_type
+	41, // [41:41] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_proto_events_v1_events_proto_init() }
@@ -3085,14 +3411,17 @@ func file_proto_events_v1_events_proto_init() {
 		(*Envelope_RevokeGrant)(nil),
 		(*Envelope_UpdateKeyVersionPolicy)(nil),
 		(*Envelope_DestroyKeyVersion)(nil),
+		(*Envelope_RequestRootKeyRotation)(nil),
+		(*Envelope_ResealMaterial)(nil),
+		(*Envelope_CompleteRootKeyRotation)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_events_v1_events_proto_rawDesc), len(file_proto_events_v1_events_proto_rawDesc)),
-			NumEnums:      5,
-			NumMessages:   31,
+			NumEnums:      6,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -201,10 +201,13 @@ type SnapshotHeader struct {
 	AccessKeyCount uint64                 `protobuf:"varint,20,opt,name=access_key_count,json=accessKeyCount,proto3" json:"access_key_count,omitempty"`
 	// The cluster's root-key check value and root-key ID, set by the first
 	// RegisterNode that carried one (empty until then).
-	RootKeyCheck  []byte `protobuf:"bytes,7,opt,name=root_key_check,json=rootKeyCheck,proto3" json:"root_key_check,omitempty"`
-	RootKeyId     string `protobuf:"bytes,8,opt,name=root_key_id,json=rootKeyId,proto3" json:"root_key_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	RootKeyCheck []byte `protobuf:"bytes,7,opt,name=root_key_check,json=rootKeyCheck,proto3" json:"root_key_check,omitempty"`
+	RootKeyId    string `protobuf:"bytes,8,opt,name=root_key_id,json=rootKeyId,proto3" json:"root_key_id,omitempty"`
+	// A requested root-key rotation not yet completed (RequestRootKeyRotation).
+	RotateRootKeyId    string `protobuf:"bytes,21,opt,name=rotate_root_key_id,json=rotateRootKeyId,proto3" json:"rotate_root_key_id,omitempty"`
+	RotateRootKeyCheck []byte `protobuf:"bytes,22,opt,name=rotate_root_key_check,json=rotateRootKeyCheck,proto3" json:"rotate_root_key_check,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *SnapshotHeader) Reset() {
@@ -298,6 +301,20 @@ func (x *SnapshotHeader) GetRootKeyId() string {
 		return x.RootKeyId
 	}
 	return ""
+}
+
+func (x *SnapshotHeader) GetRotateRootKeyId() string {
+	if x != nil {
+		return x.RotateRootKeyId
+	}
+	return ""
+}
+
+func (x *SnapshotHeader) GetRotateRootKeyCheck() []byte {
+	if x != nil {
+		return x.RotateRootKeyCheck
+	}
+	return nil
 }
 
 // SnapshotTrailer closes a snapshot, so a truncated stream is detected.
@@ -1409,7 +1426,7 @@ const file_proto_events_v1_state_proto_rawDesc = "" +
 	"\atrailer\x18\x06 \x01(\v2\".raftkms.events.v1.SnapshotTrailerH\x00R\atrailer\x12C\n" +
 	"\n" +
 	"access_key\x18\x14 \x01(\v2\".raftkms.events.v1.AccessKeyRecordH\x00R\taccessKeyB\b\n" +
-	"\x06record\"\xd1\x02\n" +
+	"\x06record\"\xb1\x03\n" +
 	"\x0eSnapshotHeader\x12%\n" +
 	"\x0eformat_version\x18\x01 \x01(\rR\rformatVersion\x12&\n" +
 	"\x0fclock_unix_nano\x18\x02 \x01(\x03R\rclockUnixNano\x12\x1b\n" +
@@ -1421,7 +1438,9 @@ const file_proto_events_v1_state_proto_rawDesc = "" +
 	"\rrequest_count\x18\x06 \x01(\x04R\frequestCount\x12(\n" +
 	"\x10access_key_count\x18\x14 \x01(\x04R\x0eaccessKeyCount\x12$\n" +
 	"\x0eroot_key_check\x18\a \x01(\fR\frootKeyCheck\x12\x1e\n" +
-	"\vroot_key_id\x18\b \x01(\tR\trootKeyId\"4\n" +
+	"\vroot_key_id\x18\b \x01(\tR\trootKeyId\x12+\n" +
+	"\x12rotate_root_key_id\x18\x15 \x01(\tR\x0frotateRootKeyId\x121\n" +
+	"\x15rotate_root_key_check\x18\x16 \x01(\fR\x12rotateRootKeyCheck\"4\n" +
 	"\x0fSnapshotTrailer\x12!\n" +
 	"\frecord_count\x18\x01 \x01(\x04R\vrecordCount\"\xa7\x02\n" +
 	"\rVersionRecord\x12\x18\n" +
