@@ -44,13 +44,17 @@ type SealedBlob struct {
 	Sealed      []byte // read-only
 }
 
-// SealedBlobs calls fn for every sealed blob in the state, keys in creation
+// SealedBlobs calls fn for every sealed blob in the state (deleted keys
+// excepted: nothing of theirs is opened again), keys in creation
 // order then access keys by ID, until fn returns false. It holds the read
 // lock, so fn must not call back into the FSM.
 func (f *FSM) SealedBlobs(fn func(SealedBlob) bool) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	for _, k := range f.order {
+		if k.State == KeyStateDeleted {
+			continue // nothing of a deleted key is ever opened again
+		}
 		for _, v := range k.Versions {
 			if len(v.Sealed) > 0 && !fn(SealedBlob{Kind: eventsv1.ResealKind_RESEAL_KIND_KEY_VERSION,
 				KeyID: k.ID, Version: v.Number, Sealed: v.Sealed}) {

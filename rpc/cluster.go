@@ -44,6 +44,8 @@ func (s clusterService) Status(ctx context.Context, _ *clusterv1.StatusRequest) 
 	if p, ok := s.node.(interface{ ProposeSchema() uint32 }); ok {
 		resp.ClusterSchemaVersion = p.ProposeSchema()
 	}
+	resp.SealedByRootKey = s.sealedByRootKey()
+	resp.RotatingToRootKeyId, _ = s.fsm.RootKeyRotation()
 	members, err := s.node.Members()
 	if err != nil {
 		return nil, err

@@ -131,6 +131,9 @@ type Server struct {
 	conns  map[string]*grpc.ClientConn // to other nodes, by gRPC address
 
 	clockSt clockState // peers' clocks (clock.go)
+
+	resealKick chan struct{} // wakes the root-key re-seal loop (reseal.go)
+	resealWarn sync.Once     // logs once that this leader cannot seal under the target
 }
 
 // New validates cfg and makes the API server.
@@ -184,6 +187,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Audit != nil {
 		s.audit = &auditLog{w: cfg.Audit, node: cfg.NodeID, now: cfg.Now}
 	}
+	s.resealKick = make(chan struct{}, 1)
 	return s, nil
 }
 

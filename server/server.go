@@ -284,10 +284,14 @@ func Start(cfg Config) (*Server, error) {
 		s.lis.Close()
 		return nil, err
 	}
-	s.wg.Add(5)
+	s.wg.Add(6)
 	go func() {
 		defer s.wg.Done()
 		s.watchHealth()
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.api.RunReseal(s.ctx)
 	}()
 	go func() {
 		defer s.wg.Done()

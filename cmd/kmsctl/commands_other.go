@@ -91,6 +91,15 @@ func init() {
 			_, err := e.cluster().TransferLeadership(e.ctx, &clusterv1.TransferLeadershipRequest{TargetNodeId: p.str("target-node-id")})
 			return nil, err
 		})
+	register("cluster rotate-root-key", "Re-seals everything under the newest key of the leader's root keyring, "+
+		"then records it as the cluster's root key; `cluster status` shows the progress (SealedByRootKey).", "",
+		func(e *env, p *params) (any, error) {
+			r, err := e.cluster().RotateRootKey(e.ctx, &clusterv1.RotateRootKeyRequest{})
+			if err != nil {
+				return nil, err
+			}
+			return rotateRootKeyDoc{TargetRootKeyID: r.GetTargetRootKeyId(), Remaining: r.GetRemaining()}, nil
+		})
 	register("cluster snapshot", "Makes the answering node take a Raft snapshot now.", "", func(e *env, p *params) (any, error) {
 		r, err := e.cluster().Snapshot(e.ctx, &clusterv1.SnapshotRequest{})
 		if err != nil {

@@ -262,6 +262,23 @@ type clusterStatusDoc struct {
 	// at as leader (the lowest its members announced); rolling upgrades.
 	MaxSchemaVersion     uint32 `json:"MaxSchemaVersion,omitempty"`
 	ClusterSchemaVersion uint32 `json:"ClusterSchemaVersion,omitempty"`
+	// The root key the cluster records, how many sealed blobs are under
+	// each root key (a key with none may leave the root key file once the
+	// cluster records another), and the target of a rotation in progress.
+	ClusterRootKeyID    string         `json:"ClusterRootKeyId,omitempty"`
+	SealedByRootKey     []rootKeyUsage `json:"SealedByRootKey,omitempty"`
+	RotatingToRootKeyID string         `json:"RotatingToRootKeyId,omitempty"`
+}
+
+type rootKeyUsage struct {
+	RootKeyID   string `json:"RootKeyId"` // "" for blobs of the first seal format, which name no key
+	SealedCount uint64 `json:"SealedCount"`
+}
+
+// rotateRootKeyDoc is the answer of `kmsctl cluster rotate-root-key`.
+type rotateRootKeyDoc struct {
+	TargetRootKeyID string `json:"TargetRootKeyId"`
+	Remaining       uint64 `json:"Remaining"`
 }
 
 func clusterStatusOf(r *clusterv1.StatusResponse) clusterStatusDoc {
@@ -278,6 +295,11 @@ func clusterStatusOf(r *clusterv1.StatusResponse) clusterStatusDoc {
 
 		MaxSchemaVersion:     r.GetMaxSchemaVersion(),
 		ClusterSchemaVersion: r.GetClusterSchemaVersion(),
+		ClusterRootKeyID:     r.GetClusterRootKeyId(),
+		RotatingToRootKeyID:  r.GetRotatingToRootKeyId(),
+	}
+	for _, u := range r.GetSealedByRootKey() {
+		d.SealedByRootKey = append(d.SealedByRootKey, rootKeyUsage{RootKeyID: u.GetRootKeyId(), SealedCount: u.GetSealedCount()})
 	}
 	for _, m := range r.GetMembers() {
 		d.Members = append(d.Members, memberEntry{NodeID: m.GetNodeId(), RaftAddr: m.GetRaftAddr(), GrpcAddr: m.GetGrpcAddr(), Voter: m.GetVoter()})

@@ -368,8 +368,14 @@ type StatusResponse struct {
 	// node proposes at as leader: the lowest its members announced.
 	MaxSchemaVersion     uint32 `protobuf:"varint,14,opt,name=max_schema_version,json=maxSchemaVersion,proto3" json:"max_schema_version,omitempty"`
 	ClusterSchemaVersion uint32 `protobuf:"varint,15,opt,name=cluster_schema_version,json=clusterSchemaVersion,proto3" json:"cluster_schema_version,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// How many sealed blobs (key versions, import wrapping keys, access-key
+	// secrets) this node's state holds under each root key, by root-key ID
+	// (an empty ID: blobs of the first seal format, which name no key).
+	SealedByRootKey []*RootKeyUsage `protobuf:"bytes,16,rep,name=sealed_by_root_key,json=sealedByRootKey,proto3" json:"sealed_by_root_key,omitempty"`
+	// The root key a requested rotation re-seals under; empty when none.
+	RotatingToRootKeyId string `protobuf:"bytes,17,opt,name=rotating_to_root_key_id,json=rotatingToRootKeyId,proto3" json:"rotating_to_root_key_id,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -507,6 +513,162 @@ func (x *StatusResponse) GetClusterSchemaVersion() uint32 {
 	return 0
 }
 
+func (x *StatusResponse) GetSealedByRootKey() []*RootKeyUsage {
+	if x != nil {
+		return x.SealedByRootKey
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetRotatingToRootKeyId() string {
+	if x != nil {
+		return x.RotatingToRootKeyId
+	}
+	return ""
+}
+
+type RootKeyUsage struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RootKeyId     string                 `protobuf:"bytes,1,opt,name=root_key_id,json=rootKeyId,proto3" json:"root_key_id,omitempty"`
+	SealedCount   uint64                 `protobuf:"varint,2,opt,name=sealed_count,json=sealedCount,proto3" json:"sealed_count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RootKeyUsage) Reset() {
+	*x = RootKeyUsage{}
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RootKeyUsage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RootKeyUsage) ProtoMessage() {}
+
+func (x *RootKeyUsage) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RootKeyUsage.ProtoReflect.Descriptor instead.
+func (*RootKeyUsage) Descriptor() ([]byte, []int) {
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *RootKeyUsage) GetRootKeyId() string {
+	if x != nil {
+		return x.RootKeyId
+	}
+	return ""
+}
+
+func (x *RootKeyUsage) GetSealedCount() uint64 {
+	if x != nil {
+		return x.SealedCount
+	}
+	return 0
+}
+
+type RotateRootKeyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateRootKeyRequest) Reset() {
+	*x = RotateRootKeyRequest{}
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateRootKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateRootKeyRequest) ProtoMessage() {}
+
+func (x *RotateRootKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateRootKeyRequest.ProtoReflect.Descriptor instead.
+func (*RotateRootKeyRequest) Descriptor() ([]byte, []int) {
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{7}
+}
+
+type RotateRootKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The root key everything is being re-sealed under.
+	TargetRootKeyId string `protobuf:"bytes,1,opt,name=target_root_key_id,json=targetRootKeyId,proto3" json:"target_root_key_id,omitempty"`
+	// Sealed blobs not under it yet, on the leader when it accepted the request.
+	Remaining     uint64 `protobuf:"varint,2,opt,name=remaining,proto3" json:"remaining,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateRootKeyResponse) Reset() {
+	*x = RotateRootKeyResponse{}
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateRootKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateRootKeyResponse) ProtoMessage() {}
+
+func (x *RotateRootKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateRootKeyResponse.ProtoReflect.Descriptor instead.
+func (*RotateRootKeyResponse) Descriptor() ([]byte, []int) {
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *RotateRootKeyResponse) GetTargetRootKeyId() string {
+	if x != nil {
+		return x.TargetRootKeyId
+	}
+	return ""
+}
+
+func (x *RotateRootKeyResponse) GetRemaining() uint64 {
+	if x != nil {
+		return x.Remaining
+	}
+	return 0
+}
+
 type JoinRequest struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	NodeId   string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
@@ -525,7 +687,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[6]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -537,7 +699,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[6]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -550,7 +712,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{6}
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *JoinRequest) GetNodeId() string {
@@ -603,7 +765,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[7]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -615,7 +777,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[7]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -628,7 +790,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{7}
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{10}
 }
 
 type RemoveRequest struct {
@@ -640,7 +802,7 @@ type RemoveRequest struct {
 
 func (x *RemoveRequest) Reset() {
 	*x = RemoveRequest{}
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[8]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -652,7 +814,7 @@ func (x *RemoveRequest) String() string {
 func (*RemoveRequest) ProtoMessage() {}
 
 func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[8]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -665,7 +827,7 @@ func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveRequest.ProtoReflect.Descriptor instead.
 func (*RemoveRequest) Descriptor() ([]byte, []int) {
-	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{8}
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RemoveRequest) GetNodeId() string {
@@ -683,7 +845,7 @@ type RemoveResponse struct {
 
 func (x *RemoveResponse) Reset() {
 	*x = RemoveResponse{}
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[9]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -695,7 +857,7 @@ func (x *RemoveResponse) String() string {
 func (*RemoveResponse) ProtoMessage() {}
 
 func (x *RemoveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[9]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -708,7 +870,7 @@ func (x *RemoveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveResponse.ProtoReflect.Descriptor instead.
 func (*RemoveResponse) Descriptor() ([]byte, []int) {
-	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{9}
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{12}
 }
 
 type TransferLeadershipRequest struct {
@@ -721,7 +883,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[10]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -733,7 +895,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[10]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -746,7 +908,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{10}
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *TransferLeadershipRequest) GetTargetNodeId() string {
@@ -764,7 +926,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[11]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -776,7 +938,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[11]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -789,7 +951,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{11}
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{14}
 }
 
 type SnapshotRequest struct {
@@ -800,7 +962,7 @@ type SnapshotRequest struct {
 
 func (x *SnapshotRequest) Reset() {
 	*x = SnapshotRequest{}
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[12]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -812,7 +974,7 @@ func (x *SnapshotRequest) String() string {
 func (*SnapshotRequest) ProtoMessage() {}
 
 func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[12]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -825,7 +987,7 @@ func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{12}
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{15}
 }
 
 type SnapshotResponse struct {
@@ -837,7 +999,7 @@ type SnapshotResponse struct {
 
 func (x *SnapshotResponse) Reset() {
 	*x = SnapshotResponse{}
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[13]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -849,7 +1011,7 @@ func (x *SnapshotResponse) String() string {
 func (*SnapshotResponse) ProtoMessage() {}
 
 func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[13]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -862,7 +1024,7 @@ func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{13}
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SnapshotResponse) GetIndex() uint64 {
@@ -880,7 +1042,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[14]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -892,7 +1054,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[14]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -905,7 +1067,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{14}
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{17}
 }
 
 type ReadIndexResponse struct {
@@ -917,7 +1079,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[15]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -929,7 +1091,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[15]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -942,7 +1104,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{15}
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ReadIndexResponse) GetIndex() uint64 {
@@ -960,7 +1122,7 @@ type TimeRequest struct {
 
 func (x *TimeRequest) Reset() {
 	*x = TimeRequest{}
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[16]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -972,7 +1134,7 @@ func (x *TimeRequest) String() string {
 func (*TimeRequest) ProtoMessage() {}
 
 func (x *TimeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[16]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -985,7 +1147,7 @@ func (x *TimeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimeRequest.ProtoReflect.Descriptor instead.
 func (*TimeRequest) Descriptor() ([]byte, []int) {
-	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{16}
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{19}
 }
 
 type TimeResponse struct {
@@ -1000,7 +1162,7 @@ type TimeResponse struct {
 
 func (x *TimeResponse) Reset() {
 	*x = TimeResponse{}
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[17]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1012,7 +1174,7 @@ func (x *TimeResponse) String() string {
 func (*TimeResponse) ProtoMessage() {}
 
 func (x *TimeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[17]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1025,7 +1187,7 @@ func (x *TimeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimeResponse.ProtoReflect.Descriptor instead.
 func (*TimeResponse) Descriptor() ([]byte, []int) {
-	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{17}
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *TimeResponse) GetNodeId() string {
@@ -1053,7 +1215,7 @@ type CreateAccessKeyRequest struct {
 
 func (x *CreateAccessKeyRequest) Reset() {
 	*x = CreateAccessKeyRequest{}
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[18]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1065,7 +1227,7 @@ func (x *CreateAccessKeyRequest) String() string {
 func (*CreateAccessKeyRequest) ProtoMessage() {}
 
 func (x *CreateAccessKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[18]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1078,7 +1240,7 @@ func (x *CreateAccessKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAccessKeyRequest.ProtoReflect.Descriptor instead.
 func (*CreateAccessKeyRequest) Descriptor() ([]byte, []int) {
-	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{18}
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CreateAccessKeyRequest) GetIdentity() string {
@@ -1103,7 +1265,7 @@ type AccessKey struct {
 
 func (x *AccessKey) Reset() {
 	*x = AccessKey{}
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[19]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1115,7 +1277,7 @@ func (x *AccessKey) String() string {
 func (*AccessKey) ProtoMessage() {}
 
 func (x *AccessKey) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[19]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1128,7 +1290,7 @@ func (x *AccessKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccessKey.ProtoReflect.Descriptor instead.
 func (*AccessKey) Descriptor() ([]byte, []int) {
-	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{19}
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *AccessKey) GetAccessKeyId() string {
@@ -1175,7 +1337,7 @@ type CreateAccessKeyResponse struct {
 
 func (x *CreateAccessKeyResponse) Reset() {
 	*x = CreateAccessKeyResponse{}
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[20]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1187,7 +1349,7 @@ func (x *CreateAccessKeyResponse) String() string {
 func (*CreateAccessKeyResponse) ProtoMessage() {}
 
 func (x *CreateAccessKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[20]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1200,7 +1362,7 @@ func (x *CreateAccessKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAccessKeyResponse.ProtoReflect.Descriptor instead.
 func (*CreateAccessKeyResponse) Descriptor() ([]byte, []int) {
-	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{20}
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CreateAccessKeyResponse) GetAccessKey() *AccessKey {
@@ -1220,7 +1382,7 @@ type ListAccessKeysRequest struct {
 
 func (x *ListAccessKeysRequest) Reset() {
 	*x = ListAccessKeysRequest{}
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[21]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1232,7 +1394,7 @@ func (x *ListAccessKeysRequest) String() string {
 func (*ListAccessKeysRequest) ProtoMessage() {}
 
 func (x *ListAccessKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[21]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1245,7 +1407,7 @@ func (x *ListAccessKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAccessKeysRequest.ProtoReflect.Descriptor instead.
 func (*ListAccessKeysRequest) Descriptor() ([]byte, []int) {
-	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{21}
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListAccessKeysRequest) GetIdentity() string {
@@ -1264,7 +1426,7 @@ type ListAccessKeysResponse struct {
 
 func (x *ListAccessKeysResponse) Reset() {
 	*x = ListAccessKeysResponse{}
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[22]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1276,7 +1438,7 @@ func (x *ListAccessKeysResponse) String() string {
 func (*ListAccessKeysResponse) ProtoMessage() {}
 
 func (x *ListAccessKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[22]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1289,7 +1451,7 @@ func (x *ListAccessKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAccessKeysResponse.ProtoReflect.Descriptor instead.
 func (*ListAccessKeysResponse) Descriptor() ([]byte, []int) {
-	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{22}
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListAccessKeysResponse) GetAccessKeys() []*AccessKey {
@@ -1308,7 +1470,7 @@ type DeleteAccessKeyRequest struct {
 
 func (x *DeleteAccessKeyRequest) Reset() {
 	*x = DeleteAccessKeyRequest{}
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[23]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1320,7 +1482,7 @@ func (x *DeleteAccessKeyRequest) String() string {
 func (*DeleteAccessKeyRequest) ProtoMessage() {}
 
 func (x *DeleteAccessKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[23]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1333,7 +1495,7 @@ func (x *DeleteAccessKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteAccessKeyRequest.ProtoReflect.Descriptor instead.
 func (*DeleteAccessKeyRequest) Descriptor() ([]byte, []int) {
-	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{23}
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DeleteAccessKeyRequest) GetAccessKeyId() string {
@@ -1351,7 +1513,7 @@ type DeleteAccessKeyResponse struct {
 
 func (x *DeleteAccessKeyResponse) Reset() {
 	*x = DeleteAccessKeyResponse{}
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[24]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1363,7 +1525,7 @@ func (x *DeleteAccessKeyResponse) String() string {
 func (*DeleteAccessKeyResponse) ProtoMessage() {}
 
 func (x *DeleteAccessKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[24]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1376,7 +1538,7 @@ func (x *DeleteAccessKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteAccessKeyResponse.ProtoReflect.Descriptor instead.
 func (*DeleteAccessKeyResponse) Descriptor() ([]byte, []int) {
-	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{24}
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{27}
 }
 
 var File_proto_cluster_v1_cluster_proto protoreflect.FileDescriptor
@@ -1401,7 +1563,7 @@ const file_proto_cluster_v1_cluster_proto_rawDesc = "" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
 	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\x12\x14\n" +
-	"\x05voter\x18\x04 \x01(\bR\x05voter\"\xbd\x04\n" +
+	"\x05voter\x18\x04 \x01(\bR\x05voter\"\xc2\x05\n" +
 	"\x0eStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x1b\n" +
@@ -1419,7 +1581,16 @@ const file_proto_cluster_v1_cluster_proto_rawDesc = "" +
 	"\vroot_key_id\x18\f \x01(\tR\trootKeyId\x12-\n" +
 	"\x13cluster_root_key_id\x18\r \x01(\tR\x10clusterRootKeyId\x12,\n" +
 	"\x12max_schema_version\x18\x0e \x01(\rR\x10maxSchemaVersion\x124\n" +
-	"\x16cluster_schema_version\x18\x0f \x01(\rR\x14clusterSchemaVersion\"\xd4\x01\n" +
+	"\x16cluster_schema_version\x18\x0f \x01(\rR\x14clusterSchemaVersion\x12M\n" +
+	"\x12sealed_by_root_key\x18\x10 \x03(\v2 .raftkms.cluster.v1.RootKeyUsageR\x0fsealedByRootKey\x124\n" +
+	"\x17rotating_to_root_key_id\x18\x11 \x01(\tR\x13rotatingToRootKeyId\"Q\n" +
+	"\fRootKeyUsage\x12\x1e\n" +
+	"\vroot_key_id\x18\x01 \x01(\tR\trootKeyId\x12!\n" +
+	"\fsealed_count\x18\x02 \x01(\x04R\vsealedCount\"\x16\n" +
+	"\x14RotateRootKeyRequest\"b\n" +
+	"\x15RotateRootKeyResponse\x12+\n" +
+	"\x12target_root_key_id\x18\x01 \x01(\tR\x0ftargetRootKeyId\x12\x1c\n" +
+	"\tremaining\x18\x02 \x01(\x04R\tremaining\"\xd4\x01\n" +
 	"\vJoinRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
@@ -1462,7 +1633,7 @@ const file_proto_cluster_v1_cluster_proto_rawDesc = "" +
 	"accessKeys\"<\n" +
 	"\x16DeleteAccessKeyRequest\x12\"\n" +
 	"\raccess_key_id\x18\x01 \x01(\tR\vaccessKeyId\"\x19\n" +
-	"\x17DeleteAccessKeyResponse2\xff\b\n" +
+	"\x17DeleteAccessKeyResponse2\xef\t\n" +
 	"\x0eClusterService\x12Y\n" +
 	"\x06Status\x12!.raftkms.cluster.v1.StatusRequest\x1a\".raftkms.cluster.v1.StatusResponse\"\b\x92\x82\x19\x04\b\x03\x10\x01\x12S\n" +
 	"\x04Join\x12\x1f.raftkms.cluster.v1.JoinRequest\x1a .raftkms.cluster.v1.JoinResponse\"\b\x92\x82\x19\x04\b\x02\x10\x04\x12Y\n" +
@@ -1474,7 +1645,8 @@ const file_proto_cluster_v1_cluster_proto_rawDesc = "" +
 	"\x0eListAccessKeys\x12).raftkms.cluster.v1.ListAccessKeysRequest\x1a*.raftkms.cluster.v1.ListAccessKeysResponse\"\b\x92\x82\x19\x04\b\x01\x10\x02\x12t\n" +
 	"\x0fDeleteAccessKey\x12*.raftkms.cluster.v1.DeleteAccessKeyRequest\x1a+.raftkms.cluster.v1.DeleteAccessKeyResponse\"\b\x92\x82\x19\x04\b\x02\x10\x02\x12S\n" +
 	"\x04Time\x12\x1f.raftkms.cluster.v1.TimeRequest\x1a .raftkms.cluster.v1.TimeResponse\"\b\x92\x82\x19\x04\b\x03\x10\x03\x12j\n" +
-	"\fSaveSnapshot\x12'.raftkms.cluster.v1.SaveSnapshotRequest\x1a%.raftkms.cluster.v1.SaveSnapshotChunk\"\b\x92\x82\x19\x04\b\x01\x10\x020\x01B7Z5github.com/raftkms/raftkms/proto/cluster/v1;clusterv1b\x06proto3"
+	"\fSaveSnapshot\x12'.raftkms.cluster.v1.SaveSnapshotRequest\x1a%.raftkms.cluster.v1.SaveSnapshotChunk\"\b\x92\x82\x19\x04\b\x01\x10\x020\x01\x12n\n" +
+	"\rRotateRootKey\x12(.raftkms.cluster.v1.RotateRootKeyRequest\x1a).raftkms.cluster.v1.RotateRootKeyResponse\"\b\x92\x82\x19\x04\b\x02\x10\x02B7Z5github.com/raftkms/raftkms/proto/cluster/v1;clusterv1b\x06proto3"
 
 var (
 	file_proto_cluster_v1_cluster_proto_rawDescOnce sync.Once
@@ -1488,7 +1660,7 @@ func file_proto_cluster_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_proto_cluster_v1_cluster_proto_rawDescData
 }
 
-var file_proto_cluster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_proto_cluster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_proto_cluster_v1_cluster_proto_goTypes = []any{
 	(*SaveSnapshotRequest)(nil),        // 0: raftkms.cluster.v1.SaveSnapshotRequest
 	(*SnapshotInfo)(nil),               // 1: raftkms.cluster.v1.SnapshotInfo
@@ -1496,58 +1668,64 @@ var file_proto_cluster_v1_cluster_proto_goTypes = []any{
 	(*StatusRequest)(nil),              // 3: raftkms.cluster.v1.StatusRequest
 	(*Member)(nil),                     // 4: raftkms.cluster.v1.Member
 	(*StatusResponse)(nil),             // 5: raftkms.cluster.v1.StatusResponse
-	(*JoinRequest)(nil),                // 6: raftkms.cluster.v1.JoinRequest
-	(*JoinResponse)(nil),               // 7: raftkms.cluster.v1.JoinResponse
-	(*RemoveRequest)(nil),              // 8: raftkms.cluster.v1.RemoveRequest
-	(*RemoveResponse)(nil),             // 9: raftkms.cluster.v1.RemoveResponse
-	(*TransferLeadershipRequest)(nil),  // 10: raftkms.cluster.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil), // 11: raftkms.cluster.v1.TransferLeadershipResponse
-	(*SnapshotRequest)(nil),            // 12: raftkms.cluster.v1.SnapshotRequest
-	(*SnapshotResponse)(nil),           // 13: raftkms.cluster.v1.SnapshotResponse
-	(*ReadIndexRequest)(nil),           // 14: raftkms.cluster.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),          // 15: raftkms.cluster.v1.ReadIndexResponse
-	(*TimeRequest)(nil),                // 16: raftkms.cluster.v1.TimeRequest
-	(*TimeResponse)(nil),               // 17: raftkms.cluster.v1.TimeResponse
-	(*CreateAccessKeyRequest)(nil),     // 18: raftkms.cluster.v1.CreateAccessKeyRequest
-	(*AccessKey)(nil),                  // 19: raftkms.cluster.v1.AccessKey
-	(*CreateAccessKeyResponse)(nil),    // 20: raftkms.cluster.v1.CreateAccessKeyResponse
-	(*ListAccessKeysRequest)(nil),      // 21: raftkms.cluster.v1.ListAccessKeysRequest
-	(*ListAccessKeysResponse)(nil),     // 22: raftkms.cluster.v1.ListAccessKeysResponse
-	(*DeleteAccessKeyRequest)(nil),     // 23: raftkms.cluster.v1.DeleteAccessKeyRequest
-	(*DeleteAccessKeyResponse)(nil),    // 24: raftkms.cluster.v1.DeleteAccessKeyResponse
+	(*RootKeyUsage)(nil),               // 6: raftkms.cluster.v1.RootKeyUsage
+	(*RotateRootKeyRequest)(nil),       // 7: raftkms.cluster.v1.RotateRootKeyRequest
+	(*RotateRootKeyResponse)(nil),      // 8: raftkms.cluster.v1.RotateRootKeyResponse
+	(*JoinRequest)(nil),                // 9: raftkms.cluster.v1.JoinRequest
+	(*JoinResponse)(nil),               // 10: raftkms.cluster.v1.JoinResponse
+	(*RemoveRequest)(nil),              // 11: raftkms.cluster.v1.RemoveRequest
+	(*RemoveResponse)(nil),             // 12: raftkms.cluster.v1.RemoveResponse
+	(*TransferLeadershipRequest)(nil),  // 13: raftkms.cluster.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 14: raftkms.cluster.v1.TransferLeadershipResponse
+	(*SnapshotRequest)(nil),            // 15: raftkms.cluster.v1.SnapshotRequest
+	(*SnapshotResponse)(nil),           // 16: raftkms.cluster.v1.SnapshotResponse
+	(*ReadIndexRequest)(nil),           // 17: raftkms.cluster.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),          // 18: raftkms.cluster.v1.ReadIndexResponse
+	(*TimeRequest)(nil),                // 19: raftkms.cluster.v1.TimeRequest
+	(*TimeResponse)(nil),               // 20: raftkms.cluster.v1.TimeResponse
+	(*CreateAccessKeyRequest)(nil),     // 21: raftkms.cluster.v1.CreateAccessKeyRequest
+	(*AccessKey)(nil),                  // 22: raftkms.cluster.v1.AccessKey
+	(*CreateAccessKeyResponse)(nil),    // 23: raftkms.cluster.v1.CreateAccessKeyResponse
+	(*ListAccessKeysRequest)(nil),      // 24: raftkms.cluster.v1.ListAccessKeysRequest
+	(*ListAccessKeysResponse)(nil),     // 25: raftkms.cluster.v1.ListAccessKeysResponse
+	(*DeleteAccessKeyRequest)(nil),     // 26: raftkms.cluster.v1.DeleteAccessKeyRequest
+	(*DeleteAccessKeyResponse)(nil),    // 27: raftkms.cluster.v1.DeleteAccessKeyResponse
 }
 var file_proto_cluster_v1_cluster_proto_depIdxs = []int32{
 	1,  // 0: raftkms.cluster.v1.SaveSnapshotChunk.info:type_name -> raftkms.cluster.v1.SnapshotInfo
 	4,  // 1: raftkms.cluster.v1.StatusResponse.members:type_name -> raftkms.cluster.v1.Member
-	19, // 2: raftkms.cluster.v1.CreateAccessKeyResponse.access_key:type_name -> raftkms.cluster.v1.AccessKey
-	19, // 3: raftkms.cluster.v1.ListAccessKeysResponse.access_keys:type_name -> raftkms.cluster.v1.AccessKey
-	3,  // 4: raftkms.cluster.v1.ClusterService.Status:input_type -> raftkms.cluster.v1.StatusRequest
-	6,  // 5: raftkms.cluster.v1.ClusterService.Join:input_type -> raftkms.cluster.v1.JoinRequest
-	8,  // 6: raftkms.cluster.v1.ClusterService.Remove:input_type -> raftkms.cluster.v1.RemoveRequest
-	10, // 7: raftkms.cluster.v1.ClusterService.TransferLeadership:input_type -> raftkms.cluster.v1.TransferLeadershipRequest
-	12, // 8: raftkms.cluster.v1.ClusterService.Snapshot:input_type -> raftkms.cluster.v1.SnapshotRequest
-	14, // 9: raftkms.cluster.v1.ClusterService.ReadIndex:input_type -> raftkms.cluster.v1.ReadIndexRequest
-	18, // 10: raftkms.cluster.v1.ClusterService.CreateAccessKey:input_type -> raftkms.cluster.v1.CreateAccessKeyRequest
-	21, // 11: raftkms.cluster.v1.ClusterService.ListAccessKeys:input_type -> raftkms.cluster.v1.ListAccessKeysRequest
-	23, // 12: raftkms.cluster.v1.ClusterService.DeleteAccessKey:input_type -> raftkms.cluster.v1.DeleteAccessKeyRequest
-	16, // 13: raftkms.cluster.v1.ClusterService.Time:input_type -> raftkms.cluster.v1.TimeRequest
-	0,  // 14: raftkms.cluster.v1.ClusterService.SaveSnapshot:input_type -> raftkms.cluster.v1.SaveSnapshotRequest
-	5,  // 15: raftkms.cluster.v1.ClusterService.Status:output_type -> raftkms.cluster.v1.StatusResponse
-	7,  // 16: raftkms.cluster.v1.ClusterService.Join:output_type -> raftkms.cluster.v1.JoinResponse
-	9,  // 17: raftkms.cluster.v1.ClusterService.Remove:output_type -> raftkms.cluster.v1.RemoveResponse
-	11, // 18: raftkms.cluster.v1.ClusterService.TransferLeadership:output_type -> raftkms.cluster.v1.TransferLeadershipResponse
-	13, // 19: raftkms.cluster.v1.ClusterService.Snapshot:output_type -> raftkms.cluster.v1.SnapshotResponse
-	15, // 20: raftkms.cluster.v1.ClusterService.ReadIndex:output_type -> raftkms.cluster.v1.ReadIndexResponse
-	20, // 21: raftkms.cluster.v1.ClusterService.CreateAccessKey:output_type -> raftkms.cluster.v1.CreateAccessKeyResponse
-	22, // 22: raftkms.cluster.v1.ClusterService.ListAccessKeys:output_type -> raftkms.cluster.v1.ListAccessKeysResponse
-	24, // 23: raftkms.cluster.v1.ClusterService.DeleteAccessKey:output_type -> raftkms.cluster.v1.DeleteAccessKeyResponse
-	17, // 24: raftkms.cluster.v1.ClusterService.Time:output_type -> raftkms.cluster.v1.TimeResponse
-	2,  // 25: raftkms.cluster.v1.ClusterService.SaveSnapshot:output_type -> raftkms.cluster.v1.SaveSnapshotChunk
-	15, // [15:26] is the sub-list for method output_type
-	4,  // [4:15] is the sub-list for method input_type
-	4,  // [4:4] is the sub-list for extension type_name
-	4,  // [4:4] is the sub-list for extension extendee
-	0,  // [0:4] is the sub-list for field type_name
+	6,  // 2: raftkms.cluster.v1.StatusResponse.sealed_by_root_key:type_name -> raftkms.cluster.v1.RootKeyUsage
+	22, // 3: raftkms.cluster.v1.CreateAccessKeyResponse.access_key:type_name -> raftkms.cluster.v1.AccessKey
+	22, // 4: raftkms.cluster.v1.ListAccessKeysResponse.access_keys:type_name -> raftkms.cluster.v1.AccessKey
+	3,  // 5: raftkms.cluster.v1.ClusterService.Status:input_type -> raftkms.cluster.v1.StatusRequest
+	9,  // 6: raftkms.cluster.v1.ClusterService.Join:input_type -> raftkms.cluster.v1.JoinRequest
+	11, // 7: raftkms.cluster.v1.ClusterService.Remove:input_type -> raftkms.cluster.v1.RemoveRequest
+	13, // 8: raftkms.cluster.v1.ClusterService.TransferLeadership:input_type -> raftkms.cluster.v1.TransferLeadershipRequest
+	15, // 9: raftkms.cluster.v1.ClusterService.Snapshot:input_type -> raftkms.cluster.v1.SnapshotRequest
+	17, // 10: raftkms.cluster.v1.ClusterService.ReadIndex:input_type -> raftkms.cluster.v1.ReadIndexRequest
+	21, // 11: raftkms.cluster.v1.ClusterService.CreateAccessKey:input_type -> raftkms.cluster.v1.CreateAccessKeyRequest
+	24, // 12: raftkms.cluster.v1.ClusterService.ListAccessKeys:input_type -> raftkms.cluster.v1.ListAccessKeysRequest
+	26, // 13: raftkms.cluster.v1.ClusterService.DeleteAccessKey:input_type -> raftkms.cluster.v1.DeleteAccessKeyRequest
+	19, // 14: raftkms.cluster.v1.ClusterService.Time:input_type -> raftkms.cluster.v1.TimeRequest
+	0,  // 15: raftkms.cluster.v1.ClusterService.SaveSnapshot:input_type -> raftkms.cluster.v1.SaveSnapshotRequest
+	7,  // 16: raftkms.cluster.v1.ClusterService.RotateRootKey:input_type -> raftkms.cluster.v1.RotateRootKeyRequest
+	5,  // 17: raftkms.cluster.v1.ClusterService.Status:output_type -> raftkms.cluster.v1.StatusResponse
+	10, // 18: raftkms.cluster.v1.ClusterService.Join:output_type -> raftkms.cluster.v1.JoinResponse
+	12, // 19: raftkms.cluster.v1.ClusterService.Remove:output_type -> raftkms.cluster.v1.RemoveResponse
+	14, // 20: raftkms.cluster.v1.ClusterService.TransferLeadership:output_type -> raftkms.cluster.v1.TransferLeadershipResponse
+	16, // 21: raftkms.cluster.v1.ClusterService.Snapshot:output_type -> raftkms.cluster.v1.SnapshotResponse
+	18, // 22: raftkms.cluster.v1.ClusterService.ReadIndex:output_type -> raftkms.cluster.v1.ReadIndexResponse
+	23, // 23: raftkms.cluster.v1.ClusterService.CreateAccessKey:output_type -> raftkms.cluster.v1.CreateAccessKeyResponse
+	25, // 24: raftkms.cluster.v1.ClusterService.ListAccessKeys:output_type -> raftkms.cluster.v1.ListAccessKeysResponse
+	27, // 25: raftkms.cluster.v1.ClusterService.DeleteAccessKey:output_type -> raftkms.cluster.v1.DeleteAccessKeyResponse
+	20, // 26: raftkms.cluster.v1.ClusterService.Time:output_type -> raftkms.cluster.v1.TimeResponse
+	2,  // 27: raftkms.cluster.v1.ClusterService.SaveSnapshot:output_type -> raftkms.cluster.v1.SaveSnapshotChunk
+	8,  // 28: raftkms.cluster.v1.ClusterService.RotateRootKey:output_type -> raftkms.cluster.v1.RotateRootKeyResponse
+	17, // [17:29] is the sub-list for method output_type
+	5,  // [5:17] is the sub-list for method input_type
+	5,  // [5:5] is the sub-list for extension type_name
+	5,  // [5:5] is the sub-list for extension extendee
+	0,  // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_proto_cluster_v1_cluster_proto_init() }
@@ -1565,7 +1743,7 @@ func file_proto_cluster_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_cluster_v1_cluster_proto_rawDesc), len(file_proto_cluster_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   25,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -33,6 +33,7 @@ const (
 	ClusterService_DeleteAccessKey_FullMethodName    = "/raftkms.cluster.v1.ClusterService/DeleteAccessKey"
 	ClusterService_Time_FullMethodName               = "/raftkms.cluster.v1.ClusterService/Time"
 	ClusterService_SaveSnapshot_FullMethodName       = "/raftkms.cluster.v1.ClusterService/SaveSnapshot"
+	ClusterService_RotateRootKey_FullMethodName      = "/raftkms.cluster.v1.ClusterService/RotateRootKey"
 )
 
 // ClusterServiceClient is the client API for ClusterService service.
@@ -69,6 +70,10 @@ type ClusterServiceClient interface {
 	// machine's snapshot bytes in chunks. Key material in it stays sealed under
 	// the root key. kmsd --restore starts a new cluster from the saved file.
 	SaveSnapshot(ctx context.Context, in *SaveSnapshotRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SaveSnapshotChunk], error)
+	// RotateRootKey makes the leader re-seal everything under the newest key
+	// of its root keyring, then record that key as the cluster's root key
+	// (docs/operations.md "Root key rotation").
+	RotateRootKey(ctx context.Context, in *RotateRootKeyRequest, opts ...grpc.CallOption) (*RotateRootKeyResponse, error)
 }
 
 type clusterServiceClient struct {
@@ -198,6 +203,16 @@ func (c *clusterServiceClient) SaveSnapshot(ctx context.Context, in *SaveSnapsho
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ClusterService_SaveSnapshotClient = grpc.ServerStreamingClient[SaveSnapshotChunk]
 
+func (c *clusterServiceClient) RotateRootKey(ctx context.Context, in *RotateRootKeyRequest, opts ...grpc.CallOption) (*RotateRootKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RotateRootKeyResponse)
+	err := c.cc.Invoke(ctx, ClusterService_RotateRootKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ClusterServiceServer is the server API for ClusterService service.
 // All implementations must embed UnimplementedClusterServiceServer
 // for forward compatibility.
@@ -232,6 +247,10 @@ type ClusterServiceServer interface {
 	// machine's snapshot bytes in chunks. Key material in it stays sealed under
 	// the root key. kmsd --restore starts a new cluster from the saved file.
 	SaveSnapshot(*SaveSnapshotRequest, grpc.ServerStreamingServer[SaveSnapshotChunk]) error
+	// RotateRootKey makes the leader re-seal everything under the newest key
+	// of its root keyring, then record that key as the cluster's root key
+	// (docs/operations.md "Root key rotation").
+	RotateRootKey(context.Context, *RotateRootKeyRequest) (*RotateRootKeyResponse, error)
 	mustEmbedUnimplementedClusterServiceServer()
 }
 
@@ -274,6 +293,9 @@ func (UnimplementedClusterServiceServer) Time(context.Context, *TimeRequest) (*T
 }
 func (UnimplementedClusterServiceServer) SaveSnapshot(*SaveSnapshotRequest, grpc.ServerStreamingServer[SaveSnapshotChunk]) error {
 	return status.Error(codes.Unimplemented, "method SaveSnapshot not implemented")
+}
+func (UnimplementedClusterServiceServer) RotateRootKey(context.Context, *RotateRootKeyRequest) (*RotateRootKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RotateRootKey not implemented")
 }
 func (UnimplementedClusterServiceServer) mustEmbedUnimplementedClusterServiceServer() {}
 func (UnimplementedClusterServiceServer) testEmbeddedByValue()                        {}
@@ -487,6 +509,24 @@ func _ClusterService_SaveSnapshot_Handler(srv interface{}, stream grpc.ServerStr
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ClusterService_SaveSnapshotServer = grpc.ServerStreamingServer[SaveSnapshotChunk]
 
+func _ClusterService_RotateRootKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RotateRootKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).RotateRootKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_RotateRootKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).RotateRootKey(ctx, req.(*RotateRootKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ClusterService_ServiceDesc is the grpc.ServiceDesc for ClusterService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -533,6 +573,10 @@ var ClusterService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Time",
 			Handler:    _ClusterService_Time_Handler,
+		},
+		{
+			MethodName: "RotateRootKey",
+			Handler:    _ClusterService_RotateRootKey_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
