@@ -27,6 +27,14 @@ import (
 // The wait is bounded by ctx and by Config.ApplyTimeout.
 func (n *Node) Propose(ctx context.Context, env *eventsv1.Envelope) (*fsm.Result, error) {
 	n.capSchema(env)
+	if need := fsm.MinSchema(env); need > env.SchemaVersion {
+		// An older member would halt on this event, or apply it otherwise:
+		// refused, surely not applied, the same answer on every retry until
+		// every member runs a build that knows it.
+		return &fsm.Result{Err: &fsm.Rejection{Code: fsm.CodeUnsupported, Msg: fmt.Sprintf(
+			"the cluster is being upgraded: some members know only event schema %d, and this change needs schema %d; "+
+				"upgrade every node first", env.SchemaVersion, need)}}, nil
+	}
 	data, err := fsm.EncodeEntry(env)
 	if err != nil {
 		return nil, fmt.Errorf("raftnode: encode entry: %w", err)

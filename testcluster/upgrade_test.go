@@ -3,6 +3,7 @@ package testcluster_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -11,6 +12,8 @@ import (
 	clusterv1 "github.com/raftkms/raftkms/proto/cluster/v1"
 	kmsv1 "github.com/raftkms/raftkms/proto/kms/v1"
 	"github.com/raftkms/raftkms/testcluster"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // eventually polls cond every 20 ms until it holds or the deadline passes.
@@ -106,6 +109,12 @@ func TestRollingUpgrade(t *testing.T) {
 
 	waitWrites(5)
 	lastSchemas(1)
+	// What an older member does not know is refused while one is a member,
+	// so it never meets an event it would halt on or apply otherwise.
+	_, err := c.KMS(0).CreateKey(ctx, &kmsv1.CreateKeyRequest{KeySpec: "RSA_2048", KeyUsage: "SIGN_VERIFY"})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(status.Convert(err).Message(), "UnsupportedOperationException") {
+		t.Fatalf("an RSA key in a schema-1 cluster: %v, want UnsupportedOperationException", err)
+	}
 	for i := 0; i < 3; i++ {
 		mu.Lock()
 		schemas[i] = 2
@@ -134,6 +143,9 @@ func TestRollingUpgrade(t *testing.T) {
 	}
 	eventually(t, "every member announces schema 2", func() bool { return clusterSchema() == 2 })
 	lastSchemas(2)
+	if _, err := c.KMS(0).CreateKey(ctx, &kmsv1.CreateKeyRequest{KeySpec: "RSA_2048", KeyUsage: "SIGN_VERIFY"}); err != nil {
+		t.Fatalf("an RSA key once every member runs schema 2: %v", err)
+	}
 	close(stop)
 	wg.Wait()
 

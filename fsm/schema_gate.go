@@ -1,0 +1,37 @@
+package fsm
+
+import eventsv1 "github.com/raftkms/raftkms/proto/events/v1"
+
+// lastSchema1Event is the highest Envelope oneof field number a schema-1
+// build knows (CreateKey = 10 … RegisterNode = 30). Every event case added
+// since needs schema 2.
+const lastSchema1Event = 30
+
+// MinSchema is the oldest envelope schema whose builds understand every
+// part of env: an event type they know, with no field whose meaning they
+// would miss. The proposer refuses an event whose MinSchema is above the
+// schema every member announces (raftnode caps proposals to it), so during
+// a rolling upgrade an older member never meets an event it would halt on
+// (an unknown type) or apply differently (a key spec it refuses, a version
+// limit it ignores). Old entries are never judged by it: it is about what
+// may be proposed now, not about what was.
+func MinSchema(env *eventsv1.Envelope) uint32 {
+	fd := env.ProtoReflect().WhichOneof(eventOneof)
+	if fd == nil {
+		return 1
+	}
+	if fd.Number() > lastSchema1Event {
+		return 2
+	}
+	switch e := env.Event.(type) {
+	case *eventsv1.Envelope_CreateKey:
+		if s := e.CreateKey.GetKeySpec(); s != "" && s != "SYMMETRIC_DEFAULT" {
+			return 2
+		}
+	case *eventsv1.Envelope_EnableKeyRotation:
+		if e.EnableKeyRotation.GetMaxDecryptionVersions() != 0 {
+			return 2
+		}
+	}
+	return 1
+}

@@ -1,0 +1,42 @@
+package fsm
+
+import (
+	"testing"
+
+	eventsv1 "github.com/raftkms/raftkms/proto/events/v1"
+)
+
+func TestMinSchema(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		env  *eventsv1.Envelope
+		want uint32
+	}{
+		{"no event", &eventsv1.Envelope{}, 1},
+		{"symmetric CreateKey", &eventsv1.Envelope{Event: &eventsv1.Envelope_CreateKey{CreateKey: &eventsv1.CreateKey{KeyId: "k"}}}, 1},
+		{"SYMMETRIC_DEFAULT CreateKey", &eventsv1.Envelope{Event: &eventsv1.Envelope_CreateKey{CreateKey: &eventsv1.CreateKey{KeyId: "k", KeySpec: "SYMMETRIC_DEFAULT"}}}, 1},
+		{"RSA CreateKey", &eventsv1.Envelope{Event: &eventsv1.Envelope_CreateKey{CreateKey: &eventsv1.CreateKey{KeyId: "k", KeySpec: "RSA_2048"}}}, 2},
+		{"RegisterNode", &eventsv1.Envelope{Event: &eventsv1.Envelope_RegisterNode{RegisterNode: &eventsv1.RegisterNode{NodeId: "n"}}}, 1},
+		{"EnableKeyRotation", &eventsv1.Envelope{Event: &eventsv1.Envelope_EnableKeyRotation{EnableKeyRotation: &eventsv1.EnableKeyRotation{KeyId: "k"}}}, 1},
+		{"EnableKeyRotation with a version limit", &eventsv1.Envelope{Event: &eventsv1.Envelope_EnableKeyRotation{EnableKeyRotation: &eventsv1.EnableKeyRotation{KeyId: "k", MaxDecryptionVersions: 2}}}, 2},
+		{"CreateAccessKey", &eventsv1.Envelope{Event: &eventsv1.Envelope_CreateAccessKey{CreateAccessKey: &eventsv1.CreateAccessKey{AccessKeyId: "a"}}}, 2},
+	} {
+		if got := MinSchema(tc.env); got != tc.want {
+			t.Errorf("%s: MinSchema = %d, want %d", tc.name, got, tc.want)
+		}
+	}
+	// Every event case beyond schema 1's needs schema 2.
+	fields := eventOneof.Fields()
+	for i := 0; i < fields.Len(); i++ {
+		fd := fields.Get(i)
+		if fd.Number() <= lastSchema1Event {
+			continue
+		}
+		env := &eventsv1.Envelope{}
+		m := env.ProtoReflect()
+		m.Set(fd, m.NewField(fd))
+		if got := MinSchema(env); got != 2 {
+			t.Errorf("event %s (field %d): MinSchema = %d, want 2", fd.Name(), fd.Number(), got)
+		}
+	}
+}
