@@ -120,6 +120,17 @@ func applyImportKeyMaterial(f *FSM, c *applyCtx) *Result {
 				return failed(e.KeyId, reject(CodeIncorrectKeyMaterial, "new key material must differ from the key's earlier material"))
 			}
 		}
+		if e.Stage && c.env.SchemaVersion >= SchemaStage {
+			// Staged, as AWS KMS does: it does not encrypt until an
+			// ON_DEMAND rotation makes it current; staging again replaces
+			// it. The key's current expiry is left as it is.
+			k.Staged = &StagedMaterial{Version: n + 1, Sealed: e.SealedMaterial, Fingerprint: e.MaterialFingerprint,
+				Expiration: e.ExpirationModel, ValidTo: e.ValidToUnixNano, ImportedAt: c.t}
+			return f.commit(c, k)
+		}
+		// An entry from before staging existed (or below schema 3, where
+		// the stage field is not known): the version is added at once, as
+		// it was when the entry was first applied.
 		k.Versions = append(k.Versions, Version{Number: n + 1, Type: eventsv1.RotationType_ROTATION_TYPE_IMPORTED,
 			CreatedAt: c.t, Sealed: e.SealedMaterial, Fingerprint: e.MaterialFingerprint})
 	default:
@@ -171,6 +182,7 @@ func applyDeleteImportedKeyMaterial(f *FSM, c *applyCtx) *Result {
 // same material can be imported again.
 func dropMaterial(k *Key) {
 	k.Versions = wipeMaterial(k.Versions)
+	k.Staged = nil
 	k.Expiration = eventsv1.ExpirationModel_EXPIRATION_MODEL_UNSPECIFIED
 	k.ValidTo = 0
 	if k.State == stEnabled || k.State == stDisabled {

@@ -215,6 +215,7 @@ func applyDeleteKey(f *FSM, c *applyCtx) *Result {
 	}
 	k.State = stDeleted
 	k.Versions = wipeMaterial(k.Versions)
+	k.Staged = nil
 	k.Import = nil
 	k.Rotation.Enabled = false
 	for name, a := range f.aliases {

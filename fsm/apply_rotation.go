@@ -1,6 +1,8 @@
 package fsm
 
 import (
+	"bytes"
+
 	eventsv1 "github.com/raftkms/raftkms/proto/events/v1"
 )
 
@@ -90,6 +92,9 @@ func applyRotateKey(f *FSM, c *applyCtx) *Result {
 	if r != nil {
 		return failed(e.KeyId, r)
 	}
+	if len(e.StagedMaterialFingerprint) > 0 {
+		return applyRotateStaged(f, c, k)
+	}
 	if len(e.SealedMaterial) == 0 {
 		return failed(e.KeyId, reject(CodeValidation, "new key material is required"))
 	}
@@ -136,4 +141,55 @@ func applyRotateKey(f *FSM, c *applyCtx) *Result {
 		Sealed:    e.SealedMaterial,
 	})
 	return f.commit(c, k)
+}
+
+// applyRotateStaged makes an EXTERNAL key's staged material current as a new
+// ON_DEMAND version. The event names the staged material's fingerprint, so a
+// rotation proposed before the material was staged again, or twice, is a
+// rejection rather than a rotation to other material.
+func applyRotateStaged(f *FSM, c *applyCtx, k *Key) *Result {
+	e := c.env.GetRotateKey()
+	if e.RotationType != eventsv1.RotationType_ROTATION_TYPE_ON_DEMAND || len(e.SealedMaterial) != 0 {
+		return failed(e.KeyId, reject(CodeValidation, "staged material is made current only by an ON_DEMAND rotation"))
+	}
+	if k.Origin != originExternal || !k.IsSymmetric() {
+		return failed(e.KeyId, reject(CodeUnsupported, "key %s has no imported material to rotate to", k.ID))
+	}
+	if r := usableForRotation(k); r != nil {
+		return failed(e.KeyId, r)
+	}
+	if r := NoStagedMaterial(k); r != nil {
+		return failed(e.KeyId, r)
+	}
+	st := k.Staged
+	if !bytes.Equal(st.Fingerprint, e.StagedMaterialFingerprint) {
+		return failed(e.KeyId, reject(CodeConflict, "key %s has other key material pending rotation", k.ID))
+	}
+	if e.ExpectedCurrentVersion != k.CurrentVersion() || st.Version != k.CurrentVersion()+1 {
+		return failed(e.KeyId, reject(CodeConflict, "key %s is at version %d, not %d",
+			e.KeyId, k.CurrentVersion(), e.ExpectedCurrentVersion))
+	}
+	if st.Expiration == eventsv1.ExpirationModel_EXPIRATION_MODEL_KEY_MATERIAL_EXPIRES && st.ValidTo <= c.t {
+		return failed(e.KeyId, reject(CodeInvalidState, "the key material pending rotation for key %s has expired", k.ID))
+	}
+	if e.OnDemandLimit > 0 && k.OnDemand >= e.OnDemandLimit {
+		return failed(e.KeyId, reject(CodeLimitExceeded, "key %s has reached its limit of %d on-demand rotations",
+			e.KeyId, e.OnDemandLimit))
+	}
+	k.OnDemand++
+	k.Versions = append(k.Versions, Version{Number: st.Version, Type: eventsv1.RotationType_ROTATION_TYPE_ON_DEMAND,
+		CreatedAt: c.t, Sealed: st.Sealed, Fingerprint: st.Fingerprint})
+	k.Expiration, k.ValidTo = st.Expiration, st.ValidTo
+	k.Staged = nil
+	return f.commit(c, k)
+}
+
+// NoStagedMaterial is the rejection for an on-demand rotation of an EXTERNAL
+// key that has no material pending rotation (nil when it has some); rpc
+// answers it before proposing, the state machine again when it applies.
+func NoStagedMaterial(k *Key) *Rejection {
+	if k.Staged != nil {
+		return nil
+	}
+	return reject(CodeInvalidState, "key %s has no key material pending rotation; import new key material with ImportType NEW_KEY_MATERIAL first", k.ID)
 }

@@ -21,10 +21,21 @@ import (
 //   - RegisterNode's root_key_check sets, then must match, the cluster's;
 //   - a key's history is bounded (MaxHistory) and a key has at most MaxTags
 //     tags; request IDs and principals have a maximum length.
-const SchemaVersion = 2
+//
+// Schema 3 lets ImportKeyMaterial stage NEW_KEY_MATERIAL (its stage field)
+// until an ON_DEMAND RotateKey makes it current. A schema-2 build does not
+// know the field and adds such material as a version at once, so the field
+// counts only in entries of schema 3 on: every node, old or new, gives an
+// entry the same meaning, and a proposer stages only once every member
+// announces schema 3 (raftnode's ProposeSchema).
+const SchemaVersion = 3
 
 // schemaTrust is the first schema with the rules listed above.
 const schemaTrust = 2
+
+// SchemaStage is the first schema whose ImportKeyMaterial entries may stage
+// new material (see SchemaVersion).
+const SchemaStage = 3
 
 // entryFormatV1 is the first byte of every raftkms log entry: a protobuf
 // Envelope follows. A different first byte is corruption or a newer format.

@@ -227,6 +227,11 @@ func (kr *keyRecorder) record(k *Key) *eventsv1.KeyRecord {
 		vr.SealedMaterial, vr.MaterialFingerprint, vr.DestroyedUnixNano = v.Sealed, v.Fingerprint, v.DestroyedAt
 	}
 	r.MinDecryptionVersion = k.MinDecryptionVersion
+	if st := k.Staged; st != nil {
+		r.StagedMaterial = &eventsv1.StagedMaterialRecord{Version: st.Version, SealedMaterial: st.Sealed,
+			MaterialFingerprint: st.Fingerprint, ExpirationModel: st.Expiration, ValidToUnixNano: st.ValidTo,
+			ImportedUnixNano: st.ImportedAt}
+	}
 	r.History = kr.history[:len(k.History)]
 	for i := range k.History {
 		h, hr := &k.History[i], r.History[i]
@@ -303,6 +308,10 @@ func recordToKey(r *eventsv1.KeyRecord) (*Key, error) {
 			Sealed: v.SealedMaterial, Fingerprint: v.MaterialFingerprint, DestroyedAt: v.DestroyedUnixNano}
 	}
 	k.MinDecryptionVersion = r.MinDecryptionVersion
+	if st := r.StagedMaterial; st != nil {
+		k.Staged = &StagedMaterial{Version: st.Version, Sealed: st.SealedMaterial, Fingerprint: st.MaterialFingerprint,
+			Expiration: st.ExpirationModel, ValidTo: st.ValidToUnixNano, ImportedAt: st.ImportedUnixNano}
+	}
 	for i, g := range r.Grants {
 		if len(g.GrantId) != 64 || (i > 0 && r.Grants[i-1].GrantId >= g.GrantId) {
 			return nil, fmt.Errorf("%w: key %s grants out of order", ErrCorruptSnapshot, r.KeyId)

@@ -86,6 +86,9 @@ type Key struct {
 	// MinDecryptionVersion: versions below it refuse to decrypt; 0 or 1
 	// allows all (apply_versions.go).
 	MinDecryptionVersion uint32
+	// Staged is imported material waiting for an ON_DEMAND rotation
+	// (PENDING_ROTATION); nil when none. Replaced, never changed in place.
+	Staged *StagedMaterial
 
 	seq int // position in creation order
 }
@@ -98,6 +101,18 @@ type Version struct {
 	Sealed      []byte       // material sealed under the root key; nil once destroyed or expired
 	Fingerprint []byte       // keyed fingerprint of imported material
 	DestroyedAt int64        // when DestroyKeyVersion shredded it; 0 if not
+}
+
+// StagedMaterial is new imported material that does not encrypt yet: an
+// ImportKeyMaterial with NEW_KEY_MATERIAL staged it, and an ON_DEMAND
+// RotateKey makes it version Version (current + 1 when it was staged).
+type StagedMaterial struct {
+	Version     uint32          // the version it becomes
+	Sealed      []byte          // sealed under the root key for (key, Version)
+	Fingerprint []byte          // keyed fingerprint; its hex is the KeyMaterialId
+	Expiration  ExpirationModel // expiration model it was imported with
+	ValidTo     int64           // its expiry when it becomes current; 0 = never
+	ImportedAt  int64           // Unix nanoseconds
 }
 
 // Rotation holds a key's automatic rotation settings.

@@ -148,19 +148,43 @@ func (s kmsService) ImportKeyMaterial(ctx context.Context, req *kmsv1.ImportKeyM
 			}
 		}
 	case "NEW_KEY_MATERIAL":
+		// Staged (PENDING_ROTATION) until RotateKeyOnDemand, as AWS KMS
+		// does; only once every member understands staging (schema 3),
+		// since an older build would make the material current at once.
+		if s.proposeSchema() < fsm.SchemaStage {
+			return nil, unsupportedErr("NEW_KEY_MATERIAL needs every node of the cluster upgraded (event schema %d); finish the upgrade first", fsm.SchemaStage)
+		}
 		ev.ImportType = eventsv1.ImportType_IMPORT_TYPE_NEW_KEY_MATERIAL
 		ev.Version = k.CurrentVersion() + 1
+		ev.Stage = true
 	default:
 		return nil, validationErr("ImportType must be EXISTING_KEY_MATERIAL or NEW_KEY_MATERIAL")
 	}
 	if ev.SealedMaterial, err = s.root.Seal(k.ID, ev.Version, material); err != nil {
 		return nil, err
 	}
-	res, err := s.propose(ctx, &eventsv1.Envelope{Event: &eventsv1.Envelope_ImportKeyMaterial{ImportKeyMaterial: ev}})
+	_, err = s.propose(ctx, &eventsv1.Envelope{Event: &eventsv1.Envelope_ImportKeyMaterial{ImportKeyMaterial: ev}})
 	if err != nil {
 		return nil, err
 	}
-	return &kmsv1.ImportKeyMaterialResponse{KeyId: s.keyARN(k.ID), KeyVersion: res.Version}, nil
+	return &kmsv1.ImportKeyMaterialResponse{KeyId: s.keyARN(k.ID), KeyVersion: ev.Version,
+		KeyMaterialId: materialID(ev.MaterialFingerprint)}, nil
+}
+
+// materialID is the KeyMaterialId of imported material: the hex of its keyed
+// fingerprint (64 hex digits, as AWS KMS's IDs are), the same on every node
+// and for the same material imported again.
+func materialID(fingerprint []byte) string {
+	return hex.EncodeToString(fingerprint)
+}
+
+// proposeSchema is the event schema the cluster proposes at (the lowest its
+// members announce); a node without one proposes at this build's schema.
+func (s *Server) proposeSchema() uint32 {
+	if p, ok := s.node.(interface{ ProposeSchema() uint32 }); ok {
+		return p.ProposeSchema()
+	}
+	return fsm.SchemaVersion
 }
 
 func (s kmsService) DeleteImportedKeyMaterial(ctx context.Context, req *kmsv1.DeleteImportedKeyMaterialRequest) (*kmsv1.DeleteImportedKeyMaterialResponse, error) {

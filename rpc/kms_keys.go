@@ -66,6 +66,9 @@ func (s *Server) keyMetadata(k *fsm.Key) *kmsv1.KeyMetadata {
 		CurrentKeyVersion:     k.CurrentVersion(),
 		MinDecryptionVersion:  max(k.MinDecryptionVersion, 1),
 	}
+	if k.Origin == fsm.OriginExternal && k.HasMaterial() {
+		md.CurrentKeyMaterialId = materialID(k.Versions[len(k.Versions)-1].Fingerprint)
+	}
 	algorithmLists(md, k)
 	if k.Origin == fsm.OriginService {
 		md.KeyManager = "AWS"

@@ -89,8 +89,16 @@ func (s kmsService) RotateKeyOnDemand(ctx context.Context, req *kmsv1.RotateKeyO
 			return nil, err
 		}
 		cur := k.CurrentVersion()
-		sealed, err := s.newSealedMaterial(k.ID, cur+1)
-		if err != nil {
+		rot := &eventsv1.RotateKey{KeyId: k.ID, RotationType: eventsv1.RotationType_ROTATION_TYPE_ON_DEMAND,
+			ExpectedCurrentVersion: cur, OnDemandLimit: s.limits.OnDemandLimit}
+		if k.Origin == fsm.OriginExternal && k.IsSymmetric() {
+			// Imported keys rotate to the material staged by
+			// ImportKeyMaterial (NEW_KEY_MATERIAL), named by its fingerprint.
+			if r := fsm.NoStagedMaterial(k); r != nil {
+				return nil, r
+			}
+			rot.StagedMaterialFingerprint = k.Staged.Fingerprint
+		} else if rot.SealedMaterial, err = s.newSealedMaterial(k.ID, cur+1); err != nil {
 			return nil, err
 		}
 		actx := ctx
@@ -99,9 +107,7 @@ func (s kmsService) RotateKeyOnDemand(ctx context.Context, req *kmsv1.RotateKeyO
 			// conflict is remembered under the original request ID.
 			actx = withRequestID(ctx, reqID+"/"+strconv.Itoa(attempt))
 		}
-		res, err := s.propose(actx, &eventsv1.Envelope{Event: &eventsv1.Envelope_RotateKey{RotateKey: &eventsv1.RotateKey{
-			KeyId: k.ID, RotationType: eventsv1.RotationType_ROTATION_TYPE_ON_DEMAND, ExpectedCurrentVersion: cur,
-			SealedMaterial: sealed, OnDemandLimit: s.limits.OnDemandLimit}}})
+		res, err := s.propose(actx, &eventsv1.Envelope{Event: &eventsv1.Envelope_RotateKey{RotateKey: rot}})
 		if errors.Is(err, fsm.ErrConflict) && attempt < 5 {
 			continue
 		}
@@ -124,27 +130,56 @@ func rotationTypeName(t fsm.RotationType) string {
 	return "INITIAL"
 }
 
+// Key material states, as AWS KMS names them in ListKeyRotations.
+const (
+	materialCurrent         = "CURRENT"
+	materialNonCurrent      = "NON_CURRENT"
+	materialPendingRotation = "PENDING_ROTATION"
+)
+
 // ListKeyRotations lists every version after the first, oldest first, as
-// AWS lists rotations; each entry also carries its version number.
+// AWS lists rotations; each entry also carries its version number and its
+// material's state. With IncludeKeyMaterial ALL_KEY_MATERIAL it also lists
+// the first version and imported material pending rotation (last).
 func (s kmsService) ListKeyRotations(ctx context.Context, req *kmsv1.ListKeyRotationsRequest) (*kmsv1.ListKeyRotationsResponse, error) {
+	all := false
+	switch req.IncludeKeyMaterial {
+	case "", "ROTATIONS_ONLY":
+	case "ALL_KEY_MATERIAL":
+		all = true
+	default:
+		return nil, validationErr("IncludeKeyMaterial must be ALL_KEY_MATERIAL or ROTATIONS_ONLY")
+	}
 	k, err := s.readKey(ctx, req.KeyId, "kms:ListKeyRotations")
 	if err != nil {
 		return nil, err
 	}
-	var rotations []fsm.Version
-	for _, v := range k.Versions {
-		if v.Type != eventsv1.RotationType_ROTATION_TYPE_INITIAL {
-			rotations = append(rotations, v)
+	external := k.Origin == fsm.OriginExternal
+	var entries []*kmsv1.RotationsListEntry
+	for i, v := range k.Versions {
+		if v.Type == eventsv1.RotationType_ROTATION_TYPE_INITIAL && !all {
+			continue
 		}
+		e := &kmsv1.RotationsListEntry{KeyId: k.ID, RotationDate: ts(v.CreatedAt),
+			RotationType: rotationTypeName(v.Type), KeyVersion: v.Number, KeyMaterialState: materialNonCurrent}
+		if i == len(k.Versions)-1 {
+			e.KeyMaterialState = materialCurrent
+		}
+		if external {
+			e.KeyMaterialId = materialID(v.Fingerprint)
+		}
+		if v.Type == eventsv1.RotationType_ROTATION_TYPE_INITIAL {
+			e.RotationType, e.RotationDate = "", nil // the first material is no rotation
+		}
+		entries = append(entries, e)
 	}
-	page, next, err := pageOf(rotations, req.Marker, req.Limit)
+	if st := k.Staged; st != nil && all {
+		entries = append(entries, &kmsv1.RotationsListEntry{KeyId: k.ID, KeyMaterialId: materialID(st.Fingerprint),
+			KeyMaterialState: materialPendingRotation})
+	}
+	page, next, err := pageOf(entries, req.Marker, req.Limit)
 	if err != nil {
 		return nil, err
 	}
-	resp := &kmsv1.ListKeyRotationsResponse{NextMarker: next, Truncated: next != ""}
-	for _, v := range page {
-		resp.Rotations = append(resp.Rotations, &kmsv1.RotationsListEntry{KeyId: k.ID, RotationDate: ts(v.CreatedAt),
-			RotationType: rotationTypeName(v.Type), KeyVersion: v.Number})
-	}
-	return resp, nil
+	return &kmsv1.ListKeyRotationsResponse{Rotations: page, NextMarker: next, Truncated: next != ""}, nil
 }

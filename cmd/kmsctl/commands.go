@@ -71,7 +71,7 @@ func init() {
 		}
 		return keyVersionDoc{r.GetKeyId(), r.GetKeyVersion()}, nil
 	})
-	register("list-key-rotations", "Lists a key's rotations.", "key-id!"+pageFlags, listKeyRotations)
+	register("list-key-rotations", "Lists a key's rotations and key materials.", "key-id! include-key-material"+pageFlags, listKeyRotations)
 }
 
 func createKey(e *env, p *params) (any, error) {
@@ -199,17 +199,20 @@ func listKeyRotations(e *env, p *params) (any, error) {
 		return nil, err
 	}
 	items, tail, err := collect(pg, func(marker string, limit int32) ([]rotationEntry, string, bool, error) {
-		r, err := e.kms().ListKeyRotations(e.ctx, &kmsv1.ListKeyRotationsRequest{KeyId: p.str("key-id"), Limit: limit, Marker: marker})
+		r, err := e.kms().ListKeyRotations(e.ctx, &kmsv1.ListKeyRotationsRequest{KeyId: p.str("key-id"),
+			IncludeKeyMaterial: p.str("include-key-material"), Limit: limit, Marker: marker})
 		if err != nil {
 			return nil, "", false, err
 		}
 		var out []rotationEntry
 		for _, x := range r.GetRotations() {
 			out = append(out, rotationEntry{
-				KeyID:        x.GetKeyId(),
-				RotationDate: tsOf(x.GetRotationDate()),
-				RotationType: x.GetRotationType(),
-				KeyVersion:   x.GetKeyVersion(),
+				KeyID:            x.GetKeyId(),
+				RotationDate:     tsOf(x.GetRotationDate()),
+				RotationType:     x.GetRotationType(),
+				KeyVersion:       x.GetKeyVersion(),
+				KeyMaterialID:    x.GetKeyMaterialId(),
+				KeyMaterialState: x.GetKeyMaterialState(),
 			})
 		}
 		return out, r.GetNextMarker(), r.GetTruncated(), nil

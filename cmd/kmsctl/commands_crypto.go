@@ -220,5 +220,5 @@ func importKeyMaterial(e *env, p *params) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return keyVersionDoc{KeyID: r.GetKeyId(), KeyVersion: r.GetKeyVersion()}, nil
+	return importKeyMaterialDoc{KeyID: r.GetKeyId(), KeyMaterialID: r.GetKeyMaterialId(), KeyVersion: r.GetKeyVersion()}, nil
 }

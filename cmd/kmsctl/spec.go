@@ -154,8 +154,11 @@ var flagCatalog = map[string]flagDef{
 	"valid-to":               {doc: "When the imported material expires: ISO 8601 or seconds since the epoch.", example: "2027-01-01T00:00:00Z"},
 	"expiration-model": {doc: "Whether the material expires (then give --valid-to).",
 		choices: []string{"KEY_MATERIAL_EXPIRES", "KEY_MATERIAL_DOES_NOT_EXPIRE"}, def: "KEY_MATERIAL_DOES_NOT_EXPIRE with no --valid-to", example: "KEY_MATERIAL_EXPIRES"},
-	"import-type": {doc: "Whether this is the key's first material again, or a new version.",
+	"import-type": {doc: "EXISTING_KEY_MATERIAL: the key's first material, or material it had before, again; " +
+		"NEW_KEY_MATERIAL: new material, staged (PENDING_ROTATION) until rotate-key-on-demand makes it current.",
 		choices: []string{"EXISTING_KEY_MATERIAL", "NEW_KEY_MATERIAL"}, def: "EXISTING_KEY_MATERIAL", example: "NEW_KEY_MATERIAL"},
+	"include-key-material": {doc: "ALL_KEY_MATERIAL also lists the first material and imported material pending rotation.",
+		choices: []string{"ALL_KEY_MATERIAL", "ROTATIONS_ONLY"}, def: "ROTATIONS_ONLY", example: "ALL_KEY_MATERIAL"},
 	"alias-name":    {doc: "The alias, alias/NAME.", example: "alias/billing"},
 	"target-key-id": {doc: "The key the alias points at: its ID or ARN.", example: exKeyID},
 	"tag-keys":      {kind: kindList, doc: "The keys of the tags to remove, or one JSON list of strings.", example: "team env"},

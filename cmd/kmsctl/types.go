@@ -66,6 +66,7 @@ type keyMetadataOut struct {
 	MacAlgorithms               []string `json:"MacAlgorithms,omitempty"`
 	MultiRegion                 bool     `json:"MultiRegion"`
 	PendingDeletionWindowInDays int32    `json:"PendingDeletionWindowInDays,omitempty"`
+	CurrentKeyMaterialID        string   `json:"CurrentKeyMaterialId,omitempty"`
 	CurrentKeyVersion           uint32   `json:"CurrentKeyVersion,omitempty" ext:"raftkms"`
 }
 
@@ -95,6 +96,7 @@ func keyMetadataOf(m *kmsv1.KeyMetadata) keyMetadataDoc {
 		SigningAlgorithms:           m.GetSigningAlgorithms(),
 		MacAlgorithms:               m.GetMacAlgorithms(),
 		PendingDeletionWindowInDays: m.GetPendingDeletionWindowInDays(),
+		CurrentKeyMaterialID:        m.GetCurrentKeyMaterialId(),
 		CurrentKeyVersion:           m.GetCurrentKeyVersion(),
 	}}
 }
@@ -144,11 +146,20 @@ type keyVersionDoc struct {
 	KeyVersion uint32 `json:"KeyVersion,omitempty" ext:"raftkms"`
 }
 
+// importKeyMaterialDoc is the answer of import-key-material.
+type importKeyMaterialDoc struct {
+	KeyID         string `json:"KeyId"`
+	KeyMaterialID string `json:"KeyMaterialId,omitempty"`
+	KeyVersion    uint32 `json:"KeyVersion,omitempty" ext:"raftkms"`
+}
+
 type rotationEntry struct {
-	KeyID        string   `json:"KeyId"`
-	RotationDate *awsTime `json:"RotationDate,omitempty"`
-	RotationType string   `json:"RotationType"`
-	KeyVersion   uint32   `json:"KeyVersion,omitempty" ext:"raftkms"`
+	KeyID            string   `json:"KeyId"`
+	RotationDate     *awsTime `json:"RotationDate,omitempty"`
+	RotationType     string   `json:"RotationType,omitempty"`
+	KeyVersion       uint32   `json:"KeyVersion,omitempty" ext:"raftkms"`
+	KeyMaterialID    string   `json:"KeyMaterialId,omitempty"`
+	KeyMaterialState string   `json:"KeyMaterialState,omitempty"`
 }
 
 type listKeyRotationsDoc struct {

@@ -1496,8 +1496,12 @@ type RotateKey struct {
 	SealedMaterial []byte `protobuf:"bytes,4,opt,name=sealed_material,json=sealedMaterial,proto3" json:"sealed_material,omitempty"`
 	// For ON_DEMAND: the cluster's per-key limit at proposal time.
 	OnDemandLimit uint32 `protobuf:"varint,5,opt,name=on_demand_limit,json=onDemandLimit,proto3" json:"on_demand_limit,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// For ON_DEMAND on an EXTERNAL key: the fingerprint of the staged
+	// material to make current (sealed_material is then empty); a different
+	// or missing staged material is a rejection.
+	StagedMaterialFingerprint []byte `protobuf:"bytes,6,opt,name=staged_material_fingerprint,json=stagedMaterialFingerprint,proto3" json:"staged_material_fingerprint,omitempty"`
+	unknownFields             protoimpl.UnknownFields
+	sizeCache                 protoimpl.SizeCache
 }
 
 func (x *RotateKey) Reset() {
@@ -1563,6 +1567,13 @@ func (x *RotateKey) GetOnDemandLimit() uint32 {
 		return x.OnDemandLimit
 	}
 	return 0
+}
+
+func (x *RotateKey) GetStagedMaterialFingerprint() []byte {
+	if x != nil {
+		return x.StagedMaterialFingerprint
+	}
+	return nil
 }
 
 // CreateImportParameters records an RSA wrapping key pair made by the
@@ -1676,8 +1687,13 @@ type ImportKeyMaterial struct {
 	MaterialFingerprint []byte          `protobuf:"bytes,6,opt,name=material_fingerprint,json=materialFingerprint,proto3" json:"material_fingerprint,omitempty"`
 	ExpirationModel     ExpirationModel `protobuf:"varint,7,opt,name=expiration_model,json=expirationModel,proto3,enum=raftkms.events.v1.ExpirationModel" json:"expiration_model,omitempty"`
 	ValidToUnixNano     int64           `protobuf:"varint,8,opt,name=valid_to_unix_nano,json=validToUnixNano,proto3" json:"valid_to_unix_nano,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// stage: with NEW_KEY_MATERIAL, the material is staged (PENDING_ROTATION)
+	// and becomes current only by an ON_DEMAND RotateKey, as AWS KMS does.
+	// Entries written before staging existed have it false and add the
+	// version at once, as they did when they were first applied.
+	Stage         bool `protobuf:"varint,9,opt,name=stage,proto3" json:"stage,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ImportKeyMaterial) Reset() {
@@ -1764,6 +1780,13 @@ func (x *ImportKeyMaterial) GetValidToUnixNano() int64 {
 		return x.ValidToUnixNano
 	}
 	return 0
+}
+
+func (x *ImportKeyMaterial) GetStage() bool {
+	if x != nil {
+		return x.Stage
+	}
+	return false
 }
 
 // ExpireKeyMaterial removes imported material whose ValidTo has passed.
@@ -3127,13 +3150,14 @@ const file_proto_events_v1_events_proto_rawDesc = "" +
 	"\x17rotation_period_seconds\x18\x02 \x01(\x03R\x15rotationPeriodSeconds\x126\n" +
 	"\x17max_decryption_versions\x18\x03 \x01(\rR\x15maxDecryptionVersions\"+\n" +
 	"\x12DisableKeyRotation\x12\x15\n" +
-	"\x06key_id\x18\x01 \x01(\tR\x05keyId\"\xf3\x01\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\"\xb3\x02\n" +
 	"\tRotateKey\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12D\n" +
 	"\rrotation_type\x18\x02 \x01(\x0e2\x1f.raftkms.events.v1.RotationTypeR\frotationType\x128\n" +
 	"\x18expected_current_version\x18\x03 \x01(\rR\x16expectedCurrentVersion\x12'\n" +
 	"\x0fsealed_material\x18\x04 \x01(\fR\x0esealedMaterial\x12&\n" +
-	"\x0fon_demand_limit\x18\x05 \x01(\rR\ronDemandLimit\"\xb2\x02\n" +
+	"\x0fon_demand_limit\x18\x05 \x01(\rR\ronDemandLimit\x12>\n" +
+	"\x1bstaged_material_fingerprint\x18\x06 \x01(\fR\x19stagedMaterialFingerprint\"\xb2\x02\n" +
 	"\x16CreateImportParameters\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12&\n" +
 	"\x0fimport_token_id\x18\x02 \x01(\tR\rimportTokenId\x12*\n" +
@@ -3141,7 +3165,7 @@ const file_proto_events_v1_events_proto_rawDesc = "" +
 	"\x12wrapping_algorithm\x18\x04 \x01(\tR\x11wrappingAlgorithm\x12$\n" +
 	"\x0epublic_key_der\x18\x05 \x01(\fR\fpublicKeyDer\x12,\n" +
 	"\x12sealed_private_key\x18\x06 \x01(\fR\x10sealedPrivateKey\x12*\n" +
-	"\x11valid_for_seconds\x18\a \x01(\x03R\x0fvalidForSeconds\"\x84\x03\n" +
+	"\x11valid_for_seconds\x18\a \x01(\x03R\x0fvalidForSeconds\"\x9a\x03\n" +
 	"\x11ImportKeyMaterial\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12&\n" +
 	"\x0fimport_token_id\x18\x02 \x01(\tR\rimportTokenId\x12>\n" +
@@ -3151,7 +3175,8 @@ const file_proto_events_v1_events_proto_rawDesc = "" +
 	"\x0fsealed_material\x18\x05 \x01(\fR\x0esealedMaterial\x121\n" +
 	"\x14material_fingerprint\x18\x06 \x01(\fR\x13materialFingerprint\x12M\n" +
 	"\x10expiration_model\x18\a \x01(\x0e2\".raftkms.events.v1.ExpirationModelR\x0fexpirationModel\x12+\n" +
-	"\x12valid_to_unix_nano\x18\b \x01(\x03R\x0fvalidToUnixNano\"h\n" +
+	"\x12valid_to_unix_nano\x18\b \x01(\x03R\x0fvalidToUnixNano\x12\x14\n" +
+	"\x05stage\x18\t \x01(\bR\x05stage\"h\n" +
 	"\x11ExpireKeyMaterial\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12<\n" +
 	"\x1bexpected_valid_to_unix_nano\x18\x02 \x01(\x03R\x17expectedValidToUnixNano\"2\n" +

@@ -730,8 +730,10 @@ type KeyRecord struct {
 	Grants []*GrantRecord `protobuf:"bytes,40,rep,name=grants,proto3" json:"grants,omitempty"`
 	// Versions below this refuse to decrypt; 0 or 1 allows every version.
 	MinDecryptionVersion uint32 `protobuf:"varint,41,opt,name=min_decryption_version,json=minDecryptionVersion,proto3" json:"min_decryption_version,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// Imported material staged for the next ON_DEMAND rotation (EXTERNAL keys).
+	StagedMaterial *StagedMaterialRecord `protobuf:"bytes,42,opt,name=staged_material,json=stagedMaterial,proto3" json:"staged_material,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *KeyRecord) Reset() {
@@ -911,6 +913,99 @@ func (x *KeyRecord) GetMinDecryptionVersion() uint32 {
 	return 0
 }
 
+func (x *KeyRecord) GetStagedMaterial() *StagedMaterialRecord {
+	if x != nil {
+		return x.StagedMaterial
+	}
+	return nil
+}
+
+// StagedMaterialRecord is imported material waiting for RotateKeyOnDemand
+// (state PENDING_ROTATION); it is sealed for version (current + 1).
+type StagedMaterialRecord struct {
+	state               protoimpl.MessageState `protogen:"open.v1"`
+	Version             uint32                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	SealedMaterial      []byte                 `protobuf:"bytes,2,opt,name=sealed_material,json=sealedMaterial,proto3" json:"sealed_material,omitempty"`
+	MaterialFingerprint []byte                 `protobuf:"bytes,3,opt,name=material_fingerprint,json=materialFingerprint,proto3" json:"material_fingerprint,omitempty"`
+	ExpirationModel     ExpirationModel        `protobuf:"varint,4,opt,name=expiration_model,json=expirationModel,proto3,enum=raftkms.events.v1.ExpirationModel" json:"expiration_model,omitempty"`
+	ValidToUnixNano     int64                  `protobuf:"varint,5,opt,name=valid_to_unix_nano,json=validToUnixNano,proto3" json:"valid_to_unix_nano,omitempty"`
+	ImportedUnixNano    int64                  `protobuf:"varint,6,opt,name=imported_unix_nano,json=importedUnixNano,proto3" json:"imported_unix_nano,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *StagedMaterialRecord) Reset() {
+	*x = StagedMaterialRecord{}
+	mi := &file_proto_events_v1_state_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StagedMaterialRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StagedMaterialRecord) ProtoMessage() {}
+
+func (x *StagedMaterialRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_events_v1_state_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StagedMaterialRecord.ProtoReflect.Descriptor instead.
+func (*StagedMaterialRecord) Descriptor() ([]byte, []int) {
+	return file_proto_events_v1_state_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *StagedMaterialRecord) GetVersion() uint32 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *StagedMaterialRecord) GetSealedMaterial() []byte {
+	if x != nil {
+		return x.SealedMaterial
+	}
+	return nil
+}
+
+func (x *StagedMaterialRecord) GetMaterialFingerprint() []byte {
+	if x != nil {
+		return x.MaterialFingerprint
+	}
+	return nil
+}
+
+func (x *StagedMaterialRecord) GetExpirationModel() ExpirationModel {
+	if x != nil {
+		return x.ExpirationModel
+	}
+	return ExpirationModel_EXPIRATION_MODEL_UNSPECIFIED
+}
+
+func (x *StagedMaterialRecord) GetValidToUnixNano() int64 {
+	if x != nil {
+		return x.ValidToUnixNano
+	}
+	return 0
+}
+
+func (x *StagedMaterialRecord) GetImportedUnixNano() int64 {
+	if x != nil {
+		return x.ImportedUnixNano
+	}
+	return 0
+}
+
 // GrantRecord is one grant on a key.
 type GrantRecord struct {
 	state             protoimpl.MessageState `protogen:"open.v1"`
@@ -929,7 +1024,7 @@ type GrantRecord struct {
 
 func (x *GrantRecord) Reset() {
 	*x = GrantRecord{}
-	mi := &file_proto_events_v1_state_proto_msgTypes[8]
+	mi := &file_proto_events_v1_state_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -941,7 +1036,7 @@ func (x *GrantRecord) String() string {
 func (*GrantRecord) ProtoMessage() {}
 
 func (x *GrantRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_events_v1_state_proto_msgTypes[8]
+	mi := &file_proto_events_v1_state_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -954,7 +1049,7 @@ func (x *GrantRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrantRecord.ProtoReflect.Descriptor instead.
 func (*GrantRecord) Descriptor() ([]byte, []int) {
-	return file_proto_events_v1_state_proto_rawDescGZIP(), []int{8}
+	return file_proto_events_v1_state_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GrantRecord) GetGrantId() string {
@@ -1033,7 +1128,7 @@ type AliasRecord struct {
 
 func (x *AliasRecord) Reset() {
 	*x = AliasRecord{}
-	mi := &file_proto_events_v1_state_proto_msgTypes[9]
+	mi := &file_proto_events_v1_state_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1045,7 +1140,7 @@ func (x *AliasRecord) String() string {
 func (*AliasRecord) ProtoMessage() {}
 
 func (x *AliasRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_events_v1_state_proto_msgTypes[9]
+	mi := &file_proto_events_v1_state_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1058,7 +1153,7 @@ func (x *AliasRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AliasRecord.ProtoReflect.Descriptor instead.
 func (*AliasRecord) Descriptor() ([]byte, []int) {
-	return file_proto_events_v1_state_proto_rawDescGZIP(), []int{9}
+	return file_proto_events_v1_state_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *AliasRecord) GetAliasName() string {
@@ -1103,7 +1198,7 @@ type NodeRecord struct {
 
 func (x *NodeRecord) Reset() {
 	*x = NodeRecord{}
-	mi := &file_proto_events_v1_state_proto_msgTypes[10]
+	mi := &file_proto_events_v1_state_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1115,7 +1210,7 @@ func (x *NodeRecord) String() string {
 func (*NodeRecord) ProtoMessage() {}
 
 func (x *NodeRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_events_v1_state_proto_msgTypes[10]
+	mi := &file_proto_events_v1_state_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1128,7 +1223,7 @@ func (x *NodeRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeRecord.ProtoReflect.Descriptor instead.
 func (*NodeRecord) Descriptor() ([]byte, []int) {
-	return file_proto_events_v1_state_proto_rawDescGZIP(), []int{10}
+	return file_proto_events_v1_state_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *NodeRecord) GetNodeId() string {
@@ -1176,7 +1271,7 @@ type ResultRecord struct {
 
 func (x *ResultRecord) Reset() {
 	*x = ResultRecord{}
-	mi := &file_proto_events_v1_state_proto_msgTypes[11]
+	mi := &file_proto_events_v1_state_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1188,7 +1283,7 @@ func (x *ResultRecord) String() string {
 func (*ResultRecord) ProtoMessage() {}
 
 func (x *ResultRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_events_v1_state_proto_msgTypes[11]
+	mi := &file_proto_events_v1_state_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1201,7 +1296,7 @@ func (x *ResultRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResultRecord.ProtoReflect.Descriptor instead.
 func (*ResultRecord) Descriptor() ([]byte, []int) {
-	return file_proto_events_v1_state_proto_rawDescGZIP(), []int{11}
+	return file_proto_events_v1_state_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ResultRecord) GetCode() uint32 {
@@ -1265,7 +1360,7 @@ type RequestRecord struct {
 
 func (x *RequestRecord) Reset() {
 	*x = RequestRecord{}
-	mi := &file_proto_events_v1_state_proto_msgTypes[12]
+	mi := &file_proto_events_v1_state_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1277,7 +1372,7 @@ func (x *RequestRecord) String() string {
 func (*RequestRecord) ProtoMessage() {}
 
 func (x *RequestRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_events_v1_state_proto_msgTypes[12]
+	mi := &file_proto_events_v1_state_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1290,7 +1385,7 @@ func (x *RequestRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestRecord.ProtoReflect.Descriptor instead.
 func (*RequestRecord) Descriptor() ([]byte, []int) {
-	return file_proto_events_v1_state_proto_rawDescGZIP(), []int{12}
+	return file_proto_events_v1_state_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RequestRecord) GetRequestId() string {
@@ -1356,7 +1451,7 @@ type AccessKeyRecord struct {
 
 func (x *AccessKeyRecord) Reset() {
 	*x = AccessKeyRecord{}
-	mi := &file_proto_events_v1_state_proto_msgTypes[13]
+	mi := &file_proto_events_v1_state_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1368,7 +1463,7 @@ func (x *AccessKeyRecord) String() string {
 func (*AccessKeyRecord) ProtoMessage() {}
 
 func (x *AccessKeyRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_events_v1_state_proto_msgTypes[13]
+	mi := &file_proto_events_v1_state_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1381,7 +1476,7 @@ func (x *AccessKeyRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccessKeyRecord.ProtoReflect.Descriptor instead.
 func (*AccessKeyRecord) Descriptor() ([]byte, []int) {
-	return file_proto_events_v1_state_proto_rawDescGZIP(), []int{13}
+	return file_proto_events_v1_state_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *AccessKeyRecord) GetAccessKeyId() string {
@@ -1472,7 +1567,7 @@ const file_proto_events_v1_state_proto_rawDesc = "" +
 	"request_id\x18\x04 \x01(\tR\trequestId\x121\n" +
 	"\x05state\x18\x05 \x01(\x0e2\x1b.raftkms.events.v1.KeyStateR\x05state\x12\x18\n" +
 	"\aversion\x18\x06 \x01(\rR\aversion\x12\x12\n" +
-	"\x04hash\x18\a \x01(\fR\x04hash\"\x86\b\n" +
+	"\x04hash\x18\a \x01(\fR\x04hash\"\xd8\b\n" +
 	"\tKeyRecord\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x121\n" +
@@ -1495,7 +1590,15 @@ const file_proto_events_v1_state_proto_rawDesc = "" +
 	"\x0fhistory_dropped\x18\x12 \x01(\x04R\x0ehistoryDropped\x120\n" +
 	"\x14history_dropped_head\x18\x13 \x01(\fR\x12historyDroppedHead\x126\n" +
 	"\x06grants\x18( \x03(\v2\x1e.raftkms.events.v1.GrantRecordR\x06grants\x124\n" +
-	"\x16min_decryption_version\x18) \x01(\rR\x14minDecryptionVersion\"\xf9\x02\n" +
+	"\x16min_decryption_version\x18) \x01(\rR\x14minDecryptionVersion\x12P\n" +
+	"\x0fstaged_material\x18* \x01(\v2'.raftkms.events.v1.StagedMaterialRecordR\x0estagedMaterial\"\xb6\x02\n" +
+	"\x14StagedMaterialRecord\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\rR\aversion\x12'\n" +
+	"\x0fsealed_material\x18\x02 \x01(\fR\x0esealedMaterial\x121\n" +
+	"\x14material_fingerprint\x18\x03 \x01(\fR\x13materialFingerprint\x12M\n" +
+	"\x10expiration_model\x18\x04 \x01(\x0e2\".raftkms.events.v1.ExpirationModelR\x0fexpirationModel\x12+\n" +
+	"\x12valid_to_unix_nano\x18\x05 \x01(\x03R\x0fvalidToUnixNano\x12,\n" +
+	"\x12imported_unix_nano\x18\x06 \x01(\x03R\x10importedUnixNano\"\xf9\x02\n" +
 	"\vGrantRecord\x12\x19\n" +
 	"\bgrant_id\x18\x01 \x01(\tR\agrantId\x12\x1f\n" +
 	"\vgrant_token\x18\x02 \x01(\tR\n" +
@@ -1555,7 +1658,7 @@ func file_proto_events_v1_state_proto_rawDescGZIP() []byte {
 	return file_proto_events_v1_state_proto_rawDescData
 }
 
-var file_proto_events_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_proto_events_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_proto_events_v1_state_proto_goTypes = []any{
 	(*SnapshotRecord)(nil),         // 0: raftkms.events.v1.SnapshotRecord
 	(*SnapshotHeader)(nil),         // 1: raftkms.events.v1.SnapshotHeader
@@ -1565,45 +1668,48 @@ var file_proto_events_v1_state_proto_goTypes = []any{
 	(*ImportParametersRecord)(nil), // 5: raftkms.events.v1.ImportParametersRecord
 	(*HistoryRecord)(nil),          // 6: raftkms.events.v1.HistoryRecord
 	(*KeyRecord)(nil),              // 7: raftkms.events.v1.KeyRecord
-	(*GrantRecord)(nil),            // 8: raftkms.events.v1.GrantRecord
-	(*AliasRecord)(nil),            // 9: raftkms.events.v1.AliasRecord
-	(*NodeRecord)(nil),             // 10: raftkms.events.v1.NodeRecord
-	(*ResultRecord)(nil),           // 11: raftkms.events.v1.ResultRecord
-	(*RequestRecord)(nil),          // 12: raftkms.events.v1.RequestRecord
-	(*AccessKeyRecord)(nil),        // 13: raftkms.events.v1.AccessKeyRecord
-	(RotationType)(0),              // 14: raftkms.events.v1.RotationType
-	(KeyState)(0),                  // 15: raftkms.events.v1.KeyState
-	(Origin)(0),                    // 16: raftkms.events.v1.Origin
-	(*Tag)(nil),                    // 17: raftkms.events.v1.Tag
-	(ExpirationModel)(0),           // 18: raftkms.events.v1.ExpirationModel
-	(*GrantConstraints)(nil),       // 19: raftkms.events.v1.GrantConstraints
+	(*StagedMaterialRecord)(nil),   // 8: raftkms.events.v1.StagedMaterialRecord
+	(*GrantRecord)(nil),            // 9: raftkms.events.v1.GrantRecord
+	(*AliasRecord)(nil),            // 10: raftkms.events.v1.AliasRecord
+	(*NodeRecord)(nil),             // 11: raftkms.events.v1.NodeRecord
+	(*ResultRecord)(nil),           // 12: raftkms.events.v1.ResultRecord
+	(*RequestRecord)(nil),          // 13: raftkms.events.v1.RequestRecord
+	(*AccessKeyRecord)(nil),        // 14: raftkms.events.v1.AccessKeyRecord
+	(RotationType)(0),              // 15: raftkms.events.v1.RotationType
+	(KeyState)(0),                  // 16: raftkms.events.v1.KeyState
+	(Origin)(0),                    // 17: raftkms.events.v1.Origin
+	(*Tag)(nil),                    // 18: raftkms.events.v1.Tag
+	(ExpirationModel)(0),           // 19: raftkms.events.v1.ExpirationModel
+	(*GrantConstraints)(nil),       // 20: raftkms.events.v1.GrantConstraints
 }
 var file_proto_events_v1_state_proto_depIdxs = []int32{
 	1,  // 0: raftkms.events.v1.SnapshotRecord.header:type_name -> raftkms.events.v1.SnapshotHeader
 	7,  // 1: raftkms.events.v1.SnapshotRecord.key:type_name -> raftkms.events.v1.KeyRecord
-	9,  // 2: raftkms.events.v1.SnapshotRecord.alias:type_name -> raftkms.events.v1.AliasRecord
-	10, // 3: raftkms.events.v1.SnapshotRecord.node:type_name -> raftkms.events.v1.NodeRecord
-	12, // 4: raftkms.events.v1.SnapshotRecord.request:type_name -> raftkms.events.v1.RequestRecord
+	10, // 2: raftkms.events.v1.SnapshotRecord.alias:type_name -> raftkms.events.v1.AliasRecord
+	11, // 3: raftkms.events.v1.SnapshotRecord.node:type_name -> raftkms.events.v1.NodeRecord
+	13, // 4: raftkms.events.v1.SnapshotRecord.request:type_name -> raftkms.events.v1.RequestRecord
 	2,  // 5: raftkms.events.v1.SnapshotRecord.trailer:type_name -> raftkms.events.v1.SnapshotTrailer
-	13, // 6: raftkms.events.v1.SnapshotRecord.access_key:type_name -> raftkms.events.v1.AccessKeyRecord
-	14, // 7: raftkms.events.v1.VersionRecord.rotation_type:type_name -> raftkms.events.v1.RotationType
-	15, // 8: raftkms.events.v1.HistoryRecord.state:type_name -> raftkms.events.v1.KeyState
-	16, // 9: raftkms.events.v1.KeyRecord.origin:type_name -> raftkms.events.v1.Origin
-	15, // 10: raftkms.events.v1.KeyRecord.state:type_name -> raftkms.events.v1.KeyState
+	14, // 6: raftkms.events.v1.SnapshotRecord.access_key:type_name -> raftkms.events.v1.AccessKeyRecord
+	15, // 7: raftkms.events.v1.VersionRecord.rotation_type:type_name -> raftkms.events.v1.RotationType
+	16, // 8: raftkms.events.v1.HistoryRecord.state:type_name -> raftkms.events.v1.KeyState
+	17, // 9: raftkms.events.v1.KeyRecord.origin:type_name -> raftkms.events.v1.Origin
+	16, // 10: raftkms.events.v1.KeyRecord.state:type_name -> raftkms.events.v1.KeyState
 	4,  // 11: raftkms.events.v1.KeyRecord.rotation:type_name -> raftkms.events.v1.RotationRecord
 	3,  // 12: raftkms.events.v1.KeyRecord.versions:type_name -> raftkms.events.v1.VersionRecord
-	17, // 13: raftkms.events.v1.KeyRecord.tags:type_name -> raftkms.events.v1.Tag
+	18, // 13: raftkms.events.v1.KeyRecord.tags:type_name -> raftkms.events.v1.Tag
 	5,  // 14: raftkms.events.v1.KeyRecord.import_parameters:type_name -> raftkms.events.v1.ImportParametersRecord
-	18, // 15: raftkms.events.v1.KeyRecord.expiration_model:type_name -> raftkms.events.v1.ExpirationModel
+	19, // 15: raftkms.events.v1.KeyRecord.expiration_model:type_name -> raftkms.events.v1.ExpirationModel
 	6,  // 16: raftkms.events.v1.KeyRecord.history:type_name -> raftkms.events.v1.HistoryRecord
-	8,  // 17: raftkms.events.v1.KeyRecord.grants:type_name -> raftkms.events.v1.GrantRecord
-	19, // 18: raftkms.events.v1.GrantRecord.constraints:type_name -> raftkms.events.v1.GrantConstraints
-	11, // 19: raftkms.events.v1.RequestRecord.result:type_name -> raftkms.events.v1.ResultRecord
-	20, // [20:20] is the sub-list for method output_type
-	20, // [20:20] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	9,  // 17: raftkms.events.v1.KeyRecord.grants:type_name -> raftkms.events.v1.GrantRecord
+	8,  // 18: raftkms.events.v1.KeyRecord.staged_material:type_name -> raftkms.events.v1.StagedMaterialRecord
+	19, // 19: raftkms.events.v1.StagedMaterialRecord.expiration_model:type_name -> raftkms.events.v1.ExpirationModel
+	20, // 20: raftkms.events.v1.GrantRecord.constraints:type_name -> raftkms.events.v1.GrantConstraints
+	12, // 21: raftkms.events.v1.RequestRecord.result:type_name -> raftkms.events.v1.ResultRecord
+	22, // [22:22] is the sub-list for method output_type
+	22, // [22:22] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_proto_events_v1_state_proto_init() }
@@ -1627,7 +1733,7 @@ func file_proto_events_v1_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_events_v1_state_proto_rawDesc), len(file_proto_events_v1_state_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

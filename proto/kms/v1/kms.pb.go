@@ -113,6 +113,8 @@ type KeyMetadata struct {
 	MacAlgorithms []string `protobuf:"bytes,20,rep,name=mac_algorithms,json=macAlgorithms,proto3" json:"mac_algorithms,omitempty"`
 	// raftkms extension: versions below this refuse to decrypt (1 = all).
 	MinDecryptionVersion uint32 `protobuf:"varint,40,opt,name=min_decryption_version,json=minDecryptionVersion,proto3" json:"min_decryption_version,omitempty"`
+	// Imported keys: the ID of the current material (hex keyed fingerprint).
+	CurrentKeyMaterialId string `protobuf:"bytes,21,opt,name=current_key_material_id,json=currentKeyMaterialId,proto3" json:"current_key_material_id,omitempty"`
 	unknownFields        protoimpl.UnknownFields
 	sizeCache            protoimpl.SizeCache
 }
@@ -292,6 +294,13 @@ func (x *KeyMetadata) GetMinDecryptionVersion() uint32 {
 		return x.MinDecryptionVersion
 	}
 	return 0
+}
+
+func (x *KeyMetadata) GetCurrentKeyMaterialId() string {
+	if x != nil {
+		return x.CurrentKeyMaterialId
+	}
+	return ""
 }
 
 type CreateKeyRequest struct {
@@ -1515,10 +1524,15 @@ type RotationsListEntry struct {
 	RotationDate *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=rotation_date,json=rotationDate,proto3" json:"rotation_date,omitempty"`
 	// AUTOMATIC, ON_DEMAND or IMPORTED
 	RotationType string `protobuf:"bytes,3,opt,name=rotation_type,json=rotationType,proto3" json:"rotation_type,omitempty"`
-	// raftkms extension: the version this rotation made.
-	KeyVersion    uint32 `protobuf:"varint,4,opt,name=key_version,json=keyVersion,proto3" json:"key_version,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// raftkms extension: the version this rotation made (0 for material
+	// still PENDING_ROTATION).
+	KeyVersion uint32 `protobuf:"varint,4,opt,name=key_version,json=keyVersion,proto3" json:"key_version,omitempty"`
+	// Imported material only: the hex keyed fingerprint of the material.
+	KeyMaterialId string `protobuf:"bytes,5,opt,name=key_material_id,json=keyMaterialId,proto3" json:"key_material_id,omitempty"`
+	// CURRENT, NON_CURRENT or PENDING_ROTATION
+	KeyMaterialState string `protobuf:"bytes,6,opt,name=key_material_state,json=keyMaterialState,proto3" json:"key_material_state,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *RotationsListEntry) Reset() {
@@ -1579,13 +1593,30 @@ func (x *RotationsListEntry) GetKeyVersion() uint32 {
 	return 0
 }
 
+func (x *RotationsListEntry) GetKeyMaterialId() string {
+	if x != nil {
+		return x.KeyMaterialId
+	}
+	return ""
+}
+
+func (x *RotationsListEntry) GetKeyMaterialState() string {
+	if x != nil {
+		return x.KeyMaterialState
+	}
+	return ""
+}
+
 type ListKeyRotationsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	KeyId         string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
-	Limit         int32                  `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
-	Marker        string                 `protobuf:"bytes,3,opt,name=marker,proto3" json:"marker,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	KeyId  string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	Limit  int32                  `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	Marker string                 `protobuf:"bytes,3,opt,name=marker,proto3" json:"marker,omitempty"`
+	// ROTATIONS_ONLY (default) or ALL_KEY_MATERIAL (adds the first material
+	// and material pending rotation).
+	IncludeKeyMaterial string `protobuf:"bytes,4,opt,name=include_key_material,json=includeKeyMaterial,proto3" json:"include_key_material,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *ListKeyRotationsRequest) Reset() {
@@ -1635,6 +1666,13 @@ func (x *ListKeyRotationsRequest) GetLimit() int32 {
 func (x *ListKeyRotationsRequest) GetMarker() string {
 	if x != nil {
 		return x.Marker
+	}
+	return ""
+}
+
+func (x *ListKeyRotationsRequest) GetIncludeKeyMaterial() string {
+	if x != nil {
+		return x.IncludeKeyMaterial
 	}
 	return ""
 }
@@ -3142,8 +3180,11 @@ func (x *ImportKeyMaterialRequest) GetImportType() string {
 type ImportKeyMaterialResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	KeyId string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
-	// raftkms extension: the version the material was imported as.
-	KeyVersion    uint32 `protobuf:"varint,2,opt,name=key_version,json=keyVersion,proto3" json:"key_version,omitempty"`
+	// raftkms extension: the version the material was imported as (for
+	// staged NEW_KEY_MATERIAL, the version it will become).
+	KeyVersion uint32 `protobuf:"varint,2,opt,name=key_version,json=keyVersion,proto3" json:"key_version,omitempty"`
+	// The imported material's ID (hex keyed fingerprint).
+	KeyMaterialId string `protobuf:"bytes,3,opt,name=key_material_id,json=keyMaterialId,proto3" json:"key_material_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3190,6 +3231,13 @@ func (x *ImportKeyMaterialResponse) GetKeyVersion() uint32 {
 		return x.KeyVersion
 	}
 	return 0
+}
+
+func (x *ImportKeyMaterialResponse) GetKeyMaterialId() string {
+	if x != nil {
+		return x.KeyMaterialId
+	}
+	return ""
 }
 
 type DeleteImportedKeyMaterialRequest struct {
@@ -6267,7 +6315,7 @@ const file_proto_kms_v1_kms_proto_rawDesc = "" +
 	"\x16proto/kms/v1/kms.proto\x12\x0eraftkms.kms.v1\x1a\x1eproto/options/v1/options.proto\x1a\x1fgoogle/protobuf/timestamp.proto\";\n" +
 	"\x03Tag\x12\x17\n" +
 	"\atag_key\x18\x01 \x01(\tR\x06tagKey\x12\x1b\n" +
-	"\ttag_value\x18\x02 \x01(\tR\btagValue\"\xfa\x06\n" +
+	"\ttag_value\x18\x02 \x01(\tR\btagValue\"\xb1\a\n" +
 	"\vKeyMetadata\x12$\n" +
 	"\x0eaws_account_id\x18\x01 \x01(\tR\fawsAccountId\x12\x15\n" +
 	"\x06key_id\x18\x02 \x01(\tR\x05keyId\x12\x10\n" +
@@ -6291,7 +6339,8 @@ const file_proto_kms_v1_kms_proto_rawDesc = "" +
 	"\x13current_key_version\x18\x12 \x01(\rR\x11currentKeyVersion\x12-\n" +
 	"\x12signing_algorithms\x18\x13 \x03(\tR\x11signingAlgorithms\x12%\n" +
 	"\x0emac_algorithms\x18\x14 \x03(\tR\rmacAlgorithms\x124\n" +
-	"\x16min_decryption_version\x18( \x01(\rR\x14minDecryptionVersion\"\xe4\x02\n" +
+	"\x16min_decryption_version\x18( \x01(\rR\x14minDecryptionVersion\x125\n" +
+	"\x17current_key_material_id\x18\x15 \x01(\tR\x14currentKeyMaterialId\"\xe4\x02\n" +
 	"\x10CreateKeyRequest\x12\x16\n" +
 	"\x06policy\x18\x01 \x01(\tR\x06policy\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12\x1b\n" +
@@ -6362,17 +6411,20 @@ const file_proto_kms_v1_kms_proto_rawDesc = "" +
 	"\x19RotateKeyOnDemandResponse\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x1f\n" +
 	"\vkey_version\x18\x02 \x01(\rR\n" +
-	"keyVersion\"\xb2\x01\n" +
+	"keyVersion\"\x88\x02\n" +
 	"\x12RotationsListEntry\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12?\n" +
 	"\rrotation_date\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\frotationDate\x12#\n" +
 	"\rrotation_type\x18\x03 \x01(\tR\frotationType\x12\x1f\n" +
 	"\vkey_version\x18\x04 \x01(\rR\n" +
-	"keyVersion\"^\n" +
+	"keyVersion\x12&\n" +
+	"\x0fkey_material_id\x18\x05 \x01(\tR\rkeyMaterialId\x12,\n" +
+	"\x12key_material_state\x18\x06 \x01(\tR\x10keyMaterialState\"\x90\x01\n" +
 	"\x17ListKeyRotationsRequest\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\x05R\x05limit\x12\x16\n" +
-	"\x06marker\x18\x03 \x01(\tR\x06marker\"\x9b\x01\n" +
+	"\x06marker\x18\x03 \x01(\tR\x06marker\x120\n" +
+	"\x14include_key_material\x18\x04 \x01(\tR\x12includeKeyMaterial\"\x9b\x01\n" +
 	"\x18ListKeyRotationsResponse\x12@\n" +
 	"\trotations\x18\x01 \x03(\v2\".raftkms.kms.v1.RotationsListEntryR\trotations\x12\x1f\n" +
 	"\vnext_marker\x18\x02 \x01(\tR\n" +
@@ -6502,11 +6554,12 @@ const file_proto_kms_v1_kms_proto_rawDesc = "" +
 	"\bvalid_to\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\avalidTo\x12)\n" +
 	"\x10expiration_model\x18\x05 \x01(\tR\x0fexpirationModel\x12\x1f\n" +
 	"\vimport_type\x18\x06 \x01(\tR\n" +
-	"importType\"S\n" +
+	"importType\"{\n" +
 	"\x19ImportKeyMaterialResponse\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x1f\n" +
 	"\vkey_version\x18\x02 \x01(\rR\n" +
-	"keyVersion\"9\n" +
+	"keyVersion\x12&\n" +
+	"\x0fkey_material_id\x18\x03 \x01(\tR\rkeyMaterialId\"9\n" +
 	" DeleteImportedKeyMaterialRequest\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\"#\n" +
 	"!DeleteImportedKeyMaterialResponse\"\xe8\x01\n" +
