@@ -127,26 +127,37 @@ func TestAPIImportKeyMaterial(t *testing.T) {
 		t.Fatalf("after re-import with expiry: %v", desc.KeyMetadata)
 	}
 
-	// Rotate by importing new material: version 2, IMPORTED; both decrypt.
+	// New material is staged (PENDING_ROTATION), and an on-demand rotation
+	// through another node makes it version 2 (ON_DEMAND); both decrypt.
+	_, err = c.KMS(f1).RotateKeyOnDemand(ctx, &kmsv1.RotateKeyOnDemandRequest{KeyId: key})
+	wantErr(t, "on-demand rotation with no staged material", err, codes.FailedPrecondition, "KMSInvalidStateException")
 	newMaterial := randomMaterial(t)
 	token4, wrappedNew := wrapFor(t, c, f1, key, newMaterial)
 	rot := must[*kmsv1.ImportKeyMaterialResponse](t, "import NEW_KEY_MATERIAL")(c.KMS(f2).ImportKeyMaterial(ctx, &kmsv1.ImportKeyMaterialRequest{
 		KeyId: key, ImportToken: token4, EncryptedKeyMaterial: wrappedNew, ExpirationModel: "KEY_MATERIAL_DOES_NOT_EXPIRE",
 		ImportType: "NEW_KEY_MATERIAL"}))
-	if rot.KeyVersion != 2 {
-		t.Fatalf("new material imported as version %d", rot.KeyVersion)
+	if rot.KeyVersion != 2 || len(rot.KeyMaterialId) != 64 || rot.KeyMaterialId == desc.KeyMetadata.CurrentKeyMaterialId {
+		t.Fatalf("new material staged as version %d, ID %q (current %q)", rot.KeyVersion, rot.KeyMaterialId, desc.KeyMetadata.CurrentKeyMaterialId)
+	}
+	staged := must[*kmsv1.EncryptResponse](t, "Encrypt while staged")(c.KMS(l).Encrypt(ctx, &kmsv1.EncryptRequest{KeyId: key, Plaintext: []byte("v1")}))
+	if v := must[*kmsv1.DescribeKeyResponse](t, "DescribeKey staged")(c.KMS(f1).DescribeKey(ctx, &kmsv1.DescribeKeyRequest{KeyId: key})); v.KeyMetadata.CurrentKeyVersion != 1 {
+		t.Fatalf("staging moved the current version to %d", v.KeyMetadata.CurrentKeyVersion)
+	}
+	rotated := must[*kmsv1.RotateKeyOnDemandResponse](t, "RotateKeyOnDemand")(c.KMS(f1).RotateKeyOnDemand(ctx, &kmsv1.RotateKeyOnDemandRequest{KeyId: key}))
+	if rotated.KeyVersion != 2 {
+		t.Fatalf("rotation made version %d", rotated.KeyVersion)
 	}
 	enc2 := must[*kmsv1.EncryptResponse](t, "Encrypt v2")(c.KMS(l).Encrypt(ctx, &kmsv1.EncryptRequest{KeyId: key, Plaintext: []byte("v2")}))
 	for i := range 3 {
 		must[*kmsv1.DecryptResponse](t, "Decrypt v1")(c.KMS(i).Decrypt(ctx, &kmsv1.DecryptRequest{CiphertextBlob: enc.CiphertextBlob}))
+		must[*kmsv1.DecryptResponse](t, "Decrypt v1 (staged)")(c.KMS(i).Decrypt(ctx, &kmsv1.DecryptRequest{CiphertextBlob: staged.CiphertextBlob}))
 		must[*kmsv1.DecryptResponse](t, "Decrypt v2")(c.KMS(i).Decrypt(ctx, &kmsv1.DecryptRequest{CiphertextBlob: enc2.CiphertextBlob}))
 	}
 	rots := must[*kmsv1.ListKeyRotationsResponse](t, "ListKeyRotations")(c.KMS(f1).ListKeyRotations(ctx, &kmsv1.ListKeyRotationsRequest{KeyId: key}))
-	if len(rots.Rotations) != 1 || rots.Rotations[0].RotationType != "IMPORTED" || rots.Rotations[0].KeyVersion != 2 {
+	if len(rots.Rotations) != 1 || rots.Rotations[0].RotationType != "ON_DEMAND" || rots.Rotations[0].KeyVersion != 2 ||
+		rots.Rotations[0].KeyMaterialId != rot.KeyMaterialId || rots.Rotations[0].KeyMaterialState != "CURRENT" {
 		t.Fatalf("rotations = %v", rots.Rotations)
 	}
-	_, err = c.KMS(f1).RotateKeyOnDemand(ctx, &kmsv1.RotateKeyOnDemandRequest{KeyId: key})
-	wantErr(t, "on-demand rotation of an imported key", err, codes.FailedPrecondition, "UnsupportedOperationException")
 	_, err = c.KMS(f1).EnableKeyRotation(ctx, &kmsv1.EnableKeyRotationRequest{KeyId: key})
 	wantErr(t, "automatic rotation of an imported key", err, codes.FailedPrecondition, "UnsupportedOperationException")
 
