@@ -323,10 +323,37 @@ func TestSDKImport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ok[*kms.ImportKeyMaterialOutput](t, "ImportKeyMaterial")(k.ImportKeyMaterial(ctx, &kms.ImportKeyMaterialInput{KeyId: aws.String(id),
+	imp := ok[*kms.ImportKeyMaterialOutput](t, "ImportKeyMaterial")(k.ImportKeyMaterial(ctx, &kms.ImportKeyMaterialInput{KeyId: aws.String(id),
 		ImportToken: params.ImportToken, EncryptedKeyMaterial: wrapped, ExpirationModel: types.ExpirationModelTypeKeyMaterialDoesNotExpire}))
+	if d := ok[*kms.DescribeKeyOutput](t, "DescribeKey imported")(k.DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: aws.String(id)})); imp.KeyMaterialId == nil ||
+		len(*imp.KeyMaterialId) != 64 || aws.ToString(d.KeyMetadata.CurrentKeyMaterialId) != *imp.KeyMaterialId {
+		t.Fatalf("KeyMaterialId %v, CurrentKeyMaterialId %v", imp.KeyMaterialId, d.KeyMetadata.CurrentKeyMaterialId)
+	}
 	enc := ok[*kms.EncryptOutput](t, "Encrypt with imported material")(k.Encrypt(ctx, &kms.EncryptInput{KeyId: aws.String(id), Plaintext: []byte("byok")}))
 	if got := ok[*kms.DecryptOutput](t, "Decrypt")(ac.dev((f+1)%3).Decrypt(ctx, &kms.DecryptInput{CiphertextBlob: enc.CiphertextBlob})); string(got.Plaintext) != "byok" {
+		t.Fatalf("Decrypt: %q", got.Plaintext)
+	}
+	// New material is staged (PENDING_ROTATION) until RotateKeyOnDemand.
+	newMaterial := make([]byte, 32)
+	rand.Read(newMaterial)
+	wrappedNew, err := rsa.EncryptOAEP(sha256.New(), rand.Reader, pub.(*rsa.PublicKey), newMaterial, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	staged := ok[*kms.ImportKeyMaterialOutput](t, "ImportKeyMaterial NEW_KEY_MATERIAL")(k.ImportKeyMaterial(ctx, &kms.ImportKeyMaterialInput{KeyId: aws.String(id),
+		ImportToken: params.ImportToken, EncryptedKeyMaterial: wrappedNew, ExpirationModel: types.ExpirationModelTypeKeyMaterialDoesNotExpire,
+		ImportType: types.ImportTypeNewKeyMaterial}))
+	all := ok[*kms.ListKeyRotationsOutput](t, "ListKeyRotations ALL_KEY_MATERIAL")(k.ListKeyRotations(ctx, &kms.ListKeyRotationsInput{KeyId: aws.String(id),
+		IncludeKeyMaterial: types.IncludeKeyMaterialAllKeyMaterial}))
+	if n := len(all.Rotations); n != 2 || all.Rotations[1].KeyMaterialState != types.KeyMaterialStatePendingRotation ||
+		aws.ToString(all.Rotations[1].KeyMaterialId) != aws.ToString(staged.KeyMaterialId) {
+		t.Fatalf("materials while staged: %+v", all.Rotations)
+	}
+	ok[*kms.RotateKeyOnDemandOutput](t, "RotateKeyOnDemand")(k.RotateKeyOnDemand(ctx, &kms.RotateKeyOnDemandInput{KeyId: aws.String(id)}))
+	if d := ok[*kms.DescribeKeyOutput](t, "DescribeKey rotated")(k.DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: aws.String(id)})); aws.ToString(d.KeyMetadata.CurrentKeyMaterialId) != aws.ToString(staged.KeyMaterialId) {
+		t.Fatalf("after rotation CurrentKeyMaterialId %v, want %v", d.KeyMetadata.CurrentKeyMaterialId, staged.KeyMaterialId)
+	}
+	if got := ok[*kms.DecryptOutput](t, "Decrypt v1 after rotation")(ac.dev((f+2)%3).Decrypt(ctx, &kms.DecryptInput{CiphertextBlob: enc.CiphertextBlob})); string(got.Plaintext) != "byok" {
 		t.Fatalf("Decrypt: %q", got.Plaintext)
 	}
 	// A bad token is refused by type.
