@@ -61,6 +61,10 @@ func (f *FSM) SealedBlobs(fn func(SealedBlob) bool) {
 				return
 			}
 		}
+		if st := k.Staged; st != nil && len(st.Sealed) > 0 && !fn(SealedBlob{Kind: eventsv1.ResealKind_RESEAL_KIND_STAGED_MATERIAL,
+			KeyID: k.ID, Version: st.Version, Sealed: st.Sealed}) {
+			return
+		}
 		if p := k.Import; p != nil && len(p.SealedPrivateKey) > 0 && !fn(SealedBlob{
 			Kind: eventsv1.ResealKind_RESEAL_KIND_IMPORT_PRIVATE_KEY, KeyID: k.ID, TokenID: p.TokenID, Sealed: p.SealedPrivateKey}) {
 			return
@@ -102,10 +106,23 @@ func applyResealMaterial(f *FSM, c *applyCtx) *Result {
 		return nil
 	}
 	switch e.Kind {
-	case eventsv1.ResealKind_RESEAL_KIND_KEY_VERSION, eventsv1.ResealKind_RESEAL_KIND_IMPORT_PRIVATE_KEY:
+	case eventsv1.ResealKind_RESEAL_KIND_KEY_VERSION, eventsv1.ResealKind_RESEAL_KIND_IMPORT_PRIVATE_KEY,
+		eventsv1.ResealKind_RESEAL_KIND_STAGED_MATERIAL:
 		k, r := f.editKey(e.KeyId)
 		if r != nil {
 			return failed(e.KeyId, r)
+		}
+		if e.Kind == eventsv1.ResealKind_RESEAL_KIND_STAGED_MATERIAL {
+			if k.Staged == nil || k.Staged.Version != e.Version {
+				return failed(e.KeyId, reject(CodeInvalidState, "key %s has no key material pending rotation as version %d", k.ID, e.Version))
+			}
+			if r := stale("the key material pending rotation of key "+k.ID, k.Staged.Sealed); r != nil {
+				return failed(e.KeyId, r)
+			}
+			st := *k.Staged
+			st.Sealed = bytes.Clone(e.Sealed)
+			k.Staged = &st
+			return f.commit(c, k)
 		}
 		if e.Kind == eventsv1.ResealKind_RESEAL_KIND_IMPORT_PRIVATE_KEY {
 			if k.Import == nil {

@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"testing"
 
 	eventsv1 "github.com/raftkms/raftkms/proto/events/v1"
@@ -170,5 +171,41 @@ func TestUnstagedNewMaterialReplays(t *testing.T) {
 		if v := h.key("ext").Version(2); v == nil || v.Type != eventsv1.RotationType_ROTATION_TYPE_IMPORTED || h.key("ext").Staged != nil {
 			t.Fatalf("schema %d: version 2 = %+v", schema, v)
 		}
+	}
+}
+
+// TestStagedMaterialResealed: a root-key rotation's re-seal loop sees staged
+// material among the sealed blobs, and its ResealMaterial swaps the staged
+// blob (guarded by the old blob's SHA-256) without making it current.
+func TestStagedMaterialResealed(t *testing.T) {
+	const k = "ext"
+	h := newHarness(t)
+	h.ok(createExternal(k))
+	h.ok(importParams(k, "tok"))
+	h.ok(importMat(k, "tok", existing, 1, "fp1", 0))
+	h.ok(stageMat(k, "tok", 2, "fp2", 0))
+	found := false
+	h.f.SealedBlobs(func(b SealedBlob) bool {
+		if b.Kind == eventsv1.ResealKind_RESEAL_KIND_STAGED_MATERIAL && b.KeyID == k && b.Version == 2 && bytes.Equal(b.Sealed, mat(k, 2)) {
+			found = true
+		}
+		return true
+	})
+	if !found {
+		t.Fatal("SealedBlobs does not list the staged material")
+	}
+	reseal := func(old []byte) *eventsv1.Envelope {
+		sum := sha256.Sum256(old)
+		return &eventsv1.Envelope{Event: &eventsv1.Envelope_ResealMaterial{ResealMaterial: &eventsv1.ResealMaterial{
+			Kind: eventsv1.ResealKind_RESEAL_KIND_STAGED_MATERIAL, KeyId: k, Version: 2, ExpectedSha256: sum[:], Sealed: []byte("resealed")}}}
+	}
+	h.refused(reseal([]byte("not the staged blob")), ErrConflict)
+	h.ok(reseal(mat(k, 2)))
+	if st := h.key(k).Staged; st == nil || string(st.Sealed) != "resealed" || h.key(k).CurrentVersion() != 1 {
+		t.Fatalf("after re-seal: staged %+v, current %d", st, h.key(k).CurrentVersion())
+	}
+	h.ok(rotateStaged(k, 1, "fp2"))
+	if v := h.key(k).Version(2); v == nil || string(v.Sealed) != "resealed" {
+		t.Fatalf("rotated to %+v", v)
 	}
 }

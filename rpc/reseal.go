@@ -183,7 +183,8 @@ func (s *Server) resealOne(ctx context.Context, b fsm.SealedBlob) error {
 	var plain, sealed []byte
 	var err error
 	switch b.Kind {
-	case eventsv1.ResealKind_RESEAL_KIND_KEY_VERSION:
+	case eventsv1.ResealKind_RESEAL_KIND_KEY_VERSION, eventsv1.ResealKind_RESEAL_KIND_STAGED_MATERIAL:
+		// Staged material is sealed for the version it will become.
 		if plain, err = s.root.Open(b.KeyID, b.Version, b.Sealed); err == nil {
 			sealed, err = s.root.Seal(b.KeyID, b.Version, plain)
 		}

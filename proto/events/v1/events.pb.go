@@ -310,6 +310,9 @@ const (
 	ResealKind_RESEAL_KIND_IMPORT_PRIVATE_KEY ResealKind = 2
 	// An access key's sealed secret (access_key_id).
 	ResealKind_RESEAL_KIND_ACCESS_KEY_SECRET ResealKind = 3
+	// A key's imported material pending rotation (key_id, version: the
+	// version it will become). Exists only from event schema 3 on.
+	ResealKind_RESEAL_KIND_STAGED_MATERIAL ResealKind = 4
 )
 
 // Enum value maps for ResealKind.
@@ -319,12 +322,14 @@ var (
 		1: "RESEAL_KIND_KEY_VERSION",
 		2: "RESEAL_KIND_IMPORT_PRIVATE_KEY",
 		3: "RESEAL_KIND_ACCESS_KEY_SECRET",
+		4: "RESEAL_KIND_STAGED_MATERIAL",
 	}
 	ResealKind_value = map[string]int32{
 		"RESEAL_KIND_UNSPECIFIED":        0,
 		"RESEAL_KIND_KEY_VERSION":        1,
 		"RESEAL_KIND_IMPORT_PRIVATE_KEY": 2,
 		"RESEAL_KIND_ACCESS_KEY_SECRET":  3,
+		"RESEAL_KIND_STAGED_MATERIAL":    4,
 	}
 )
 
@@ -3289,13 +3294,14 @@ const file_proto_events_v1_events_proto_rawDesc = "" +
 	"\x0fExpirationModel\x12 \n" +
 	"\x1cEXPIRATION_MODEL_UNSPECIFIED\x10\x00\x12)\n" +
 	"%EXPIRATION_MODEL_KEY_MATERIAL_EXPIRES\x10\x01\x121\n" +
-	"-EXPIRATION_MODEL_KEY_MATERIAL_DOES_NOT_EXPIRE\x10\x02*\x8d\x01\n" +
+	"-EXPIRATION_MODEL_KEY_MATERIAL_DOES_NOT_EXPIRE\x10\x02*\xae\x01\n" +
 	"\n" +
 	"ResealKind\x12\x1b\n" +
 	"\x17RESEAL_KIND_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17RESEAL_KIND_KEY_VERSION\x10\x01\x12\"\n" +
 	"\x1eRESEAL_KIND_IMPORT_PRIVATE_KEY\x10\x02\x12!\n" +
-	"\x1dRESEAL_KIND_ACCESS_KEY_SECRET\x10\x03B5Z3github.com/raftkms/raftkms/proto/events/v1;eventsv1b\x06proto3"
+	"\x1dRESEAL_KIND_ACCESS_KEY_SECRET\x10\x03\x12\x1f\n" +
+	"\x1bRESEAL_KIND_STAGED_MATERIAL\x10\x04B5Z3github.com/raftkms/raftkms/proto/events/v1;eventsv1b\x06proto3"
 
 var (
 	file_proto_events_v1_events_proto_rawDescOnce sync.Once
