@@ -20,9 +20,6 @@ func MinSchema(env *eventsv1.Envelope) uint32 {
 	if fd == nil {
 		return 1
 	}
-	if fd.Number() > lastSchema1Event {
-		return 2
-	}
 	switch e := env.Event.(type) {
 	case *eventsv1.Envelope_CreateKey:
 		if s := e.CreateKey.GetKeySpec(); s != "" && s != "SYMMETRIC_DEFAULT" {
@@ -32,6 +29,25 @@ func MinSchema(env *eventsv1.Envelope) uint32 {
 		if e.EnableKeyRotation.GetMaxDecryptionVersions() != 0 {
 			return 2
 		}
+	}
+	// Staged imported material (SchemaStage): a schema-2 member would make
+	// it current at once, or refuse the rotation and re-seal of it.
+	switch e := env.Event.(type) {
+	case *eventsv1.Envelope_ImportKeyMaterial:
+		if e.ImportKeyMaterial.GetStage() {
+			return SchemaStage
+		}
+	case *eventsv1.Envelope_RotateKey:
+		if len(e.RotateKey.GetStagedMaterialFingerprint()) > 0 {
+			return SchemaStage
+		}
+	case *eventsv1.Envelope_ResealMaterial:
+		if e.ResealMaterial.GetKind() == eventsv1.ResealKind_RESEAL_KIND_STAGED_MATERIAL {
+			return SchemaStage
+		}
+	}
+	if fd.Number() > lastSchema1Event {
+		return 2
 	}
 	return 1
 }

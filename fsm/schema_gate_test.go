@@ -20,6 +20,11 @@ func TestMinSchema(t *testing.T) {
 		{"EnableKeyRotation", &eventsv1.Envelope{Event: &eventsv1.Envelope_EnableKeyRotation{EnableKeyRotation: &eventsv1.EnableKeyRotation{KeyId: "k"}}}, 1},
 		{"EnableKeyRotation with a version limit", &eventsv1.Envelope{Event: &eventsv1.Envelope_EnableKeyRotation{EnableKeyRotation: &eventsv1.EnableKeyRotation{KeyId: "k", MaxDecryptionVersions: 2}}}, 2},
 		{"CreateAccessKey", &eventsv1.Envelope{Event: &eventsv1.Envelope_CreateAccessKey{CreateAccessKey: &eventsv1.CreateAccessKey{AccessKeyId: "a"}}}, 2},
+		{"ImportKeyMaterial", &eventsv1.Envelope{Event: &eventsv1.Envelope_ImportKeyMaterial{ImportKeyMaterial: &eventsv1.ImportKeyMaterial{KeyId: "k"}}}, 1},
+		{"staging ImportKeyMaterial", &eventsv1.Envelope{Event: &eventsv1.Envelope_ImportKeyMaterial{ImportKeyMaterial: &eventsv1.ImportKeyMaterial{KeyId: "k", Stage: true}}}, 3},
+		{"RotateKey", &eventsv1.Envelope{Event: &eventsv1.Envelope_RotateKey{RotateKey: &eventsv1.RotateKey{KeyId: "k"}}}, 1},
+		{"RotateKey to staged material", &eventsv1.Envelope{Event: &eventsv1.Envelope_RotateKey{RotateKey: &eventsv1.RotateKey{KeyId: "k", StagedMaterialFingerprint: []byte("fp")}}}, 3},
+		{"ResealMaterial of staged material", &eventsv1.Envelope{Event: &eventsv1.Envelope_ResealMaterial{ResealMaterial: &eventsv1.ResealMaterial{KeyId: "k", Kind: eventsv1.ResealKind_RESEAL_KIND_STAGED_MATERIAL}}}, 3},
 	} {
 		if got := MinSchema(tc.env); got != tc.want {
 			t.Errorf("%s: MinSchema = %d, want %d", tc.name, got, tc.want)
