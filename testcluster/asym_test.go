@@ -134,7 +134,9 @@ func TestAsymmetricAgainstOpenSSL(t *testing.T) {
 			KeySpec: "RSA_2048", KeyUsage: "ENCRYPT_DECRYPT"})).KeyMetadata.KeyId
 		publicPEM(t, o, c.KMS(1), key, "enc")
 		o.write("secret.txt", []byte("the vault combination is 12-34-56"))
-		for alg, md := range map[string]string{"RSAES_OAEP_SHA_256": "sha256", "RSAES_OAEP_SHA_1": "sha1"} {
+		// In this order: secret.enc holds the SHA-1 ciphertext afterwards.
+		for _, am := range [][2]string{{"RSAES_OAEP_SHA_256", "sha256"}, {"RSAES_OAEP_SHA_1", "sha1"}} {
+			alg, md := am[0], am[1]
 			o.must("pkeyutl", "-encrypt", "-pubin", "-inkey", "enc.pem", "-pkeyopt", "rsa_padding_mode:oaep",
 				"-pkeyopt", "rsa_oaep_md:"+md, "-pkeyopt", "rsa_mgf1_md:"+md, "-in", "secret.txt", "-out", "secret.enc")
 			dec := must[*kmsv1.DecryptResponse](t, "Decrypt "+alg)(c.KMS(2).Decrypt(ctx, &kmsv1.DecryptRequest{KeyId: key,
@@ -143,7 +145,7 @@ func TestAsymmetricAgainstOpenSSL(t *testing.T) {
 				t.Errorf("%s: decrypted %q", alg, dec.Plaintext)
 			}
 		}
-		// Made with SHA-256, it does not decrypt as SHA-1.
+		// Made with SHA-1, it does not decrypt as SHA-256.
 		_, err := c.KMS(2).Decrypt(ctx, &kmsv1.DecryptRequest{KeyId: key, CiphertextBlob: o.read("secret.enc"), EncryptionAlgorithm: "RSAES_OAEP_SHA_256"})
 		if err == nil {
 			t.Error("a SHA-1 OAEP ciphertext decrypted as SHA-256")
