@@ -98,12 +98,10 @@ func (s *Server) asymmetricKey(k *fsm.Key, usage string) (*keycrypto.AsymmetricK
 	if err := usable(k); err != nil {
 		return nil, err
 	}
-	version := k.CurrentVersion()
-	v := k.Version(version)
-	if v == nil || len(v.Sealed) == 0 {
-		return nil, &fsm.Rejection{Code: fsm.CodeInvalidState, Msg: "key " + k.ID + " has no key material"}
+	version, sealed, err := currentMaterial(k)
+	if err != nil {
+		return nil, err
 	}
-	sealed := v.Sealed
 	ak, err := s.aeads.Asymmetric(k.ID, version, k.KeySpec, func() ([]byte, error) { return s.root.Open(k.ID, version, sealed) })
 	if err != nil {
 		return nil, internalErr("cannot open the key material of %s", k.ID)
@@ -296,4 +294,15 @@ var asymmetricErrors = []struct {
 	{keycrypto.ErrInvalidMAC, codes.InvalidArgument, "KMSInvalidMacException"},
 	{keycrypto.ErrAlgorithm, codes.InvalidArgument, "InvalidKeyUsageException"},
 	{keycrypto.ErrMessage, codes.InvalidArgument, "ValidationException"},
+}
+
+// currentMaterial is the current version of an asymmetric or HMAC key and
+// its sealed material, or the rejection when it has none.
+func currentMaterial(k *fsm.Key) (uint32, []byte, error) {
+	version := k.CurrentVersion()
+	v := k.Version(version)
+	if v == nil || len(v.Sealed) == 0 {
+		return 0, nil, &fsm.Rejection{Code: fsm.CodeInvalidState, Msg: "key " + k.ID + " has no key material"}
+	}
+	return version, v.Sealed, nil
 }

@@ -16,12 +16,10 @@ func (s *Server) macKey(k *fsm.Key) (*keycrypto.MACKey, error) {
 	if err := usable(k); err != nil {
 		return nil, err
 	}
-	version := k.CurrentVersion()
-	v := k.Version(version)
-	if v == nil || len(v.Sealed) == 0 {
-		return nil, &fsm.Rejection{Code: fsm.CodeInvalidState, Msg: "key " + k.ID + " has no key material"}
+	version, sealed, err := currentMaterial(k)
+	if err != nil {
+		return nil, err
 	}
-	sealed := v.Sealed
 	mk, err := s.aeads.MAC(k.ID, version, k.KeySpec, func() ([]byte, error) { return s.root.Open(k.ID, version, sealed) })
 	if err != nil {
 		return nil, internalErr("cannot open the key material of %s", k.ID)
