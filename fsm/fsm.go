@@ -134,6 +134,11 @@ type FSM struct {
 	rotateRootID    string
 	rotateRootCheck []byte
 
+	// Modification indexes (modindex.go); not state.
+	modKeys  map[string]uint64
+	modOther uint64
+	modFloor uint64 // index of the last restored snapshot
+
 	digestMu  sync.Mutex
 	digestGen uint64
 	digest    [32]byte
@@ -221,6 +226,7 @@ func (f *FSM) reset() {
 	f.rootKeyCheck, f.rootKeyID = nil, ""
 	f.rotateRootID, f.rotateRootCheck = "", nil
 	f.accessKeys = map[string]*AccessKey{}
+	f.modKeys, f.modOther = nil, 0
 	f.gen++
 }
 
@@ -230,7 +236,8 @@ type applyCtx struct {
 	name    string // event name, for history
 	t       int64  // clamped event time
 	data    []byte // raw entry bytes, for the history hash chain
-	changed string // key ID the handler changed, for OnChange
+	changed string   // key ID the handler changed, for OnChange
+	touched []string // keys whose reads this entry changes (modindex.go)
 }
 
 // strict reports whether the entry follows the rules of schema 2 on (see
@@ -322,6 +329,7 @@ func (f *FSM) apply(index uint64, env *eventsv1.Envelope, data []byte) (*Result,
 	f.gen++
 	c := &applyCtx{env: env, name: reg.name, t: t, data: data}
 	res := reg.fn(f, c)
+	f.noteModified(index, c, res)
 	if rk.id != "" {
 		e := &requestEntry{key: rk, time: t, index: index, result: storeResult(res)}
 		if rk.scoped && len(env.RequestFingerprint) > 0 {
@@ -449,5 +457,6 @@ func (f *FSM) commit(c *applyCtx, k *Key) *Result {
 	}
 	f.keys[k.ID] = k
 	c.changed = k.ID
+	c.touch(k.ID)
 	return &Result{KeyID: k.ID, Version: k.CurrentVersion(), DeletionTime: k.DeletionAt}
 }

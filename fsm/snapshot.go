@@ -377,10 +377,16 @@ func readRecord(r *bufio.Reader, buf []byte, rec *eventsv1.SnapshotRecord, limit
 // built aside and swapped in only when the stream is complete, so a bad
 // snapshot leaves the old state as it was.
 func (f *FSM) Restore(r io.Reader) error {
-	return f.restore(r, maxRecordSize)
+	return f.restore(r, maxRecordSize, 0)
 }
 
-func (f *FSM) restore(r io.Reader, limit int) error {
+// RestoreAt is Restore for a snapshot taken at Raft index index: every key
+// then counts as modified at index (ModIndex).
+func (f *FSM) RestoreAt(r io.Reader, index uint64) error {
+	return f.restore(r, maxRecordSize, index)
+}
+
+func (f *FSM) restore(r io.Reader, limit int, restoredAt uint64) error {
 	br := bufio.NewReaderSize(r, 64<<10)
 	var buf []byte
 	var err error
@@ -477,6 +483,7 @@ func (f *FSM) restore(r io.Reader, limit int) error {
 	f.rootKeyCheck, f.rootKeyID = n.rootKeyCheck, n.rootKeyID
 	f.rotateRootID, f.rotateRootCheck = n.rotateRootID, n.rotateRootCheck
 	f.accessKeys = n.accessKeys
+	f.modKeys, f.modOther, f.modFloor = nil, 0, restoredAt
 	f.gen++
 	f.mu.Unlock()
 	if f.cfg.OnChange != nil {

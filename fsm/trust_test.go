@@ -528,10 +528,10 @@ func TestLargestKeyRecordRestores(t *testing.T) {
 		t.Fatal(err)
 	}
 	n, _ := New(Config{})
-	if err := n.restore(bytes.NewReader(buf.Bytes()), size-1); !errors.Is(err, ErrCorruptSnapshot) {
+	if err := n.restore(bytes.NewReader(buf.Bytes()), size-1, 0); !errors.Is(err, ErrCorruptSnapshot) {
 		t.Fatalf("reader with a smaller limit: %v", err)
 	}
-	if err := n.restore(bytes.NewReader(buf.Bytes()), size); err != nil || n.Digest() != h.f.Digest() {
+	if err := n.restore(bytes.NewReader(buf.Bytes()), size, 0); err != nil || n.Digest() != h.f.Digest() {
 		t.Fatalf("reader at the limit: %v", err)
 	}
 }

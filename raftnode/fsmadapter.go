@@ -73,7 +73,7 @@ func (a *fsmAdapter) Restore(rc io.ReadCloser) error {
 	if [8]byte(hdr[:8]) != snapshotMagic {
 		return fmt.Errorf("raftnode: snapshot has an unknown header %q", hdr[:8])
 	}
-	if err := a.f.Restore(rc); err != nil {
+	if err := a.f.RestoreAt(rc, binary.BigEndian.Uint64(hdr[8:])); err != nil {
 		return err
 	}
 	if b := a.restored; b != nil && a.restores.Load() == 0 {
