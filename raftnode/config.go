@@ -40,6 +40,14 @@ const (
 	DefaultSnapshotInterval   = 30 * time.Second
 	DefaultTrailingLogs       = 300000
 	DefaultSnapshotRetain     = 2
+	// DefaultLeaseDuration is how long a read lease lasts: the longest a
+	// node that stops answering delays writes, and how long a new leader
+	// waits before it acknowledges anything (lease.go).
+	DefaultLeaseDuration = time.Second
+	// DefaultLeaseMaxDrift is the bound assumed on how fast or slow any
+	// node's clock runs against real time (1%, far above the drift of a
+	// crystal clock or NTP's slewing, 0.05%).
+	DefaultLeaseMaxDrift = 0.01
 )
 
 // Peer is one voter of the bootstrap configuration.
@@ -86,6 +94,14 @@ type Config struct {
 	SnapshotInterval  time.Duration // how often the threshold is checked
 	TrailingLogs      uint64        // entries kept after a snapshot, for slow followers
 	SnapshotRetain    int           // snapshots kept on disk
+
+	// Read leases (lease.go). Every node of a cluster must run with the
+	// same LeaseDuration and LeaseMaxDrift.
+	LeaseDuration time.Duration
+	LeaseMaxDrift float64
+	// LeaseClock is the monotonic clock leases are measured on (tests run
+	// it fast or slow); nil is the process's monotonic clock.
+	LeaseClock func() time.Duration
 
 	// Restore, if set, starts a new cluster from a saved snapshot
 	// (OpenBackup) instead of an empty state: only on an empty data
@@ -145,6 +161,7 @@ func (cfg Config) withDefaults() (Config, error) {
 		{"ApplyTimeout", &cfg.ApplyTimeout, DefaultApplyTimeout},
 		{"TransportTimeout", &cfg.TransportTimeout, DefaultTransportTimeout},
 		{"SnapshotInterval", &cfg.SnapshotInterval, DefaultSnapshotInterval},
+		{"LeaseDuration", &cfg.LeaseDuration, DefaultLeaseDuration},
 	}
 	for _, d := range durations {
 		if *d.v < 0 {
@@ -153,6 +170,16 @@ func (cfg Config) withDefaults() (Config, error) {
 		if *d.v == 0 {
 			*d.v = d.def
 		}
+	}
+	if cfg.LeaseMaxDrift < 0 || cfg.LeaseMaxDrift >= 0.5 {
+		return cfg, fmt.Errorf("raftnode: LeaseMaxDrift %v is outside [0, 0.5)", cfg.LeaseMaxDrift)
+	}
+	if cfg.LeaseMaxDrift == 0 {
+		cfg.LeaseMaxDrift = DefaultLeaseMaxDrift
+	}
+	if cfg.LeaseClock == nil {
+		start := time.Now()
+		cfg.LeaseClock = func() time.Duration { return time.Since(start) }
 	}
 	if cfg.TransportMaxPool < 0 || cfg.SnapshotRetain < 0 {
 		return cfg, errors.New("raftnode: TransportMaxPool and SnapshotRetain must not be negative")

@@ -41,6 +41,7 @@ type Node struct {
 	started atomic.Pointer[raft.Raft]
 
 	verify verifier
+	lease  *leases
 	// schemaMembers caches the membership for ProposeSchema (schema.go).
 	schemaMembers schemaMembers
 	leaders       leadership
@@ -97,9 +98,19 @@ func New(cfg Config) (*Node, error) {
 	if err := chmodIfNot(dbPath, privateFileMode); err != nil {
 		return nil, fmt.Errorf("raftnode: raft.db mode: %w", err)
 	}
-	n.logs, err = raft.NewLogCache(logCacheSize, n.store)
+	cache, err := raft.NewLogCache(logCacheSize, n.store)
 	if err != nil {
 		return nil, fmt.Errorf("raftnode: log cache: %w", err)
+	}
+	n.lease = newLeases(n)
+	n.logs = &trackedLogs{LogStore: cache, l: n.lease}
+	if last, err := cache.LastIndex(); err == nil && last > 0 {
+		// Entries already in the log count as pending until applied.
+		var e raft.Log
+		if cache.GetLog(last, &e) == nil {
+			n.lease.appendedIndex, n.lease.appendedTerm = last, e.Term
+		}
+		n.lease.pendingOther = last
 	}
 	snaps, err := newPrivateSnapshots(cfg.DataDir, cfg.SnapshotRetain, n.logger.Named("snapshot"))
 	if err != nil {
@@ -163,6 +174,9 @@ func New(cfg Config) (*Node, error) {
 	n.started.Store(n.raft)
 	n.verify.n = n
 	n.leaders.start(n.raft.LeaderCh(), n.doneCh, n.onLeadershipGained)
+	leadCh, _ := n.SubscribeLeadership()
+	n.bg.Add(1)
+	go n.lease.run(leadCh)
 	n.bg.Add(1)
 	go n.snapshotOnStart()
 	ok = true

@@ -50,9 +50,17 @@ func (n *Node) Propose(ctx context.Context, env *eventsv1.Envelope) (*fsm.Result
 		return nil, err
 	}
 	deadline := time.Now().Add(d)
+	term := n.raft.CurrentTerm()
 	f := n.raft.Apply(data, d)
 	if err := n.await(ctx, f, deadline); err != nil {
 		return nil, n.writeErr(err)
+	}
+	// Acknowledge only once every lease holder has the entry (lease.go).
+	actx, cancel := context.WithDeadline(ctx, deadline)
+	err = n.waitAck(actx, f.Index(), term)
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("%w: committed, but not yet known to every lease holder: %w", ErrAmbiguous, err)
 	}
 	res, ok := f.Response().(*fsm.Result)
 	if !ok || res == nil {

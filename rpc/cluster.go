@@ -99,7 +99,11 @@ func (s clusterService) ReadIndex(ctx context.Context, _ *clusterv1.ReadIndexReq
 	if err != nil {
 		return nil, err
 	}
-	return &clusterv1.ReadIndexResponse{Index: idx}, nil
+	resp := &clusterv1.ReadIndexResponse{Index: idx}
+	if ln, ok := s.node.(leaseNode); ok {
+		resp.Term, resp.Visible = s.node.Term(), ln.VisibleIndex()
+	}
+	return resp, nil
 }
 
 // readIndexAttempt bounds one read-index call to the leader: a leader that
@@ -147,6 +151,9 @@ func (s *Server) readIndexOnce(ctx context.Context) (uint64, error) {
 	resp, err := clusterv1.NewClusterServiceClient(conn).ReadIndex(actx, &clusterv1.ReadIndexRequest{})
 	if err != nil {
 		return 0, err
+	}
+	if ln, ok := s.node.(leaseNode); ok && resp.Term > 0 {
+		ln.LeaseGranted(&clusterv1.LeaseGrant{Term: resp.Term, Visible: resp.Visible})
 	}
 	return resp.Index, nil
 }

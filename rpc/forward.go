@@ -78,7 +78,18 @@ func (s *Server) UnaryInterceptor() grpc.UnaryServerInterceptor {
 			resp, err = s.forward(ctx, m, req)
 			return resp, toStatus(err)
 		}
+		var rs *readState
+		if !m.write() {
+			rs = newReadState(req)
+			ctx = withReadState(ctx, rs)
+		}
 		resp, err = handler(ctx, req)
+		if rs != nil {
+			// Hold the answer until what it saw is visible on every node.
+			if herr := s.holdRead(ctx, rs); herr != nil {
+				resp, err = nil, herr
+			}
+		}
 		if err == nil && !m.write() && dryRun(req) {
 			// A read (a cryptographic call) ran in full and would have
 			// succeeded; its answer is dropped (grants.go).

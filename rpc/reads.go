@@ -11,7 +11,7 @@ import (
 // staleOK reports whether this read may skip the read-index round: the node
 // is configured so, or the caller asked with the x-raftkms-stale-ok header.
 func (s *Server) staleOK(ctx context.Context) bool {
-	if s.cfg.StaleReads {
+	if s.readMode == ReadModeStale {
 		return true
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
@@ -25,6 +25,15 @@ func (s *Server) staleOK(ctx context.Context) bool {
 func (s *Server) readBarrier(ctx context.Context) error {
 	if s.staleOK(ctx) {
 		return nil
+	}
+	if rs := readStateOf(ctx); rs != nil {
+		rs.checked = true
+	}
+	if ln, ok := s.node.(leaseNode); ok && s.readMode == ReadModeLease {
+		leased, err := s.leaseBarrier(ctx, ln)
+		if err != nil || leased {
+			return err
+		}
 	}
 	var idx uint64
 	var err error

@@ -82,7 +82,9 @@ type Config struct {
 	Node       Node               // proposes events, answers read-index rounds (a *raftnode.Node)
 	Root       *keycrypto.RootKey // seals and opens key material
 	Limits     Limits             // cluster bounds
-	StaleReads bool               // skip the read-index round for every read on this node
+	StaleReads bool               // skip the read-index round for every read on this node (read mode stale)
+	// ReadMode is lease (default), read-index or stale (lease.go).
+	ReadMode string
 	Logger     hclog.Logger       // named "rpc"
 	// Rand is the source of key IDs, material and nonces; default crypto/rand.
 	Rand io.Reader
@@ -132,6 +134,10 @@ type Server struct {
 
 	clockSt clockState // peers' clocks (clock.go)
 
+	readMode  string
+	stop      chan struct{} // closed by Close
+	closeOnce sync.Once
+
 	resealKick chan struct{} // wakes the root-key re-seal loop (reseal.go)
 	resealWarn sync.Once     // logs once that this leader cannot seal under the target
 }
@@ -167,7 +173,16 @@ func New(cfg Config) (*Server, error) {
 	if err := cfg.ARN.check(); err != nil {
 		return nil, err
 	}
+	mode, err := ParseReadMode(cfg.ReadMode)
+	if err != nil {
+		return nil, fmt.Errorf("rpc: %w", err)
+	}
+	if cfg.StaleReads {
+		mode = ReadModeStale
+	}
 	s := &Server{
+		readMode: mode,
+		stop:     make(chan struct{}),
 		cfg:    cfg,
 		limits: limits,
 		log:    cfg.Logger,
@@ -188,8 +203,14 @@ func New(cfg Config) (*Server, error) {
 		s.audit = &auditLog{w: cfg.Audit, node: cfg.NodeID, now: cfg.Now}
 	}
 	s.resealKick = make(chan struct{}, 1)
+	if ln, ok := cfg.Node.(leaseNode); ok {
+		go s.leaseLoop(ln, s.stop)
+	}
 	return s, nil
 }
+
+// ReadMode is this node's read mode (lease, read-index or stale).
+func (s *Server) ReadMode() string { return s.readMode }
 
 // Addr is this node's advertised gRPC address.
 func (s *Server) Addr() string { return s.cfg.GRPCAddr }
@@ -209,6 +230,7 @@ func (s *Server) KeyChanged(keyID string) {
 
 // Close releases connections to other nodes.
 func (s *Server) Close() {
+	s.closeOnce.Do(func() { close(s.stop) })
 	s.connMu.Lock()
 	defer s.connMu.Unlock()
 	for addr, c := range s.conns {

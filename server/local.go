@@ -25,6 +25,7 @@ type LocalConfig struct {
 	RootKey    *keycrypto.RootKey // shared root key
 	Limits     rpc.Limits         // cluster bounds
 	StaleReads bool               // serve reads without read-index rounds
+	ReadMode   string             // lease (default), read-index or stale
 	Logger     hclog.Logger       // nil: discard
 	TuneRaft   func(*raftnode.Config)
 	// AWSPort, if not 0, serves the AWS KMS protocol on every node: node i
@@ -139,6 +140,7 @@ func (l *Local) Start(i int) error {
 		Peers:        l.peers,
 		Limits:       l.cfg.Limits,
 		StaleReads:   l.cfg.StaleReads,
+		ReadMode:     l.cfg.ReadMode,
 		Logger:       l.cfg.Logger,
 		TuneRaft:     l.cfg.TuneRaft,
 		Restore:      restore,

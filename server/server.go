@@ -45,6 +45,7 @@ type Config struct {
 	Join          string               // gRPC address of a member to join through, for a new node
 	Limits        rpc.Limits           // rotation, deletion and on-demand bounds
 	StaleReads    bool                 // serve reads without a read-index round
+	ReadMode      string               // lease (default), read-index or stale (rpc.ReadMode*)
 	Logger        hclog.Logger         // nil: discard
 	Listener      net.Listener         // optional pre-made gRPC listener
 	StreamLayer   raftnode.StreamLayer // optional Raft stream layer (tests, TLS)
@@ -222,6 +223,7 @@ func Start(cfg Config) (*Server, error) {
 		Root:         cfg.RootKey,
 		Limits:       cfg.Limits,
 		StaleReads:   cfg.StaleReads,
+		ReadMode:     cfg.ReadMode,
 		Logger:       logger.Named("rpc").With("node", cfg.NodeID),
 		Auth:         cfg.Auth,
 		Audit:        cfg.Audit,

@@ -39,6 +39,7 @@ type apiOptions struct {
 	metrics       bool               // serve metrics on a free loopback port (WithMetrics)
 	restore       restoreOption      // start from a saved snapshot (restore.go)
 	maxSchema     func(i int) uint32 // node i's fsm.Config.MaxSchema; nil: this build's (schema.go)
+	readMode      func(i int) string // node i's read mode; nil: the default (lease)
 
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
@@ -46,6 +47,19 @@ type apiOptions struct {
 
 // APIOption tunes an API cluster.
 type APIOption func(*apiOptions)
+
+// WithReadMode sets each node's read mode (rpc.ReadModeLease, ReadModeReadIndex
+// or ReadModeStale).
+func WithReadMode(mode func(i int) string) APIOption {
+	return func(a *apiOptions) { a.readMode = mode }
+}
+
+func (a *apiOptions) readModeOf(i int) string {
+	if a.readMode == nil {
+		return ""
+	}
+	return a.readMode(i)
+}
 
 // WithLimits sets the cluster's rotation and deletion bounds.
 func WithLimits(l rpc.Limits) APIOption { return func(a *apiOptions) { a.limits = l } }
@@ -119,6 +133,7 @@ func (c *Cluster) startAPI(i int, ep *Endpoint) error {
 		Join:        c.joinAddr(m),
 		Now:         a.nowFor(i),
 		Limits:      a.limits,
+		ReadMode:    a.readModeOf(i),
 		Logger:      hclog.New(&hclog.LoggerOptions{Name: m.id, Output: c.logw, Level: c.opts.level}),
 		StreamLayer: ep,
 		OnApply:     onApply,

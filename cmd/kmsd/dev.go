@@ -90,6 +90,7 @@ func runDev(args []string) int {
 		RootKey:      root,
 		Limits:       limits,
 		StaleReads:   c.staleReads,
+		ReadMode:     c.readMode,
 		Logger:       c.logger("kmsd"),
 		AWSPort:      *awsPort,
 		ARN:          aws.arn(),

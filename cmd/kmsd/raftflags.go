@@ -16,6 +16,7 @@ type raftFlags struct {
 	heartbeat, election, lease, commit time.Duration
 	snapshotThreshold, trailingLogs    uint64
 	snapshotInterval                   time.Duration
+	readLease                          time.Duration
 }
 
 func (r *raftFlags) register(fs *flag.FlagSet) {
@@ -31,6 +32,8 @@ func (r *raftFlags) register(fs *flag.FlagSet) {
 		"log entries since the last snapshot that make the node take a new one")
 	fs.DurationVar(&r.snapshotInterval, "raft-snapshot-interval", raftnode.DefaultSnapshotInterval,
 		"how often the snapshot threshold is checked (randomized up to twice)")
+	fs.DurationVar(&r.readLease, "read-lease-duration", raftnode.DefaultLeaseDuration,
+		"how long a read lease lasts: the longest a node that stops answering delays writes, and how long a new leader waits before acknowledging writes; the same on every node")
 	fs.Uint64Var(&r.trailingLogs, "raft-trailing-logs", raftnode.DefaultTrailingLogs,
 		"log entries kept after a snapshot, so that a follower this far behind catches up without a snapshot")
 }
@@ -40,7 +43,7 @@ func (r *raftFlags) check() error {
 		name string
 		v    time.Duration
 	}{{"--raft-heartbeat-timeout", r.heartbeat}, {"--raft-election-timeout", r.election},
-		{"--raft-leader-lease-timeout", r.lease}, {"--raft-commit-timeout", r.commit}, {"--raft-snapshot-interval", r.snapshotInterval}} {
+		{"--raft-leader-lease-timeout", r.lease}, {"--raft-commit-timeout", r.commit}, {"--raft-snapshot-interval", r.snapshotInterval}, {"--read-lease-duration", r.readLease}} {
 		if d.v <= 0 {
 			return fmt.Errorf("%s must be positive", d.name)
 		}
@@ -66,4 +69,5 @@ func (r *raftFlags) tune(cfg *raftnode.Config) {
 	cfg.SnapshotThreshold = r.snapshotThreshold
 	cfg.SnapshotInterval = r.snapshotInterval
 	cfg.TrailingLogs = r.trailingLogs
+	cfg.LeaseDuration = r.readLease
 }

@@ -27,6 +27,7 @@ type commonFlags struct {
 	logLevel      string
 	logFormat     string
 	staleReads    bool
+	readMode      string
 	maxClockSkew  time.Duration
 	pprof         bool
 	raft          raftFlags
@@ -38,7 +39,9 @@ func (c *commonFlags) register(fs *flag.FlagSet, defaultLevel string) {
 	fs.UintVar(&c.onDemandLimit, "on-demand-rotation-limit", rpc.DefaultOnDemandLimit, "on-demand rotations allowed per key")
 	fs.StringVar(&c.logLevel, "log-level", defaultLevel, "log level: trace, debug, info, warn, error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text, or json (one JSON object per line)")
-	fs.BoolVar(&c.staleReads, "stale-reads", false, "serve every read from local state without a read-index round")
+	fs.BoolVar(&c.staleReads, "stale-reads", false, "serve every read from local state without a read-index round (the same as --read-mode stale)")
+	fs.StringVar(&c.readMode, "read-mode", rpc.ReadModeLease,
+		"how this node serves linearizable reads: lease (under a read lease from the leader, no round trip), read-index (a read-index round per batch), or stale (local state, no freshness guarantee)")
 	fs.DurationVar(&c.maxClockSkew, "max-clock-skew", rpc.DefaultMaxClockSkew,
 		"how far a leader's clock may be from a quorum of the voters' clocks while it stamps events (deletions, expiries, rotations, writes)")
 	fs.BoolVar(&c.pprof, "pprof", false, "serve Go's profiles under /debug/pprof/ on the metrics listener")
@@ -52,6 +55,9 @@ func (c *commonFlags) check() error {
 	}
 	if hclog.LevelFromString(c.logLevel) == hclog.NoLevel {
 		return fmt.Errorf("--log-level must be trace, debug, info, warn or error, not %q", c.logLevel)
+	}
+	if _, err := rpc.ParseReadMode(c.readMode); err != nil {
+		return fmt.Errorf("--read-mode: %w", err)
 	}
 	return c.raft.check()
 }
@@ -215,6 +221,7 @@ func runServe(args []string) int {
 		Join:          *join,
 		Limits:        limits,
 		StaleReads:    c.staleReads,
+		ReadMode:      c.readMode,
 		Logger:        log,
 		TLS:           tlsCfg,
 		Auth:          auth,

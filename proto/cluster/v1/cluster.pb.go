@@ -1071,8 +1071,11 @@ func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
 }
 
 type ReadIndexResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Index uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	// The leader's term and visible index (read leases, DESIGN §5).
+	Term          uint64 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
+	Visible       uint64 `protobuf:"varint,3,opt,name=visible,proto3" json:"visible,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1114,6 +1117,229 @@ func (x *ReadIndexResponse) GetIndex() uint64 {
 	return 0
 }
 
+func (x *ReadIndexResponse) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *ReadIndexResponse) GetVisible() uint64 {
+	if x != nil {
+		return x.Visible
+	}
+	return 0
+}
+
+// LeaseRequest is one message of a node to the leader on the lease stream.
+type LeaseRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The sending node's ID; it must be its certificate's.
+	NodeId string `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// Renewal sequence number, echoed in the grant that answers it; 0 when the
+	// message only acknowledges a confirmation round.
+	Seq uint64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	// The index and term of the last entry in the sender's log.
+	AppendedIndex uint64 `protobuf:"varint,3,opt,name=appended_index,json=appendedIndex,proto3" json:"appended_index,omitempty"`
+	AppendedTerm  uint64 `protobuf:"varint,4,opt,name=appended_term,json=appendedTerm,proto3" json:"appended_term,omitempty"`
+	// The sender's current Raft term.
+	Term uint64 `protobuf:"varint,5,opt,name=term,proto3" json:"term,omitempty"`
+	// The newest confirmation round the sender has seen in term.
+	ConfirmSeq uint64 `protobuf:"varint,6,opt,name=confirm_seq,json=confirmSeq,proto3" json:"confirm_seq,omitempty"`
+	// Whether the sender serves reads under a lease (read mode lease).
+	WantLease     bool `protobuf:"varint,7,opt,name=want_lease,json=wantLease,proto3" json:"want_lease,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseRequest) Reset() {
+	*x = LeaseRequest{}
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseRequest) ProtoMessage() {}
+
+func (x *LeaseRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseRequest.ProtoReflect.Descriptor instead.
+func (*LeaseRequest) Descriptor() ([]byte, []int) {
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *LeaseRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *LeaseRequest) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *LeaseRequest) GetAppendedIndex() uint64 {
+	if x != nil {
+		return x.AppendedIndex
+	}
+	return 0
+}
+
+func (x *LeaseRequest) GetAppendedTerm() uint64 {
+	if x != nil {
+		return x.AppendedTerm
+	}
+	return 0
+}
+
+func (x *LeaseRequest) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *LeaseRequest) GetConfirmSeq() uint64 {
+	if x != nil {
+		return x.ConfirmSeq
+	}
+	return 0
+}
+
+func (x *LeaseRequest) GetWantLease() bool {
+	if x != nil {
+		return x.WantLease
+	}
+	return false
+}
+
+// LeaseGrant is one message of the leader to a node on the lease stream.
+type LeaseGrant struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The renewal this answers, or 0 for a push.
+	Seq uint64 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	// The leader's term; a lease is valid only while the holder is in it.
+	Term uint64 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
+	// The lease: valid for duration_nanos less age_nanos from when the holder
+	// sent the renewal (age is how long ago, on the leader's clock, a quorum
+	// last confirmed the leader), both scaled by the drift bound.
+	DurationNanos int64 `protobuf:"varint,3,opt,name=duration_nanos,json=durationNanos,proto3" json:"duration_nanos,omitempty"`
+	AgeNanos      int64 `protobuf:"varint,4,opt,name=age_nanos,json=ageNanos,proto3" json:"age_nanos,omitempty"`
+	Granted       bool  `protobuf:"varint,5,opt,name=granted,proto3" json:"granted,omitempty"`
+	// The holder serves nothing under this lease until it has applied floor.
+	Floor uint64 `protobuf:"varint,6,opt,name=floor,proto3" json:"floor,omitempty"`
+	// Every node holding a lease has appended at least this index.
+	Visible uint64 `protobuf:"varint,7,opt,name=visible,proto3" json:"visible,omitempty"`
+	// The newest confirmation round; the node echoes it in its next request.
+	ConfirmSeq    uint64 `protobuf:"varint,8,opt,name=confirm_seq,json=confirmSeq,proto3" json:"confirm_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseGrant) Reset() {
+	*x = LeaseGrant{}
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseGrant) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseGrant) ProtoMessage() {}
+
+func (x *LeaseGrant) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseGrant.ProtoReflect.Descriptor instead.
+func (*LeaseGrant) Descriptor() ([]byte, []int) {
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *LeaseGrant) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *LeaseGrant) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *LeaseGrant) GetDurationNanos() int64 {
+	if x != nil {
+		return x.DurationNanos
+	}
+	return 0
+}
+
+func (x *LeaseGrant) GetAgeNanos() int64 {
+	if x != nil {
+		return x.AgeNanos
+	}
+	return 0
+}
+
+func (x *LeaseGrant) GetGranted() bool {
+	if x != nil {
+		return x.Granted
+	}
+	return false
+}
+
+func (x *LeaseGrant) GetFloor() uint64 {
+	if x != nil {
+		return x.Floor
+	}
+	return 0
+}
+
+func (x *LeaseGrant) GetVisible() uint64 {
+	if x != nil {
+		return x.Visible
+	}
+	return 0
+}
+
+func (x *LeaseGrant) GetConfirmSeq() uint64 {
+	if x != nil {
+		return x.ConfirmSeq
+	}
+	return 0
+}
+
 type TimeRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1122,7 +1348,7 @@ type TimeRequest struct {
 
 func (x *TimeRequest) Reset() {
 	*x = TimeRequest{}
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[19]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1134,7 +1360,7 @@ func (x *TimeRequest) String() string {
 func (*TimeRequest) ProtoMessage() {}
 
 func (x *TimeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[19]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1147,7 +1373,7 @@ func (x *TimeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimeRequest.ProtoReflect.Descriptor instead.
 func (*TimeRequest) Descriptor() ([]byte, []int) {
-	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{19}
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{21}
 }
 
 type TimeResponse struct {
@@ -1162,7 +1388,7 @@ type TimeResponse struct {
 
 func (x *TimeResponse) Reset() {
 	*x = TimeResponse{}
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[20]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1174,7 +1400,7 @@ func (x *TimeResponse) String() string {
 func (*TimeResponse) ProtoMessage() {}
 
 func (x *TimeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[20]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1187,7 +1413,7 @@ func (x *TimeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimeResponse.ProtoReflect.Descriptor instead.
 func (*TimeResponse) Descriptor() ([]byte, []int) {
-	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{20}
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *TimeResponse) GetNodeId() string {
@@ -1215,7 +1441,7 @@ type CreateAccessKeyRequest struct {
 
 func (x *CreateAccessKeyRequest) Reset() {
 	*x = CreateAccessKeyRequest{}
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[21]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1227,7 +1453,7 @@ func (x *CreateAccessKeyRequest) String() string {
 func (*CreateAccessKeyRequest) ProtoMessage() {}
 
 func (x *CreateAccessKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[21]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1240,7 +1466,7 @@ func (x *CreateAccessKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAccessKeyRequest.ProtoReflect.Descriptor instead.
 func (*CreateAccessKeyRequest) Descriptor() ([]byte, []int) {
-	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{21}
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CreateAccessKeyRequest) GetIdentity() string {
@@ -1265,7 +1491,7 @@ type AccessKey struct {
 
 func (x *AccessKey) Reset() {
 	*x = AccessKey{}
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[22]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1277,7 +1503,7 @@ func (x *AccessKey) String() string {
 func (*AccessKey) ProtoMessage() {}
 
 func (x *AccessKey) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[22]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1290,7 +1516,7 @@ func (x *AccessKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccessKey.ProtoReflect.Descriptor instead.
 func (*AccessKey) Descriptor() ([]byte, []int) {
-	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{22}
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *AccessKey) GetAccessKeyId() string {
@@ -1337,7 +1563,7 @@ type CreateAccessKeyResponse struct {
 
 func (x *CreateAccessKeyResponse) Reset() {
 	*x = CreateAccessKeyResponse{}
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[23]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1349,7 +1575,7 @@ func (x *CreateAccessKeyResponse) String() string {
 func (*CreateAccessKeyResponse) ProtoMessage() {}
 
 func (x *CreateAccessKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[23]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1362,7 +1588,7 @@ func (x *CreateAccessKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAccessKeyResponse.ProtoReflect.Descriptor instead.
 func (*CreateAccessKeyResponse) Descriptor() ([]byte, []int) {
-	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{23}
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CreateAccessKeyResponse) GetAccessKey() *AccessKey {
@@ -1382,7 +1608,7 @@ type ListAccessKeysRequest struct {
 
 func (x *ListAccessKeysRequest) Reset() {
 	*x = ListAccessKeysRequest{}
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[24]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1394,7 +1620,7 @@ func (x *ListAccessKeysRequest) String() string {
 func (*ListAccessKeysRequest) ProtoMessage() {}
 
 func (x *ListAccessKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[24]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1407,7 +1633,7 @@ func (x *ListAccessKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAccessKeysRequest.ProtoReflect.Descriptor instead.
 func (*ListAccessKeysRequest) Descriptor() ([]byte, []int) {
-	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{24}
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListAccessKeysRequest) GetIdentity() string {
@@ -1426,7 +1652,7 @@ type ListAccessKeysResponse struct {
 
 func (x *ListAccessKeysResponse) Reset() {
 	*x = ListAccessKeysResponse{}
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[25]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1438,7 +1664,7 @@ func (x *ListAccessKeysResponse) String() string {
 func (*ListAccessKeysResponse) ProtoMessage() {}
 
 func (x *ListAccessKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[25]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1451,7 +1677,7 @@ func (x *ListAccessKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAccessKeysResponse.ProtoReflect.Descriptor instead.
 func (*ListAccessKeysResponse) Descriptor() ([]byte, []int) {
-	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{25}
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListAccessKeysResponse) GetAccessKeys() []*AccessKey {
@@ -1470,7 +1696,7 @@ type DeleteAccessKeyRequest struct {
 
 func (x *DeleteAccessKeyRequest) Reset() {
 	*x = DeleteAccessKeyRequest{}
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[26]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1482,7 +1708,7 @@ func (x *DeleteAccessKeyRequest) String() string {
 func (*DeleteAccessKeyRequest) ProtoMessage() {}
 
 func (x *DeleteAccessKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[26]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1495,7 +1721,7 @@ func (x *DeleteAccessKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteAccessKeyRequest.ProtoReflect.Descriptor instead.
 func (*DeleteAccessKeyRequest) Descriptor() ([]byte, []int) {
-	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{26}
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *DeleteAccessKeyRequest) GetAccessKeyId() string {
@@ -1513,7 +1739,7 @@ type DeleteAccessKeyResponse struct {
 
 func (x *DeleteAccessKeyResponse) Reset() {
 	*x = DeleteAccessKeyResponse{}
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[27]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1525,7 +1751,7 @@ func (x *DeleteAccessKeyResponse) String() string {
 func (*DeleteAccessKeyResponse) ProtoMessage() {}
 
 func (x *DeleteAccessKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[27]
+	mi := &file_proto_cluster_v1_cluster_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1538,7 +1764,7 @@ func (x *DeleteAccessKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteAccessKeyResponse.ProtoReflect.Descriptor instead.
 func (*DeleteAccessKeyResponse) Descriptor() ([]byte, []int) {
-	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{27}
+	return file_proto_cluster_v1_cluster_proto_rawDescGZIP(), []int{29}
 }
 
 var File_proto_cluster_v1_cluster_proto protoreflect.FileDescriptor
@@ -1608,9 +1834,32 @@ const file_proto_cluster_v1_cluster_proto_rawDesc = "" +
 	"\x0fSnapshotRequest\"(\n" +
 	"\x10SnapshotResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\"\x12\n" +
-	"\x10ReadIndexRequest\")\n" +
+	"\x10ReadIndexRequest\"W\n" +
 	"\x11ReadIndexResponse\x12\x14\n" +
-	"\x05index\x18\x01 \x01(\x04R\x05index\"\r\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x12\n" +
+	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x18\n" +
+	"\avisible\x18\x03 \x01(\x04R\avisible\"\xd9\x01\n" +
+	"\fLeaseRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12%\n" +
+	"\x0eappended_index\x18\x03 \x01(\x04R\rappendedIndex\x12#\n" +
+	"\rappended_term\x18\x04 \x01(\x04R\fappendedTerm\x12\x12\n" +
+	"\x04term\x18\x05 \x01(\x04R\x04term\x12\x1f\n" +
+	"\vconfirm_seq\x18\x06 \x01(\x04R\n" +
+	"confirmSeq\x12\x1d\n" +
+	"\n" +
+	"want_lease\x18\a \x01(\bR\twantLease\"\xe1\x01\n" +
+	"\n" +
+	"LeaseGrant\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x12\n" +
+	"\x04term\x18\x02 \x01(\x04R\x04term\x12%\n" +
+	"\x0eduration_nanos\x18\x03 \x01(\x03R\rdurationNanos\x12\x1b\n" +
+	"\tage_nanos\x18\x04 \x01(\x03R\bageNanos\x12\x18\n" +
+	"\agranted\x18\x05 \x01(\bR\agranted\x12\x14\n" +
+	"\x05floor\x18\x06 \x01(\x04R\x05floor\x12\x18\n" +
+	"\avisible\x18\a \x01(\x04R\avisible\x12\x1f\n" +
+	"\vconfirm_seq\x18\b \x01(\x04R\n" +
+	"confirmSeq\"\r\n" +
 	"\vTimeRequest\"D\n" +
 	"\fTimeResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
@@ -1633,7 +1882,8 @@ const file_proto_cluster_v1_cluster_proto_rawDesc = "" +
 	"accessKeys\"<\n" +
 	"\x16DeleteAccessKeyRequest\x12\"\n" +
 	"\raccess_key_id\x18\x01 \x01(\tR\vaccessKeyId\"\x19\n" +
-	"\x17DeleteAccessKeyResponse2\xef\t\n" +
+	"\x17DeleteAccessKeyResponse2\xc8\n" +
+	"\n" +
 	"\x0eClusterService\x12Y\n" +
 	"\x06Status\x12!.raftkms.cluster.v1.StatusRequest\x1a\".raftkms.cluster.v1.StatusResponse\"\b\x92\x82\x19\x04\b\x03\x10\x01\x12S\n" +
 	"\x04Join\x12\x1f.raftkms.cluster.v1.JoinRequest\x1a .raftkms.cluster.v1.JoinResponse\"\b\x92\x82\x19\x04\b\x02\x10\x04\x12Y\n" +
@@ -1643,7 +1893,8 @@ const file_proto_cluster_v1_cluster_proto_rawDesc = "" +
 	"\tReadIndex\x12$.raftkms.cluster.v1.ReadIndexRequest\x1a%.raftkms.cluster.v1.ReadIndexResponse\"\b\x92\x82\x19\x04\b\x03\x10\x03\x12t\n" +
 	"\x0fCreateAccessKey\x12*.raftkms.cluster.v1.CreateAccessKeyRequest\x1a+.raftkms.cluster.v1.CreateAccessKeyResponse\"\b\x92\x82\x19\x04\b\x02\x10\x02\x12q\n" +
 	"\x0eListAccessKeys\x12).raftkms.cluster.v1.ListAccessKeysRequest\x1a*.raftkms.cluster.v1.ListAccessKeysResponse\"\b\x92\x82\x19\x04\b\x01\x10\x02\x12t\n" +
-	"\x0fDeleteAccessKey\x12*.raftkms.cluster.v1.DeleteAccessKeyRequest\x1a+.raftkms.cluster.v1.DeleteAccessKeyResponse\"\b\x92\x82\x19\x04\b\x02\x10\x02\x12S\n" +
+	"\x0fDeleteAccessKey\x12*.raftkms.cluster.v1.DeleteAccessKeyRequest\x1a+.raftkms.cluster.v1.DeleteAccessKeyResponse\"\b\x92\x82\x19\x04\b\x02\x10\x02\x12W\n" +
+	"\x05Lease\x12 .raftkms.cluster.v1.LeaseRequest\x1a\x1e.raftkms.cluster.v1.LeaseGrant\"\b\x92\x82\x19\x04\b\x03\x10\x03(\x010\x01\x12S\n" +
 	"\x04Time\x12\x1f.raftkms.cluster.v1.TimeRequest\x1a .raftkms.cluster.v1.TimeResponse\"\b\x92\x82\x19\x04\b\x03\x10\x03\x12j\n" +
 	"\fSaveSnapshot\x12'.raftkms.cluster.v1.SaveSnapshotRequest\x1a%.raftkms.cluster.v1.SaveSnapshotChunk\"\b\x92\x82\x19\x04\b\x01\x10\x020\x01\x12n\n" +
 	"\rRotateRootKey\x12(.raftkms.cluster.v1.RotateRootKeyRequest\x1a).raftkms.cluster.v1.RotateRootKeyResponse\"\b\x92\x82\x19\x04\b\x02\x10\x02B7Z5github.com/raftkms/raftkms/proto/cluster/v1;clusterv1b\x06proto3"
@@ -1660,7 +1911,7 @@ func file_proto_cluster_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_proto_cluster_v1_cluster_proto_rawDescData
 }
 
-var file_proto_cluster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_proto_cluster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_proto_cluster_v1_cluster_proto_goTypes = []any{
 	(*SaveSnapshotRequest)(nil),        // 0: raftkms.cluster.v1.SaveSnapshotRequest
 	(*SnapshotInfo)(nil),               // 1: raftkms.cluster.v1.SnapshotInfo
@@ -1681,48 +1932,52 @@ var file_proto_cluster_v1_cluster_proto_goTypes = []any{
 	(*SnapshotResponse)(nil),           // 16: raftkms.cluster.v1.SnapshotResponse
 	(*ReadIndexRequest)(nil),           // 17: raftkms.cluster.v1.ReadIndexRequest
 	(*ReadIndexResponse)(nil),          // 18: raftkms.cluster.v1.ReadIndexResponse
-	(*TimeRequest)(nil),                // 19: raftkms.cluster.v1.TimeRequest
-	(*TimeResponse)(nil),               // 20: raftkms.cluster.v1.TimeResponse
-	(*CreateAccessKeyRequest)(nil),     // 21: raftkms.cluster.v1.CreateAccessKeyRequest
-	(*AccessKey)(nil),                  // 22: raftkms.cluster.v1.AccessKey
-	(*CreateAccessKeyResponse)(nil),    // 23: raftkms.cluster.v1.CreateAccessKeyResponse
-	(*ListAccessKeysRequest)(nil),      // 24: raftkms.cluster.v1.ListAccessKeysRequest
-	(*ListAccessKeysResponse)(nil),     // 25: raftkms.cluster.v1.ListAccessKeysResponse
-	(*DeleteAccessKeyRequest)(nil),     // 26: raftkms.cluster.v1.DeleteAccessKeyRequest
-	(*DeleteAccessKeyResponse)(nil),    // 27: raftkms.cluster.v1.DeleteAccessKeyResponse
+	(*LeaseRequest)(nil),               // 19: raftkms.cluster.v1.LeaseRequest
+	(*LeaseGrant)(nil),                 // 20: raftkms.cluster.v1.LeaseGrant
+	(*TimeRequest)(nil),                // 21: raftkms.cluster.v1.TimeRequest
+	(*TimeResponse)(nil),               // 22: raftkms.cluster.v1.TimeResponse
+	(*CreateAccessKeyRequest)(nil),     // 23: raftkms.cluster.v1.CreateAccessKeyRequest
+	(*AccessKey)(nil),                  // 24: raftkms.cluster.v1.AccessKey
+	(*CreateAccessKeyResponse)(nil),    // 25: raftkms.cluster.v1.CreateAccessKeyResponse
+	(*ListAccessKeysRequest)(nil),      // 26: raftkms.cluster.v1.ListAccessKeysRequest
+	(*ListAccessKeysResponse)(nil),     // 27: raftkms.cluster.v1.ListAccessKeysResponse
+	(*DeleteAccessKeyRequest)(nil),     // 28: raftkms.cluster.v1.DeleteAccessKeyRequest
+	(*DeleteAccessKeyResponse)(nil),    // 29: raftkms.cluster.v1.DeleteAccessKeyResponse
 }
 var file_proto_cluster_v1_cluster_proto_depIdxs = []int32{
 	1,  // 0: raftkms.cluster.v1.SaveSnapshotChunk.info:type_name -> raftkms.cluster.v1.SnapshotInfo
 	4,  // 1: raftkms.cluster.v1.StatusResponse.members:type_name -> raftkms.cluster.v1.Member
 	6,  // 2: raftkms.cluster.v1.StatusResponse.sealed_by_root_key:type_name -> raftkms.cluster.v1.RootKeyUsage
-	22, // 3: raftkms.cluster.v1.CreateAccessKeyResponse.access_key:type_name -> raftkms.cluster.v1.AccessKey
-	22, // 4: raftkms.cluster.v1.ListAccessKeysResponse.access_keys:type_name -> raftkms.cluster.v1.AccessKey
+	24, // 3: raftkms.cluster.v1.CreateAccessKeyResponse.access_key:type_name -> raftkms.cluster.v1.AccessKey
+	24, // 4: raftkms.cluster.v1.ListAccessKeysResponse.access_keys:type_name -> raftkms.cluster.v1.AccessKey
 	3,  // 5: raftkms.cluster.v1.ClusterService.Status:input_type -> raftkms.cluster.v1.StatusRequest
 	9,  // 6: raftkms.cluster.v1.ClusterService.Join:input_type -> raftkms.cluster.v1.JoinRequest
 	11, // 7: raftkms.cluster.v1.ClusterService.Remove:input_type -> raftkms.cluster.v1.RemoveRequest
 	13, // 8: raftkms.cluster.v1.ClusterService.TransferLeadership:input_type -> raftkms.cluster.v1.TransferLeadershipRequest
 	15, // 9: raftkms.cluster.v1.ClusterService.Snapshot:input_type -> raftkms.cluster.v1.SnapshotRequest
 	17, // 10: raftkms.cluster.v1.ClusterService.ReadIndex:input_type -> raftkms.cluster.v1.ReadIndexRequest
-	21, // 11: raftkms.cluster.v1.ClusterService.CreateAccessKey:input_type -> raftkms.cluster.v1.CreateAccessKeyRequest
-	24, // 12: raftkms.cluster.v1.ClusterService.ListAccessKeys:input_type -> raftkms.cluster.v1.ListAccessKeysRequest
-	26, // 13: raftkms.cluster.v1.ClusterService.DeleteAccessKey:input_type -> raftkms.cluster.v1.DeleteAccessKeyRequest
-	19, // 14: raftkms.cluster.v1.ClusterService.Time:input_type -> raftkms.cluster.v1.TimeRequest
-	0,  // 15: raftkms.cluster.v1.ClusterService.SaveSnapshot:input_type -> raftkms.cluster.v1.SaveSnapshotRequest
-	7,  // 16: raftkms.cluster.v1.ClusterService.RotateRootKey:input_type -> raftkms.cluster.v1.RotateRootKeyRequest
-	5,  // 17: raftkms.cluster.v1.ClusterService.Status:output_type -> raftkms.cluster.v1.StatusResponse
-	10, // 18: raftkms.cluster.v1.ClusterService.Join:output_type -> raftkms.cluster.v1.JoinResponse
-	12, // 19: raftkms.cluster.v1.ClusterService.Remove:output_type -> raftkms.cluster.v1.RemoveResponse
-	14, // 20: raftkms.cluster.v1.ClusterService.TransferLeadership:output_type -> raftkms.cluster.v1.TransferLeadershipResponse
-	16, // 21: raftkms.cluster.v1.ClusterService.Snapshot:output_type -> raftkms.cluster.v1.SnapshotResponse
-	18, // 22: raftkms.cluster.v1.ClusterService.ReadIndex:output_type -> raftkms.cluster.v1.ReadIndexResponse
-	23, // 23: raftkms.cluster.v1.ClusterService.CreateAccessKey:output_type -> raftkms.cluster.v1.CreateAccessKeyResponse
-	25, // 24: raftkms.cluster.v1.ClusterService.ListAccessKeys:output_type -> raftkms.cluster.v1.ListAccessKeysResponse
-	27, // 25: raftkms.cluster.v1.ClusterService.DeleteAccessKey:output_type -> raftkms.cluster.v1.DeleteAccessKeyResponse
-	20, // 26: raftkms.cluster.v1.ClusterService.Time:output_type -> raftkms.cluster.v1.TimeResponse
-	2,  // 27: raftkms.cluster.v1.ClusterService.SaveSnapshot:output_type -> raftkms.cluster.v1.SaveSnapshotChunk
-	8,  // 28: raftkms.cluster.v1.ClusterService.RotateRootKey:output_type -> raftkms.cluster.v1.RotateRootKeyResponse
-	17, // [17:29] is the sub-list for method output_type
-	5,  // [5:17] is the sub-list for method input_type
+	23, // 11: raftkms.cluster.v1.ClusterService.CreateAccessKey:input_type -> raftkms.cluster.v1.CreateAccessKeyRequest
+	26, // 12: raftkms.cluster.v1.ClusterService.ListAccessKeys:input_type -> raftkms.cluster.v1.ListAccessKeysRequest
+	28, // 13: raftkms.cluster.v1.ClusterService.DeleteAccessKey:input_type -> raftkms.cluster.v1.DeleteAccessKeyRequest
+	19, // 14: raftkms.cluster.v1.ClusterService.Lease:input_type -> raftkms.cluster.v1.LeaseRequest
+	21, // 15: raftkms.cluster.v1.ClusterService.Time:input_type -> raftkms.cluster.v1.TimeRequest
+	0,  // 16: raftkms.cluster.v1.ClusterService.SaveSnapshot:input_type -> raftkms.cluster.v1.SaveSnapshotRequest
+	7,  // 17: raftkms.cluster.v1.ClusterService.RotateRootKey:input_type -> raftkms.cluster.v1.RotateRootKeyRequest
+	5,  // 18: raftkms.cluster.v1.ClusterService.Status:output_type -> raftkms.cluster.v1.StatusResponse
+	10, // 19: raftkms.cluster.v1.ClusterService.Join:output_type -> raftkms.cluster.v1.JoinResponse
+	12, // 20: raftkms.cluster.v1.ClusterService.Remove:output_type -> raftkms.cluster.v1.RemoveResponse
+	14, // 21: raftkms.cluster.v1.ClusterService.TransferLeadership:output_type -> raftkms.cluster.v1.TransferLeadershipResponse
+	16, // 22: raftkms.cluster.v1.ClusterService.Snapshot:output_type -> raftkms.cluster.v1.SnapshotResponse
+	18, // 23: raftkms.cluster.v1.ClusterService.ReadIndex:output_type -> raftkms.cluster.v1.ReadIndexResponse
+	25, // 24: raftkms.cluster.v1.ClusterService.CreateAccessKey:output_type -> raftkms.cluster.v1.CreateAccessKeyResponse
+	27, // 25: raftkms.cluster.v1.ClusterService.ListAccessKeys:output_type -> raftkms.cluster.v1.ListAccessKeysResponse
+	29, // 26: raftkms.cluster.v1.ClusterService.DeleteAccessKey:output_type -> raftkms.cluster.v1.DeleteAccessKeyResponse
+	20, // 27: raftkms.cluster.v1.ClusterService.Lease:output_type -> raftkms.cluster.v1.LeaseGrant
+	22, // 28: raftkms.cluster.v1.ClusterService.Time:output_type -> raftkms.cluster.v1.TimeResponse
+	2,  // 29: raftkms.cluster.v1.ClusterService.SaveSnapshot:output_type -> raftkms.cluster.v1.SaveSnapshotChunk
+	8,  // 30: raftkms.cluster.v1.ClusterService.RotateRootKey:output_type -> raftkms.cluster.v1.RotateRootKeyResponse
+	18, // [18:31] is the sub-list for method output_type
+	5,  // [5:18] is the sub-list for method input_type
 	5,  // [5:5] is the sub-list for extension type_name
 	5,  // [5:5] is the sub-list for extension extendee
 	0,  // [0:5] is the sub-list for field type_name
@@ -1743,7 +1998,7 @@ func file_proto_cluster_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_cluster_v1_cluster_proto_rawDesc), len(file_proto_cluster_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   28,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -31,6 +31,7 @@ const (
 	ClusterService_CreateAccessKey_FullMethodName    = "/raftkms.cluster.v1.ClusterService/CreateAccessKey"
 	ClusterService_ListAccessKeys_FullMethodName     = "/raftkms.cluster.v1.ClusterService/ListAccessKeys"
 	ClusterService_DeleteAccessKey_FullMethodName    = "/raftkms.cluster.v1.ClusterService/DeleteAccessKey"
+	ClusterService_Lease_FullMethodName              = "/raftkms.cluster.v1.ClusterService/Lease"
 	ClusterService_Time_FullMethodName               = "/raftkms.cluster.v1.ClusterService/Time"
 	ClusterService_SaveSnapshot_FullMethodName       = "/raftkms.cluster.v1.ClusterService/SaveSnapshot"
 	ClusterService_RotateRootKey_FullMethodName      = "/raftkms.cluster.v1.ClusterService/RotateRootKey"
@@ -64,6 +65,11 @@ type ClusterServiceClient interface {
 	// Time is asked of every peer by the leader: the peer's wall clock, so the
 	// leader proposes time-stamped events only while its clock agrees with a
 	// quorum of the cluster's (DESIGN §6).
+	// Lease is the read-lease channel (DESIGN §5): every node keeps one stream
+	// open to the leader. A node's messages renew its read lease and report how
+	// far its log has been appended and which confirmation rounds it has seen;
+	// the leader's messages grant leases and push the visible index.
+	Lease(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[LeaseRequest, LeaseGrant], error)
 	Time(ctx context.Context, in *TimeRequest, opts ...grpc.CallOption) (*TimeResponse, error)
 	// SaveSnapshot streams a consistent snapshot of the answering node's state
 	// (after a read-index round): first a SnapshotInfo, then the state
@@ -174,6 +180,19 @@ func (c *clusterServiceClient) DeleteAccessKey(ctx context.Context, in *DeleteAc
 	return out, nil
 }
 
+func (c *clusterServiceClient) Lease(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[LeaseRequest, LeaseGrant], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ClusterService_ServiceDesc.Streams[0], ClusterService_Lease_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[LeaseRequest, LeaseGrant]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ClusterService_LeaseClient = grpc.BidiStreamingClient[LeaseRequest, LeaseGrant]
+
 func (c *clusterServiceClient) Time(ctx context.Context, in *TimeRequest, opts ...grpc.CallOption) (*TimeResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(TimeResponse)
@@ -186,7 +205,7 @@ func (c *clusterServiceClient) Time(ctx context.Context, in *TimeRequest, opts .
 
 func (c *clusterServiceClient) SaveSnapshot(ctx context.Context, in *SaveSnapshotRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SaveSnapshotChunk], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &ClusterService_ServiceDesc.Streams[0], ClusterService_SaveSnapshot_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &ClusterService_ServiceDesc.Streams[1], ClusterService_SaveSnapshot_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -241,6 +260,11 @@ type ClusterServiceServer interface {
 	// Time is asked of every peer by the leader: the peer's wall clock, so the
 	// leader proposes time-stamped events only while its clock agrees with a
 	// quorum of the cluster's (DESIGN §6).
+	// Lease is the read-lease channel (DESIGN §5): every node keeps one stream
+	// open to the leader. A node's messages renew its read lease and report how
+	// far its log has been appended and which confirmation rounds it has seen;
+	// the leader's messages grant leases and push the visible index.
+	Lease(grpc.BidiStreamingServer[LeaseRequest, LeaseGrant]) error
 	Time(context.Context, *TimeRequest) (*TimeResponse, error)
 	// SaveSnapshot streams a consistent snapshot of the answering node's state
 	// (after a read-index round): first a SnapshotInfo, then the state
@@ -287,6 +311,9 @@ func (UnimplementedClusterServiceServer) ListAccessKeys(context.Context, *ListAc
 }
 func (UnimplementedClusterServiceServer) DeleteAccessKey(context.Context, *DeleteAccessKeyRequest) (*DeleteAccessKeyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteAccessKey not implemented")
+}
+func (UnimplementedClusterServiceServer) Lease(grpc.BidiStreamingServer[LeaseRequest, LeaseGrant]) error {
+	return status.Error(codes.Unimplemented, "method Lease not implemented")
 }
 func (UnimplementedClusterServiceServer) Time(context.Context, *TimeRequest) (*TimeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Time not implemented")
@@ -480,6 +507,13 @@ func _ClusterService_DeleteAccessKey_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ClusterService_Lease_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(ClusterServiceServer).Lease(&grpc.GenericServerStream[LeaseRequest, LeaseGrant]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ClusterService_LeaseServer = grpc.BidiStreamingServer[LeaseRequest, LeaseGrant]
+
 func _ClusterService_Time_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(TimeRequest)
 	if err := dec(in); err != nil {
@@ -580,6 +614,12 @@ var ClusterService_ServiceDesc = grpc.ServiceDesc{
 		},
 	},
 	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Lease",
+			Handler:       _ClusterService_Lease_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
 		{
 			StreamName:    "SaveSnapshot",
 			Handler:       _ClusterService_SaveSnapshot_Handler,
