@@ -21,6 +21,16 @@ type RaftSource interface {
 	VerifyRounds() uint64      // leadership-verification rounds run as leader
 }
 
+// ReadSource counts how a node served its reads (*rpc.Server) and what its
+// read leases stand at.
+type ReadSource interface {
+	// ReadCounts: reads served under a lease, after a read-index round, from
+	// local state (stale), and answers held until visible.
+	ReadCounts() (lease, readIndex, stale, held uint64)
+	LeaseHolders() int    // on the leader, nodes holding a read lease
+	VisibleIndex() uint64 // the visible index this node knows
+}
+
 // KeySource is the replicated state (*fsm.FSM).
 type KeySource interface {
 	ForEachKey(fn func(*fsm.Key) bool)
@@ -38,6 +48,7 @@ type NodeSources struct {
 	Raft      RaftSource
 	Keys      KeySource
 	Scheduler SchedulerSource
+	Reads     ReadSource
 	// SnapshotDir is the Raft snapshot store's directory (DataDir/snapshots).
 	SnapshotDir string
 	// Now is the clock overdue ages are measured on (the scheduler's);
@@ -59,6 +70,8 @@ type nodeCollector struct {
 	schedProposed, schedApplied, schedRejected, schedErrors         *prometheus.Desc
 
 	snapBytes *prometheus.Desc
+
+	reads, readsHeld, leaseHolders, visible *prometheus.Desc
 }
 
 // NewNodeCollector makes the collector of a node's Raft, key and scheduler
@@ -94,6 +107,10 @@ func NewNodeCollector(src NodeSources) prometheus.Collector {
 		schedRejected: d("scheduler", "rejected_total", "Scheduler events rejected deterministically (duplicates included)."),
 		schedErrors:   d("scheduler", "propose_errors_total", "Scheduler proposals that failed, by kind (ambiguous, not_applied, material).", "kind"),
 		snapBytes:     d("raft", "snapshot_size_bytes", "Size of the newest snapshot on disk."),
+		reads:         d("reads", "total", "Linearizable-path reads by how they were served: lease, read_index or stale.", "mode"),
+		readsHeld:     d("reads", "held_total", "Read answers held until the last change they saw was visible on every lease holder."),
+		leaseHolders:  d("lease", "holders", "On the leader, nodes holding a read lease."),
+		visible:       d("lease", "visible_index", "Highest log index this node knows every lease holder has appended."),
 	}
 }
 
@@ -101,7 +118,7 @@ func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.raftState, c.raftTerm, c.raftCommit, c.raftApplied, c.raftLast, c.raftSnapIdx,
 		c.raftContact, c.raftPending, c.raftLeader, c.verifyRounds, c.keys, c.schedActive, c.schedDue,
 		c.schedOverdue, c.schedOldest, c.schedInFlight, c.schedProposed, c.schedApplied, c.schedRejected, c.schedErrors,
-		c.snapBytes} {
+		c.snapBytes, c.reads, c.readsHeld, c.leaseHolders, c.visible} {
 		ch <- d
 	}
 }
@@ -115,6 +132,15 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if c.src.Scheduler != nil {
 		c.collectScheduler(ch)
+	}
+	if r := c.src.Reads; r != nil {
+		lease, idx, stale, held := r.ReadCounts()
+		ch <- prometheus.MustNewConstMetric(c.reads, prometheus.CounterValue, float64(lease), "lease")
+		ch <- prometheus.MustNewConstMetric(c.reads, prometheus.CounterValue, float64(idx), "read_index")
+		ch <- prometheus.MustNewConstMetric(c.reads, prometheus.CounterValue, float64(stale), "stale")
+		ch <- prometheus.MustNewConstMetric(c.readsHeld, prometheus.CounterValue, float64(held))
+		ch <- prometheus.MustNewConstMetric(c.leaseHolders, prometheus.GaugeValue, float64(r.LeaseHolders()))
+		ch <- prometheus.MustNewConstMetric(c.visible, prometheus.GaugeValue, float64(r.VisibleIndex()))
 	}
 	if c.src.SnapshotDir != "" {
 		if size, ok := newestSnapshotSize(c.src.SnapshotDir); ok {

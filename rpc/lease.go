@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/raftkms/raftkms/keycrypto"
@@ -48,6 +49,33 @@ type leaseNode interface {
 	LeasePush() *clusterv1.LeaseGrant
 	LeaseAppended() <-chan struct{}
 	LeaseDuration() time.Duration
+}
+
+// readCounts counts how this node served reads.
+type readCounts struct {
+	lease, index, stale, held atomic.Uint64
+}
+
+// ReadCounts reports reads served under a lease, after a read-index round,
+// from local state (stale), and answers held until visible.
+func (s *Server) ReadCounts() (lease, readIndex, stale, held uint64) {
+	return s.reads.lease.Load(), s.reads.index.Load(), s.reads.stale.Load(), s.reads.held.Load()
+}
+
+// LeaseHolders is, on the leader, how many nodes hold a read lease.
+func (s *Server) LeaseHolders() int {
+	if ln, ok := s.node.(interface{ LeaseHolders() int }); ok {
+		return ln.LeaseHolders()
+	}
+	return 0
+}
+
+// VisibleIndex is the visible index this node knows (0 without leases).
+func (s *Server) VisibleIndex() uint64 {
+	if ln, ok := s.node.(leaseNode); ok {
+		return ln.VisibleIndex()
+	}
+	return 0
 }
 
 // readState is one read's bookkeeping: the keys its request names, and
@@ -143,6 +171,7 @@ func (s *Server) holdRead(ctx context.Context, rs *readState) error {
 	if ln.VisibleIndex() >= need {
 		return nil
 	}
+	s.reads.held.Add(1)
 	hctx, cancel := context.WithTimeout(ctx, s.readIdx.timeout)
 	defer cancel()
 	wctx, wcancel := context.WithTimeout(hctx, ln.LeaseDuration())

@@ -24,6 +24,7 @@ func (s *Server) staleOK(ctx context.Context) bool {
 // VerifyLeader round; on a follower they share one round trip to the leader.
 func (s *Server) readBarrier(ctx context.Context) error {
 	if s.staleOK(ctx) {
+		s.reads.stale.Add(1)
 		return nil
 	}
 	if rs := readStateOf(ctx); rs != nil {
@@ -32,9 +33,13 @@ func (s *Server) readBarrier(ctx context.Context) error {
 	if ln, ok := s.node.(leaseNode); ok && s.readMode == ReadModeLease {
 		leased, err := s.leaseBarrier(ctx, ln)
 		if err != nil || leased {
+			if leased {
+				s.reads.lease.Add(1)
+			}
 			return err
 		}
 	}
+	s.reads.index.Add(1)
 	var idx uint64
 	var err error
 	if s.node.IsLeader() {

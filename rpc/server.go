@@ -85,7 +85,7 @@ type Config struct {
 	StaleReads bool               // skip the read-index round for every read on this node (read mode stale)
 	// ReadMode is lease (default), read-index or stale (lease.go).
 	ReadMode string
-	Logger     hclog.Logger       // named "rpc"
+	Logger   hclog.Logger // named "rpc"
 	// Rand is the source of key IDs, material and nonces; default crypto/rand.
 	Rand io.Reader
 	// DialOptions are used to reach other nodes (forwarding, read index);
@@ -135,6 +135,7 @@ type Server struct {
 	clockSt clockState // peers' clocks (clock.go)
 
 	readMode  string
+	reads     readCounts
 	stop      chan struct{} // closed by Close
 	closeOnce sync.Once
 
@@ -183,17 +184,17 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		readMode: mode,
 		stop:     make(chan struct{}),
-		cfg:    cfg,
-		limits: limits,
-		log:    cfg.Logger,
-		fsm:    cfg.FSM,
-		node:   cfg.Node,
-		root:   cfg.Root,
-		aeads:  keycrypto.NewCache(0),
-		rand:   cfg.Rand,
-		now:    cfg.Now,
-		trust:  pki.Trust{Admins: cfg.Auth.Admins},
-		conns:  map[string]*grpc.ClientConn{},
+		cfg:      cfg,
+		limits:   limits,
+		log:      cfg.Logger,
+		fsm:      cfg.FSM,
+		node:     cfg.Node,
+		root:     cfg.Root,
+		aeads:    keycrypto.NewCache(0),
+		rand:     cfg.Rand,
+		now:      cfg.Now,
+		trust:    pki.Trust{Admins: cfg.Auth.Admins},
+		conns:    map[string]*grpc.ClientConn{},
 	}
 	s.arnPrefix = cfg.ARN.prefix()
 	s.importRL = newThrottle(cfg.ImportParametersPerMinute, cfg.Now)

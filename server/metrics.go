@@ -37,6 +37,7 @@ func (s *Server) startMetrics(sched *rotation.Scheduler) error {
 		Raft:        s.node,
 		Keys:        s.fsm,
 		Scheduler:   sched,
+		Reads:       s.api,
 		SnapshotDir: filepath.Join(s.cfg.DataDir, "snapshots"),
 		Now:         s.cfg.Now,
 	}))
