@@ -50,6 +50,7 @@ func spawnCluster(ctx context.Context, o *options) (*spawned, error) {
 		RootKey:    root,
 		Limits:     rpc.Limits{OnDemandLimit: math.MaxUint32},
 		StaleReads: false,
+		ReadMode:   o.readMode,
 		Logger:     benchLogger(o),
 		TuneRaft:   o.tuneRaft,
 	})

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/raftkms/raftkms/raftnode"
+	"github.com/raftkms/raftkms/rpc"
 )
 
 // Targets a run can measure.
@@ -38,6 +39,7 @@ type options struct {
 	rounds      int
 	trials      int
 	staleReads  bool
+	readMode    string // --spawn: the nodes' read mode
 	route       string // any, leader, followers
 	jsonOut     bool
 	quiet       bool
@@ -94,6 +96,7 @@ func newFlagSet(name string, o *options, stderr io.Writer) *flag.FlagSet {
 	fs.IntVar(&o.rounds, "rounds", 2, "compare: rounds of (raftkms, baseline)")
 	fs.IntVar(&o.trials, "trials", 3, "failover: leader kills")
 	fs.BoolVar(&o.staleReads, "stale-reads", false, "ask for stale-ok crypto (skips the read-index round)")
+	fs.StringVar(&o.readMode, "read-mode", "lease", "with --spawn: the nodes' read mode, lease, read-index or stale (as kmsd --read-mode)")
 	fs.StringVar(&o.route, "route", "any", "with --spawn: send calls to any node, only the leader (no forwarding: as a leader-aware client), or only followers")
 	fs.BoolVar(&o.aws, "aws", false, "compare: also run raftkms through its AWS-protocol front (aws-sdk-go-v2, SigV4) in every round; needs --spawn")
 	fs.BoolVar(&o.jsonOut, "json", false, "print the result as JSON")
@@ -191,6 +194,9 @@ func (o *options) validate(cmd string) error {
 	case targetBaselineGRPC, targetBaselineRaft:
 	default:
 		return fmt.Errorf("unknown target %q", o.target)
+	}
+	if _, err := rpc.ParseReadMode(o.readMode); err != nil {
+		return fmt.Errorf("--read-mode: %w", err)
 	}
 	if o.aws && (cmd != "compare" || o.spawn == 0) {
 		return errors.New("--aws is for compare with --spawn")
