@@ -118,6 +118,17 @@ func (s clusterService) DeleteAccessKey(ctx context.Context, req *clusterv1.Dele
 // every node as soon as its creation is acknowledged. The secret is opened
 // for the caller to check one signature; it is never logged.
 func (s *Server) LookupAccessKey(ctx context.Context, accessKeyID string) (identity, secret string, ok bool, err error) {
+	if ln, ok := s.node.(leaseNode); ok && s.readMode == ReadModeLease {
+		// Under a lease, first apply any appended change of access keys
+		// (a deletion acknowledged before this request is in the log).
+		if leased, err := ln.LeaseRead(ctx); err != nil {
+			return "", "", false, err
+		} else if leased {
+			if err := ln.WaitPending(ctx, ""); err != nil {
+				return "", "", false, err
+			}
+		}
+	}
 	k, found := s.fsm.AccessKey(accessKeyID)
 	if !found {
 		if !keycrypto.ValidAccessKeyID(accessKeyID) {
