@@ -2,6 +2,7 @@ package raftnode
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -508,8 +509,14 @@ func (n *Node) waitAck(ctx context.Context, index uint64, term uint64) error {
 			continue
 		}
 		if !l.leading || l.term != term {
+			// Leadership moved on after the entry committed (it is applied
+			// here): it is acknowledged once the next leader makes it
+			// visible.
 			l.mu.Unlock()
-			return raft.ErrLeadershipLost
+			if err := n.WaitVisible(ctx, index); err != nil {
+				return fmt.Errorf("%w: %w", raft.ErrLeadershipLost, err)
+			}
+			return nil
 		}
 		if l.visible >= index {
 			l.mu.Unlock()

@@ -21,7 +21,7 @@ func TestGrantsAcrossNodes(t *testing.T) {
 	c := testcluster.New(t, 3, testcluster.WithAPI(testcluster.WithTLS()))
 	c.WaitServing(t)
 	ctx := apiCtx(t)
-	l := c.Leader()
+	l := c.WaitForLeader(t)
 	f := (l + 1) % 3
 	owner := c.KMSAs(f, "owner")
 	key := must[*kmsv1.CreateKeyResponse](t, "CreateKey")(owner.CreateKey(ctx, &kmsv1.CreateKeyRequest{})).KeyMetadata.KeyId
