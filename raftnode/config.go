@@ -43,7 +43,7 @@ const (
 	// DefaultLeaseDuration is how long a read lease lasts: the longest a
 	// node that stops answering delays writes, and how long a new leader
 	// waits before it acknowledges anything (lease.go).
-	DefaultLeaseDuration = time.Second
+	DefaultLeaseDuration = 500 * time.Millisecond
 	// DefaultLeaseMaxDrift is the bound assumed on how fast or slow any
 	// node's clock runs against real time (1%, far above the drift of a
 	// crystal clock or NTP's slewing, 0.05%).

@@ -251,6 +251,8 @@ func (s clusterService) Lease(stream clusterv1.ClusterService_LeaseServer) (err 
 			return nil
 		case <-ctx.Done():
 			return nil
+		case <-s.stop:
+			return nil
 		}
 	}
 }

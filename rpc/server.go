@@ -229,9 +229,13 @@ func (s *Server) KeyChanged(keyID string) {
 	}
 }
 
+// EndStreams ends this node's long-lived streams (the lease streams, both
+// ways), so that a graceful stop of the gRPC server does not wait for them.
+func (s *Server) EndStreams() { s.closeOnce.Do(func() { close(s.stop) }) }
+
 // Close releases connections to other nodes.
 func (s *Server) Close() {
-	s.closeOnce.Do(func() { close(s.stop) })
+	s.EndStreams()
 	s.connMu.Lock()
 	defer s.connMu.Unlock()
 	for addr, c := range s.conns {

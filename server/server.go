@@ -434,6 +434,7 @@ func (s *Server) Stop() {
 		if s.metricsLis != nil {
 			s.metricsLis.Close()
 		}
+		s.api.EndStreams()
 		done := make(chan struct{})
 		go func() { s.grpc.GracefulStop(); close(done) }()
 		select {
