@@ -163,7 +163,8 @@ var adminActions = map[string]bool{"kms:PutKeyPolicy": true, "kms:GetKeyPolicy":
 // authorize checks that the caller may perform action on key k: the key's
 // policy (with its conditions) allows it, or one of the key's grants gives
 // it; an explicit Deny in the policy wins over both. Policy and grants are
-// replicated state, so every node decides alike.
+// replicated state, so every node decides alike. What does not depend on the
+// request is cached per snapshot of the key (authzcache.go).
 func (s *Server) authorize(ctx context.Context, k *fsm.Key, action string) error {
 	if !s.cfg.Auth.Enabled {
 		return nil
@@ -173,6 +174,26 @@ func (s *Server) authorize(ctx context.Context, k *fsm.Key, action string) error
 	if adminActions[action] && c.role == pki.RoleAdmin {
 		return nil
 	}
+	ak := authzKey{identity: id, role: c.role, action: action}
+	v, ok := s.authz.get(k, ak)
+	if !ok {
+		v = s.verdictFor(k, id, action)
+		s.authz.putIfCurrent(s.fsm, k, ak, v)
+	}
+	switch v {
+	case verdictAllow:
+		return nil
+	case verdictDenyPolicy:
+		return accessDenied("%s is denied %s on key %s by the key policy", id, action, k.ID)
+	case verdictDenyNone:
+		return accessDenied("%s is not authorized to perform %s on key %s", id, action, k.ID)
+	}
+	return s.authorizeRequest(ctx, k, id, action)
+}
+
+// authorizeRequest is the full decision for one request, with its facts
+// (encryption context, alias, grant operations).
+func (s *Server) authorizeRequest(ctx context.Context, k *fsm.Key, id, action string) error {
 	facts := factsFor(ctx, action, s.cfg.ARN.Account)
 	switch s.policyDecision(k, id, action, facts) {
 	case policyAllow:
@@ -186,18 +207,28 @@ func (s *Server) authorize(ctx context.Context, k *fsm.Key, action string) error
 	return accessDenied("%s is not authorized to perform %s on key %s", id, action, k.ID)
 }
 
-// policyDecision is what key k's policy (or its default) says about the
-// request.
-func (s *Server) policyDecision(k *fsm.Key, identity, action string, facts *condFacts) policyDecision {
+// keyPolicy is key k's parsed policy (or its default); nil when it has none
+// or it does not parse (then only grants can allow).
+func (s *Server) keyPolicy(k *fsm.Key) *keyPolicy {
 	doc := k.Policy
 	if doc == "" && len(k.History) > 0 {
 		doc = defaultPolicy(k.History[0].Principal)
 	}
 	if doc == "" {
-		return policyNone
+		return nil
 	}
 	p, err := s.policies.get(doc)
 	if err != nil {
+		return nil
+	}
+	return p
+}
+
+// policyDecision is what key k's policy (or its default) says about the
+// request.
+func (s *Server) policyDecision(k *fsm.Key, identity, action string, facts *condFacts) policyDecision {
+	p := s.keyPolicy(k)
+	if p == nil {
 		return policyNone
 	}
 	return p.decide(identity, action, facts)

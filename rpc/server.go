@@ -125,6 +125,7 @@ type Server struct {
 	importRL *throttle  // GetParametersForImport per identity
 	rsaPairs *throttle  // RSA data key pairs per identity (kms_asym.go)
 	policies policyCache
+	authz    authzCache // authorization verdicts per key snapshot (authzcache.go)
 	audit    *auditLog
 
 	connMu sync.Mutex
@@ -195,9 +196,13 @@ func New(cfg Config) (*Server, error) {
 func (s *Server) Addr() string { return s.cfg.GRPCAddr }
 
 // KeyChanged is called by the state machine's change notification: cached
-// AEADs of a key whose material may have gone (deleted, expired) are dropped.
+// authorization verdicts of the key, and cached AEADs of a key whose
+// material may have gone (deleted, expired), are dropped.
 // It must not block.
 func (s *Server) KeyChanged(keyID string) {
+	// Verdicts are keyed by the key's snapshot, so a changed key's are never
+	// used again; dropping them frees the old snapshot.
+	s.authz.forget(keyID)
 	if keyID == "" {
 		s.aeads.Purge()
 		return
