@@ -9,7 +9,6 @@ import (
 	optionsv1 "github.com/raftkms/raftkms/proto/options/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -32,7 +31,6 @@ type Auth struct {
 // the leader; it is believed only from a peer whose certificate is a node's.
 const mdPrincipal = "x-raftkms-principal"
 
-type callerKey struct{}
 
 // caller is who made a call, as pki.Trust classified it.
 type caller struct {
@@ -43,19 +41,21 @@ type caller struct {
 }
 
 func withCaller(ctx context.Context, c caller) context.Context {
-	return context.WithValue(ctx, callerKey{}, c)
+	return withCall(ctx, func(ci *callInfo) { ci.caller = c })
 }
 
 func callerOf(ctx context.Context) caller {
-	c, _ := ctx.Value(callerKey{}).(caller)
-	return c
+	if ci := callOf(ctx); ci != nil {
+		return ci.caller
+	}
+	return caller{}
 }
 
 // identify names the caller from its verified client certificate, through
 // pki.Trust (the one place that decides what a certificate is). A node
 // forwarding a call names the client in metadata; that name is believed only
 // from a node certificate, and only from the node the call says forwarded it.
-func (s *Server) identify(ctx context.Context, md metadata.MD) (caller, error) {
+func (s *Server) identify(ctx context.Context, in incoming) (caller, error) {
 	if p, ok := invokedPrincipal(ctx); ok {
 		return s.invokedCaller(p)
 	}
@@ -74,7 +74,7 @@ func (s *Server) identify(ctx context.Context, md metadata.MD) (caller, error) {
 	if pc.Role == pki.RoleNone {
 		return caller{}, accessDenied("a verified client certificate with a valid identity is required")
 	}
-	fwd, by := md.Get(mdPrincipal), md.Get(mdForwardedBy)
+	fwd, by := in.principal, in.forwardedBy
 	if len(fwd) == 0 && len(by) == 0 {
 		return caller{identity: pc.Identity, role: pc.Role, nodeID: pc.NodeID}, nil
 	}

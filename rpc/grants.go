@@ -39,18 +39,19 @@ const (
 	grantTokenVersion = "rkg1."
 )
 
-type requestKey struct{}
-
 // withRequest keeps the call's request for the authorization decision
 // (its encryption context, alias and grant operations feed conditions and
 // grant constraints).
 func withRequest(ctx context.Context, req any) context.Context {
-	return context.WithValue(ctx, requestKey{}, req)
+	return withCall(ctx, func(ci *callInfo) { ci.req = req })
 }
 
 func requestOf(ctx context.Context) proto.Message {
-	m, _ := ctx.Value(requestKey{}).(proto.Message)
-	return m
+	if ci := callOf(ctx); ci != nil {
+		m, _ := ci.req.(proto.Message)
+		return m
+	}
+	return nil
 }
 
 // stringMapField reads a map<string,string> field of msg by name.
