@@ -31,7 +31,6 @@ type Auth struct {
 // the leader; it is believed only from a peer whose certificate is a node's.
 const mdPrincipal = "x-raftkms-principal"
 
-
 // caller is who made a call, as pki.Trust classified it.
 type caller struct {
 	identity string   // the client's identity (for a forwarded call, the one the node named)
