@@ -61,7 +61,7 @@ func newMemCluster(t *testing.T, notify bool) *memCluster {
 			defer func() { node.replicas = fsms[1:] }()
 		}
 		s, err := New(Config{NodeID: fmt.Sprintf("node%d", i+1), GRPCAddr: fmt.Sprintf("mem:%d", i+1), FSM: f, Node: node,
-			Root: root, Auth: Auth{Enabled: true, Admins: []string{"admin"}}, Audit: &syncBuffer{}})
+			Root: root, Auth: Auth{Enabled: true, Admins: []string{"admin"}}, Audit: &syncBuffer{}, AuditQueue: DefaultAuditQueue})
 		if err != nil {
 			t.Fatal(err)
 		}

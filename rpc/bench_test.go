@@ -202,7 +202,8 @@ func BenchmarkEncryptGRPC(b *testing.B) {
 }
 
 // withAuthAudit turns on authorization (the key's default policy decides)
-// and the audit log, written to a file as kmsd writes it.
+// and the audit log, written to a file as kmsd writes it, through the
+// audit queue.
 func withAuthAudit(b *testing.B) func(*Config) {
 	return func(c *Config) {
 		f, err := os.CreateTemp(b.TempDir(), "audit")
@@ -212,6 +213,7 @@ func withAuthAudit(b *testing.B) func(*Config) {
 		b.Cleanup(func() { f.Close() })
 		c.Auth = Auth{Enabled: true, Admins: []string{"admin"}}
 		c.Audit = f
+		c.AuditQueue = DefaultAuditQueue
 	}
 }
 
@@ -260,4 +262,19 @@ func BenchmarkCryptoInvoke(b *testing.B) {
 			}
 		})
 	})
+}
+
+// BenchmarkCryptoInvokeSyncAudit is BenchmarkCryptoInvoke's stale Encrypt
+// with every audit line written before its call returns (AuditQueue 0).
+func BenchmarkCryptoInvokeSyncAudit(b *testing.B) {
+	n := startBenchNode(b, withAuthAudit(b), func(c *Config) { c.AuditQueue = 0 })
+	enc := &kmsv1.EncryptRequest{KeyId: n.keyID, Plaintext: make([]byte, benchPayload)}
+	ctx := staleCtx()
+	b.ReportAllocs()
+	b.SetBytes(benchPayload)
+	for b.Loop() {
+		if _, err := n.api.Invoke(ctx, benchPrincipal, methodEncrypt, enc); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

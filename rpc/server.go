@@ -97,6 +97,11 @@ type Config struct {
 	ARN ARN
 	// Audit, if set, receives one JSON line per call (see audit.go).
 	Audit io.Writer
+	// AuditQueue, if positive, is how many audit lines may wait for the
+	// audit writer: successful reads then return without waiting for their
+	// line (DefaultAuditQueue is a good value). Zero writes every line
+	// before its call returns.
+	AuditQueue int
 	// ImportParametersPerMinute bounds GetParametersForImport calls per
 	// identity on the leader; default DefaultImportParametersPerMinute.
 	ImportParametersPerMinute int
@@ -155,6 +160,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.AuditQueue < 0 {
+		return nil, errors.New("rpc: AuditQueue must not be negative")
+	}
 	if cfg.ImportParametersPerMinute < 0 {
 		return nil, errors.New("rpc: ImportParametersPerMinute must not be negative")
 	}
@@ -186,7 +194,7 @@ func New(cfg Config) (*Server, error) {
 	s.rsaPairs = newThrottle(RSAKeyPairsPerMinute, cfg.Now)
 	s.readIdx = newCoalescer(5*time.Second, s.remoteReadIndex)
 	if cfg.Audit != nil {
-		s.audit = &auditLog{w: cfg.Audit, node: cfg.NodeID, now: cfg.Now}
+		s.audit = newAuditLog(cfg.Audit, cfg.NodeID, cfg.Now, cfg.Logger, cfg.AuditQueue)
 	}
 	s.resealKick = make(chan struct{}, 1)
 	return s, nil
@@ -212,8 +220,28 @@ func (s *Server) KeyChanged(keyID string) {
 	}
 }
 
-// Close releases connections to other nodes.
+// AuditStats counts what the audit log did (zero without one).
+func (s *Server) AuditStats() AuditStats {
+	if s.audit == nil {
+		return AuditStats{}
+	}
+	return s.audit.stats()
+}
+
+// FlushAudit waits until every audit line of the calls that returned so far
+// is written.
+func (s *Server) FlushAudit() {
+	if s.audit != nil {
+		s.audit.flush()
+	}
+}
+
+// Close writes the queued audit lines and releases connections to other
+// nodes.
 func (s *Server) Close() {
+	if s.audit != nil {
+		s.audit.close()
+	}
 	s.connMu.Lock()
 	defer s.connMu.Unlock()
 	for addr, c := range s.conns {
