@@ -464,6 +464,9 @@ func (s kmsService) checkGrantSubset(ctx context.Context, k *fsm.Key, ops []stri
 // carry it; the interceptor answers DryRunOperationException after the
 // call succeeded, and the grant calls check it before proposing).
 func dryRun(req any) bool {
+	if r, ok := req.(interface{ GetDryRun() bool }); ok {
+		return r.GetDryRun() // the generated getter of a dry_run field
+	}
 	msg, ok := req.(proto.Message)
 	if !ok {
 		return false

@@ -129,7 +129,9 @@ func newRequestID() string {
 	if _, err := rand.Read(b[:]); err != nil {
 		panic("rpc: no randomness for request IDs: " + err.Error())
 	}
-	return hex.EncodeToString(b[:])
+	var out [32]byte
+	hex.Encode(out[:], b[:])
+	return string(out[:])
 }
 
 func firstMD(md metadata.MD, key string) string {
