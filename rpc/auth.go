@@ -9,7 +9,6 @@ import (
 	optionsv1 "github.com/raftkms/raftkms/proto/options/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -32,8 +31,6 @@ type Auth struct {
 // the leader; it is believed only from a peer whose certificate is a node's.
 const mdPrincipal = "x-raftkms-principal"
 
-type callerKey struct{}
-
 // caller is who made a call, as pki.Trust classified it.
 type caller struct {
 	identity string   // the client's identity (for a forwarded call, the one the node named)
@@ -43,19 +40,21 @@ type caller struct {
 }
 
 func withCaller(ctx context.Context, c caller) context.Context {
-	return context.WithValue(ctx, callerKey{}, c)
+	return withCall(ctx, func(ci *callInfo) { ci.caller = c })
 }
 
 func callerOf(ctx context.Context) caller {
-	c, _ := ctx.Value(callerKey{}).(caller)
-	return c
+	if ci := callOf(ctx); ci != nil {
+		return ci.caller
+	}
+	return caller{}
 }
 
 // identify names the caller from its verified client certificate, through
 // pki.Trust (the one place that decides what a certificate is). A node
 // forwarding a call names the client in metadata; that name is believed only
 // from a node certificate, and only from the node the call says forwarded it.
-func (s *Server) identify(ctx context.Context, md metadata.MD) (caller, error) {
+func (s *Server) identify(ctx context.Context, in incoming) (caller, error) {
 	if p, ok := invokedPrincipal(ctx); ok {
 		return s.invokedCaller(p)
 	}
@@ -74,7 +73,7 @@ func (s *Server) identify(ctx context.Context, md metadata.MD) (caller, error) {
 	if pc.Role == pki.RoleNone {
 		return caller{}, accessDenied("a verified client certificate with a valid identity is required")
 	}
-	fwd, by := md.Get(mdPrincipal), md.Get(mdForwardedBy)
+	fwd, by := in.principal, in.forwardedBy
 	if len(fwd) == 0 && len(by) == 0 {
 		return caller{identity: pc.Identity, role: pc.Role, nodeID: pc.NodeID}, nil
 	}
@@ -163,7 +162,8 @@ var adminActions = map[string]bool{"kms:PutKeyPolicy": true, "kms:GetKeyPolicy":
 // authorize checks that the caller may perform action on key k: the key's
 // policy (with its conditions) allows it, or one of the key's grants gives
 // it; an explicit Deny in the policy wins over both. Policy and grants are
-// replicated state, so every node decides alike.
+// replicated state, so every node decides alike. What does not depend on the
+// request is cached per snapshot of the key (authzcache.go).
 func (s *Server) authorize(ctx context.Context, k *fsm.Key, action string) error {
 	if !s.cfg.Auth.Enabled {
 		return nil
@@ -173,6 +173,26 @@ func (s *Server) authorize(ctx context.Context, k *fsm.Key, action string) error
 	if adminActions[action] && c.role == pki.RoleAdmin {
 		return nil
 	}
+	ak := authzKey{identity: id, role: c.role, action: action}
+	v, ok := s.authz.get(k, ak)
+	if !ok {
+		v = s.verdictFor(k, id, action)
+		s.authz.putIfCurrent(s.fsm, k, ak, v)
+	}
+	switch v {
+	case verdictAllow:
+		return nil
+	case verdictDenyPolicy:
+		return accessDenied("%s is denied %s on key %s by the key policy", id, action, k.ID)
+	case verdictDenyNone:
+		return accessDenied("%s is not authorized to perform %s on key %s", id, action, k.ID)
+	}
+	return s.authorizeRequest(ctx, k, id, action)
+}
+
+// authorizeRequest is the full decision for one request, with its facts
+// (encryption context, alias, grant operations).
+func (s *Server) authorizeRequest(ctx context.Context, k *fsm.Key, id, action string) error {
 	facts := factsFor(ctx, action, s.cfg.ARN.Account)
 	switch s.policyDecision(k, id, action, facts) {
 	case policyAllow:
@@ -186,18 +206,28 @@ func (s *Server) authorize(ctx context.Context, k *fsm.Key, action string) error
 	return accessDenied("%s is not authorized to perform %s on key %s", id, action, k.ID)
 }
 
-// policyDecision is what key k's policy (or its default) says about the
-// request.
-func (s *Server) policyDecision(k *fsm.Key, identity, action string, facts *condFacts) policyDecision {
+// keyPolicy is key k's parsed policy (or its default); nil when it has none
+// or it does not parse (then only grants can allow).
+func (s *Server) keyPolicy(k *fsm.Key) *keyPolicy {
 	doc := k.Policy
 	if doc == "" && len(k.History) > 0 {
 		doc = defaultPolicy(k.History[0].Principal)
 	}
 	if doc == "" {
-		return policyNone
+		return nil
 	}
 	p, err := s.policies.get(doc)
 	if err != nil {
+		return nil
+	}
+	return p
+}
+
+// policyDecision is what key k's policy (or its default) says about the
+// request.
+func (s *Server) policyDecision(k *fsm.Key, identity, action string, facts *condFacts) policyDecision {
+	p := s.keyPolicy(k)
+	if p == nil {
 		return policyNone
 	}
 	return p.decide(identity, action, facts)

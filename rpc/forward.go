@@ -36,21 +36,20 @@ func (s *Server) UnaryInterceptor() grpc.UnaryServerInterceptor {
 			s.log.Error("refusing a call to a method missing from the method table", "method", info.FullMethod)
 			return nil, toStatus(err)
 		}
-		md, _ := metadata.FromIncomingContext(ctx)
+		in := incomingOf(ctx)
 		// Writes and the audit log need a request ID; a read without audit
 		// skips making one (it costs randomness on the hot path). A client's
 		// ID that is not valid is refused, never replaced: replacing it
 		// would apply a retried write twice.
-		id := firstMD(md, MDRequestID)
+		id := first(in.requestID)
 		idErr := checkRequestID(id)
 		if idErr != nil {
 			id = "" // not echoed into the audit log
 		} else if id == "" && (m.write() || s.audit != nil) {
 			id = newRequestID()
 		}
-		ctx = withRequestID(ctx, id)
 		forwarded := false
-		c, err := s.identify(ctx, md)
+		c, err := s.identify(ctx, in)
 		if s.audit != nil {
 			defer func() { s.audit.record(c, m, id, req, err, forwarded) }()
 		}
@@ -69,9 +68,10 @@ func (s *Server) UnaryInterceptor() grpc.UnaryServerInterceptor {
 		if err != nil {
 			return nil, toStatus(err)
 		}
-		ctx = withCaller(ctx, c)
-		ctx = withRequest(ctx, req) // grants.go: conditions and grant constraints read it
-		isWrite := m.write() && c.via == "" && firstMD(md, mdForwardedBy) == ""
+		// One context value for the call (requests.go); the request is
+		// there for conditions and grant constraints (grants.go).
+		ctx = context.WithValue(ctx, callInfoKey{}, &callInfo{requestID: id, caller: c, req: req})
+		isWrite := m.write() && c.via == "" && first(in.forwardedBy) == ""
 
 		if isWrite && !s.node.IsLeader() {
 			forwarded = true

@@ -39,18 +39,19 @@ const (
 	grantTokenVersion = "rkg1."
 )
 
-type requestKey struct{}
-
 // withRequest keeps the call's request for the authorization decision
 // (its encryption context, alias and grant operations feed conditions and
 // grant constraints).
 func withRequest(ctx context.Context, req any) context.Context {
-	return context.WithValue(ctx, requestKey{}, req)
+	return withCall(ctx, func(ci *callInfo) { ci.req = req })
 }
 
 func requestOf(ctx context.Context) proto.Message {
-	m, _ := ctx.Value(requestKey{}).(proto.Message)
-	return m
+	if ci := callOf(ctx); ci != nil {
+		m, _ := ci.req.(proto.Message)
+		return m
+	}
+	return nil
 }
 
 // stringMapField reads a map<string,string> field of msg by name.
@@ -463,6 +464,9 @@ func (s kmsService) checkGrantSubset(ctx context.Context, k *fsm.Key, ops []stri
 // carry it; the interceptor answers DryRunOperationException after the
 // call succeeded, and the grant calls check it before proposing).
 func dryRun(req any) bool {
+	if r, ok := req.(interface{ GetDryRun() bool }); ok {
+		return r.GetDryRun() // the generated getter of a dry_run field
+	}
 	msg, ok := req.(proto.Message)
 	if !ok {
 		return false

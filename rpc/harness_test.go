@@ -40,6 +40,9 @@ type memNode struct {
 	// envelope; what it returns is applied first (a concurrent write that
 	// committed between the handler's check and its proposal).
 	before func(env *eventsv1.Envelope) *eventsv1.Envelope
+	// replicas, if set, apply every entry too, at the same index, before
+	// Propose returns (the other nodes of an in-memory cluster).
+	replicas []*fsm.FSM
 }
 
 func newMemNode(f *fsm.FSM) *memNode {
@@ -69,7 +72,11 @@ func (n *memNode) Propose(ctx context.Context, env *eventsv1.Envelope) (*fsm.Res
 		return nil, err
 	}
 	n.envs = append(n.envs, env)
-	return n.f.ApplyEntry(n.index, data), nil
+	res := n.f.ApplyEntry(n.index, data)
+	for _, r := range n.replicas {
+		r.ApplyEntry(n.index, data)
+	}
+	return res, nil
 }
 
 // proposed are the envelopes proposed so far.

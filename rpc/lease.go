@@ -11,7 +11,6 @@ import (
 	"github.com/raftkms/raftkms/keycrypto"
 	"github.com/raftkms/raftkms/pki"
 	clusterv1 "github.com/raftkms/raftkms/proto/cluster/v1"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
@@ -200,8 +199,7 @@ func (s clusterService) Lease(stream clusterv1.ClusterService_LeaseServer) (err 
 	if err != nil {
 		return toStatus(err)
 	}
-	md, _ := metadata.FromIncomingContext(ctx)
-	c, err := s.identify(ctx, md)
+	c, err := s.identify(ctx, incomingOf(ctx))
 	if err == nil {
 		err = s.authorizeMethod(c, m, nil)
 	}

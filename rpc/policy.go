@@ -152,18 +152,22 @@ func parsePolicy(doc string) (*keyPolicy, error) {
 	return p, nil
 }
 
-func (st *policyStatement) matches(identity, action string, f *condFacts) bool {
+// appliesTo reports whether the statement names identity and action,
+// leaving its conditions aside.
+func (st *policyStatement) appliesTo(identity, action string) bool {
 	if !st.anyone && !st.identities[identity] {
 		return false
 	}
-	matched := false
 	for _, a := range st.actions {
 		if a == action || (strings.HasSuffix(a, "*") && strings.HasPrefix(action, strings.TrimSuffix(a, "*"))) {
-			matched = true
-			break
+			return true
 		}
 	}
-	if !matched {
+	return false
+}
+
+func (st *policyStatement) matches(identity, action string, f *condFacts) bool {
+	if !st.appliesTo(identity, action) {
 		return false
 	}
 	for i := range st.conds {

@@ -14,8 +14,7 @@ func (s *Server) staleOK(ctx context.Context) bool {
 	if s.readMode == ReadModeStale {
 		return true
 	}
-	md, _ := metadata.FromIncomingContext(ctx)
-	return firstMD(md, MDStaleOK) == "true"
+	return first(metadata.ValueFromIncomingContext(ctx, MDStaleOK)) == "true"
 }
 
 // readBarrier makes a read linearizable (DESIGN §5): it learns a read index

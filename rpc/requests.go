@@ -83,19 +83,44 @@ func fingerprintOf(ctx context.Context) []byte {
 	return fp
 }
 
-type ctxKey int
+// callInfo is what the interceptor learns of a call and the handlers read:
+// one context value per call rather than one per item, so the request path
+// allocates one context, not three. It is never changed once in a context;
+// the with* functions derive a new one.
+type callInfo struct {
+	requestID string // the call's idempotency token
+	caller    caller // who made the call
+	req       any    // the request, for conditions and grant constraints
+}
 
-const requestIDKey ctxKey = 0
+type callInfoKey struct{}
+
+func callOf(ctx context.Context) *callInfo {
+	ci, _ := ctx.Value(callInfoKey{}).(*callInfo)
+	return ci
+}
+
+// withCall derives ctx with a copy of its call info changed by edit.
+func withCall(ctx context.Context, edit func(*callInfo)) context.Context {
+	var ci callInfo
+	if old := callOf(ctx); old != nil {
+		ci = *old
+	}
+	edit(&ci)
+	return context.WithValue(ctx, callInfoKey{}, &ci)
+}
 
 // withRequestID sets the call's idempotency token.
 func withRequestID(ctx context.Context, id string) context.Context {
-	return context.WithValue(ctx, requestIDKey, id)
+	return withCall(ctx, func(ci *callInfo) { ci.requestID = id })
 }
 
 // requestID returns the call's idempotency token.
 func requestID(ctx context.Context) string {
-	id, _ := ctx.Value(requestIDKey).(string)
-	return id
+	if ci := callOf(ctx); ci != nil {
+		return ci.requestID
+	}
+	return ""
 }
 
 // newRequestID makes a server-side request ID: 128 random bits in hex.
@@ -104,11 +129,36 @@ func newRequestID() string {
 	if _, err := rand.Read(b[:]); err != nil {
 		panic("rpc: no randomness for request IDs: " + err.Error())
 	}
-	return hex.EncodeToString(b[:])
+	var out [32]byte
+	hex.Encode(out[:], b[:])
+	return string(out[:])
 }
 
 func firstMD(md metadata.MD, key string) string {
 	if v := md.Get(key); len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+// incoming are the raftkms headers of a call, read one by one from the
+// incoming metadata (metadata.FromIncomingContext copies all of it).
+type incoming struct {
+	requestID   []string
+	principal   []string // mdPrincipal
+	forwardedBy []string // mdForwardedBy
+}
+
+func incomingOf(ctx context.Context) incoming {
+	return incoming{
+		requestID:   metadata.ValueFromIncomingContext(ctx, MDRequestID),
+		principal:   metadata.ValueFromIncomingContext(ctx, mdPrincipal),
+		forwardedBy: metadata.ValueFromIncomingContext(ctx, mdForwardedBy),
+	}
+}
+
+func first(v []string) string {
+	if len(v) > 0 {
 		return v[0]
 	}
 	return ""

@@ -99,6 +99,11 @@ type Config struct {
 	ARN ARN
 	// Audit, if set, receives one JSON line per call (see audit.go).
 	Audit io.Writer
+	// AuditQueue, if positive, is how many audit lines may wait for the
+	// audit writer: successful reads then return without waiting for their
+	// line (DefaultAuditQueue is a good value). Zero writes every line
+	// before its call returns.
+	AuditQueue int
 	// ImportParametersPerMinute bounds GetParametersForImport calls per
 	// identity on the leader; default DefaultImportParametersPerMinute.
 	ImportParametersPerMinute int
@@ -127,6 +132,7 @@ type Server struct {
 	importRL *throttle  // GetParametersForImport per identity
 	rsaPairs *throttle  // RSA data key pairs per identity (kms_asym.go)
 	policies policyCache
+	authz    authzCache // authorization verdicts per key snapshot (authzcache.go)
 	audit    *auditLog
 
 	connMu sync.Mutex
@@ -160,6 +166,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.AuditQueue < 0 {
+		return nil, errors.New("rpc: AuditQueue must not be negative")
 	}
 	if cfg.ImportParametersPerMinute < 0 {
 		return nil, errors.New("rpc: ImportParametersPerMinute must not be negative")
@@ -201,7 +210,7 @@ func New(cfg Config) (*Server, error) {
 	s.rsaPairs = newThrottle(RSAKeyPairsPerMinute, cfg.Now)
 	s.readIdx = newCoalescer(5*time.Second, s.remoteReadIndex)
 	if cfg.Audit != nil {
-		s.audit = &auditLog{w: cfg.Audit, node: cfg.NodeID, now: cfg.Now}
+		s.audit = newAuditLog(cfg.Audit, cfg.NodeID, cfg.Now, cfg.Logger, cfg.AuditQueue)
 	}
 	s.resealKick = make(chan struct{}, 1)
 	if ln, ok := cfg.Node.(leaseNode); ok {
@@ -217,9 +226,13 @@ func (s *Server) ReadMode() string { return s.readMode }
 func (s *Server) Addr() string { return s.cfg.GRPCAddr }
 
 // KeyChanged is called by the state machine's change notification: cached
-// AEADs of a key whose material may have gone (deleted, expired) are dropped.
+// authorization verdicts of the key, and cached AEADs of a key whose
+// material may have gone (deleted, expired), are dropped.
 // It must not block.
 func (s *Server) KeyChanged(keyID string) {
+	// Verdicts are keyed by the key's snapshot, so a changed key's are never
+	// used again; dropping them frees the old snapshot.
+	s.authz.forget(keyID)
 	if keyID == "" {
 		s.aeads.Purge()
 		return
@@ -233,9 +246,29 @@ func (s *Server) KeyChanged(keyID string) {
 // ways), so that a graceful stop of the gRPC server does not wait for them.
 func (s *Server) EndStreams() { s.closeOnce.Do(func() { close(s.stop) }) }
 
-// Close releases connections to other nodes.
+// AuditStats counts what the audit log did (zero without one).
+func (s *Server) AuditStats() AuditStats {
+	if s.audit == nil {
+		return AuditStats{}
+	}
+	return s.audit.stats()
+}
+
+// FlushAudit waits until every audit line of the calls that returned so far
+// is written.
+func (s *Server) FlushAudit() {
+	if s.audit != nil {
+		s.audit.flush()
+	}
+}
+
+// Close ends the streams, writes the queued audit lines and releases
+// connections to other nodes.
 func (s *Server) Close() {
 	s.EndStreams()
+	if s.audit != nil {
+		s.audit.close()
+	}
 	s.connMu.Lock()
 	defer s.connMu.Unlock()
 	for addr, c := range s.conns {

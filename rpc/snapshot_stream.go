@@ -8,7 +8,6 @@ import (
 
 	clusterv1 "github.com/raftkms/raftkms/proto/cluster/v1"
 	"github.com/raftkms/raftkms/raftnode"
-	"google.golang.org/grpc/metadata"
 )
 
 // snapshotChunkSize is how much of a snapshot one SaveSnapshot message
@@ -33,12 +32,12 @@ func (s clusterService) SaveSnapshot(req *clusterv1.SaveSnapshotRequest, stream 
 	if err != nil {
 		return toStatus(err)
 	}
-	md, _ := metadata.FromIncomingContext(ctx)
-	id := firstMD(md, MDRequestID)
+	in := incomingOf(ctx)
+	id := first(in.requestID)
 	if checkRequestID(id) != nil || id == "" {
 		id = newRequestID()
 	}
-	c, err := s.identify(ctx, md)
+	c, err := s.identify(ctx, in)
 	if s.audit != nil {
 		defer func() { s.audit.record(c, m, id, req, err, false) }()
 	}

@@ -44,7 +44,8 @@ type LocalConfig struct {
 	Audit io.Writer
 	// Restore, if set, starts the cluster from a saved snapshot: every
 	// node's first start restores it (empty data dirs only).
-	Restore *raftnode.Backup
+	Restore    *raftnode.Backup
+	AuditQueue int // as Config.AuditQueue
 }
 
 // Local is a running in-process cluster.
@@ -148,6 +149,7 @@ func (l *Local) Start(i int) error {
 		ARN:          l.cfg.ARN,
 		MaxClockSkew: l.cfg.MaxClockSkew,
 		Audit:        l.cfg.Audit,
+		AuditQueue:   l.cfg.AuditQueue,
 		PProf:        l.cfg.PProf,
 		MetricsAddr:  l.metricsAddr(i),
 	})

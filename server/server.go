@@ -60,6 +60,9 @@ type Config struct {
 	Auth rpc.Auth
 	// Audit, if set, receives one JSON line per call.
 	Audit io.Writer
+	// AuditQueue queues audit lines of successful reads instead of writing
+	// them before the call returns (rpc.Config.AuditQueue; 0: synchronous).
+	AuditQueue int
 	// Now is the clock the node stamps events with and the scheduler runs
 	// on; default time.Now (tests skew it).
 	Now func() time.Time
@@ -227,6 +230,7 @@ func Start(cfg Config) (*Server, error) {
 		Logger:       logger.Named("rpc").With("node", cfg.NodeID),
 		Auth:         cfg.Auth,
 		Audit:        cfg.Audit,
+		AuditQueue:   cfg.AuditQueue,
 		Now:          cfg.Now,
 		DialOptions:  append(dialOptions(cfg.TLS, trustOf(cfg)), cfg.DialOptions...),
 		MaxClockSkew: cfg.MaxClockSkew,

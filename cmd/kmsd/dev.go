@@ -12,6 +12,7 @@ import (
 	"sync"
 
 	"github.com/raftkms/raftkms/keycrypto"
+	"github.com/raftkms/raftkms/rpc"
 	"github.com/raftkms/raftkms/server"
 )
 
@@ -99,6 +100,7 @@ func runDev(args []string) int {
 		MetricsPort:  *metrics,
 		PProf:        c.pprof,
 		Audit:        audit,
+		AuditQueue:   rpc.DefaultAuditQueue,
 		Restore:      backup,
 	})
 	if err != nil {

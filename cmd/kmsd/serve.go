@@ -226,6 +226,7 @@ func runServe(args []string) int {
 		TLS:           tlsCfg,
 		Auth:          auth,
 		Audit:         audit,
+		AuditQueue:    rpc.DefaultAuditQueue,
 		AWS:           server.AWS{Addr: *awsAddr},
 		ARN:           aws.arn(),
 		MaxClockSkew:  c.maxClockSkew,
