@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -75,9 +76,38 @@ type leases struct {
 	// Appended log (trackedLogs).
 	appendedIndex uint64
 	appendedTerm  uint64
-	pendingKeys   map[string]uint64
-	pendingOther  uint64
 	appendCh      chan struct{} // closed when the log grows
+
+	// Read on every request without l.mu: the lease as last published
+	// (publishLocked), the known visible index, and the pending indexes.
+	view         atomic.Pointer[leaseView]
+	knownA       atomic.Uint64
+	appendedA    atomic.Uint64
+	pmu          sync.RWMutex
+	pendingKeys  map[string]uint64 // guarded by pmu
+	pendingOther uint64            // guarded by pmu
+}
+
+// leaseView is the lease as a read checks it.
+type leaseView struct {
+	leading bool
+	term    uint64
+	until   time.Duration // on this node's lease clock
+	floor   uint64
+}
+
+// publishLocked makes the current lease visible to LeaseRead. l.mu is held.
+func (l *leases) publishLocked() {
+	v := &leaseView{leading: l.leading}
+	if l.leading {
+		if l.confirmed {
+			v.term, v.until = l.term, l.confirmedAt+l.holderSpan()
+		}
+	} else if l.myValid {
+		v.term, v.until, v.floor = l.myTerm, l.myExpiry, l.myFloor
+	}
+	l.view.Store(v)
+	l.knownA.Store(l.known)
 }
 
 type leaseRecord struct {
@@ -108,6 +138,7 @@ func (n *Node) LeaseDuration() time.Duration { return n.lease.dur }
 
 // broadcastLocked wakes everyone waiting on l.changed. l.mu is held.
 func (l *leases) broadcastLocked() {
+	l.publishLocked()
 	close(l.changed)
 	l.changed = make(chan struct{})
 }
@@ -369,6 +400,8 @@ func (n *Node) LeaseGranted(g *clusterv1.LeaseGrant) (ack bool) {
 	if g.Visible > l.known {
 		l.known = g.Visible
 		l.broadcastLocked()
+	} else {
+		l.publishLocked()
 	}
 	return ack
 }
@@ -405,24 +438,15 @@ func (n *Node) LeaseAppended() <-chan struct{} {
 // caller must use the read index instead.
 func (n *Node) LeaseRead(ctx context.Context) (bool, error) {
 	l := n.lease
-	l.mu.Lock()
-	now := l.now()
-	term := n.raft.CurrentTerm()
-	var ok bool
-	var floor uint64
-	if l.leading {
-		ok = l.term == term && l.confirmed && now < l.confirmedAt+l.holderSpan() &&
-			n.readyTerm.Load() == term && n.raft.State() == raft.Leader
-	} else {
-		ok = l.myValid && l.myTerm == term && now < l.myExpiry
-		floor = l.myFloor
-	}
-	l.mu.Unlock()
-	if !ok {
+	v := l.view.Load()
+	if v == nil || v.term == 0 || l.now() >= v.until || n.raft.CurrentTerm() != v.term {
 		return false, nil
 	}
-	if floor > 0 {
-		if err := n.WaitApplied(ctx, floor); err != nil {
+	if v.leading && (n.readyTerm.Load() != v.term || n.raft.State() != raft.Leader) {
+		return false, nil
+	}
+	if v.floor > 0 {
+		if err := n.WaitApplied(ctx, v.floor); err != nil {
 			return false, err
 		}
 	}
@@ -435,15 +459,17 @@ func (n *Node) LeaseRead(ctx context.Context) (bool, error) {
 // acknowledged before the read began is in its log by then.
 func (n *Node) WaitPending(ctx context.Context, keyIDs ...string) error {
 	l := n.lease
-	l.mu.Lock()
-	need := l.pendingOther
+	var need uint64
 	if len(keyIDs) == 0 {
-		need = l.appendedIndex
+		need = l.appendedA.Load()
+	} else {
+		l.pmu.RLock()
+		need = l.pendingOther
+		for _, id := range keyIDs {
+			need = max(need, l.pendingKeys[id])
+		}
+		l.pmu.RUnlock()
 	}
-	for _, id := range keyIDs {
-		need = max(need, l.pendingKeys[id])
-	}
-	l.mu.Unlock()
 	if need <= n.adapter.applied.Load() {
 		return nil
 	}
@@ -455,6 +481,9 @@ func (n *Node) WaitPending(ctx context.Context, keyIDs ...string) error {
 // that can serve a read has that change in its log.
 func (n *Node) WaitVisible(ctx context.Context, index uint64) error {
 	l := n.lease
+	if l.knownA.Load() >= index {
+		return nil
+	}
 	for {
 		l.mu.Lock()
 		if l.known >= index {
@@ -475,9 +504,7 @@ func (n *Node) WaitVisible(ctx context.Context, index uint64) error {
 
 // VisibleIndex is the visible index this node knows.
 func (n *Node) VisibleIndex() uint64 {
-	n.lease.mu.Lock()
-	defer n.lease.mu.Unlock()
-	return n.lease.known
+	return n.lease.knownA.Load()
 }
 
 // LeaseHolders is, on the leader, how many nodes hold a lease.
@@ -582,7 +609,8 @@ func (t *trackedLogs) StoreLogs(logs []*raft.Log) error {
 		}
 	}
 	l := t.l
-	l.mu.Lock()
+	last := logs[len(logs)-1]
+	l.pmu.Lock()
 	for i, e := range logs {
 		if names[i].other {
 			l.pendingOther = max(l.pendingOther, e.Index)
@@ -591,8 +619,6 @@ func (t *trackedLogs) StoreLogs(logs []*raft.Log) error {
 			l.pendingKeys[k] = max(l.pendingKeys[k], e.Index)
 		}
 	}
-	last := logs[len(logs)-1]
-	l.appendedIndex, l.appendedTerm = last.Index, last.Term
 	if len(l.pendingKeys) > 4096 {
 		applied := l.n.adapter.applied.Load()
 		for k, i := range l.pendingKeys {
@@ -601,6 +627,10 @@ func (t *trackedLogs) StoreLogs(logs []*raft.Log) error {
 			}
 		}
 	}
+	l.pmu.Unlock()
+	l.mu.Lock()
+	l.appendedIndex, l.appendedTerm = last.Index, last.Term
+	l.appendedA.Store(last.Index)
 	close(l.appendCh)
 	l.appendCh = make(chan struct{})
 	if l.leading {
@@ -620,6 +650,7 @@ func (t *trackedLogs) DeleteRange(lo, hi uint64) error {
 	l.mu.Lock()
 	if hi >= l.appendedIndex && lo <= l.appendedIndex {
 		l.appendedIndex, l.appendedTerm = lo-1, 0
+		l.appendedA.Store(lo - 1)
 	}
 	l.mu.Unlock()
 	return nil

@@ -109,6 +109,7 @@ func New(cfg Config) (*Node, error) {
 		var e raft.Log
 		if cache.GetLog(last, &e) == nil {
 			n.lease.appendedIndex, n.lease.appendedTerm = last, e.Term
+			n.lease.appendedA.Store(last)
 		}
 		n.lease.pendingOther = last
 	}
