@@ -78,14 +78,14 @@ func (s *Server) UnaryInterceptor() grpc.UnaryServerInterceptor {
 			resp, err = s.forward(ctx, m, req)
 			return resp, toStatus(err)
 		}
-		var rs *readState
-		if !m.write() {
-			rs = newReadState(req)
-			ctx = withReadState(ctx, rs)
-		}
+		// Reads, and writes answered here (a write may be refused from the
+		// leader's state before anything is proposed), are held until what
+		// they saw is visible on every node (lease.go).
+		rs := newReadState(req)
+		rs.checked = m.write()
+		ctx = withReadState(ctx, rs)
 		resp, err = handler(ctx, req)
-		if rs != nil {
-			// Hold the answer until what it saw is visible on every node.
+		if !errors.Is(err, raftnode.ErrNotLeader) && !errors.Is(err, raftnode.ErrAmbiguous) {
 			if herr := s.holdRead(ctx, rs); herr != nil {
 				resp, err = nil, herr
 			}
