@@ -44,6 +44,7 @@ type Config struct {
 	AutoKeys       int           // of the first keys, how many get automatic rotation
 	RotationPeriod time.Duration // their period (default 2 s; the cluster's minimum must allow it)
 	Mix            Mix           // operation weights (default DefaultMix)
+	ProbeMix       Mix           // the probes' operation weights (default Mix)
 	Pace           time.Duration // pause between one worker's operations (default 5 ms)
 	AttemptTimeout time.Duration // bound of one try (default 2 s)
 	// OpBudget is how long a write is retried under its request ID before
@@ -73,6 +74,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Mix == nil {
 		c.Mix = DefaultMix
+	}
+	if c.ProbeMix == nil {
+		c.ProbeMix = c.Mix
 	}
 	if c.Pace == 0 {
 		c.Pace = 5 * time.Millisecond
@@ -299,22 +303,26 @@ func (w *Workload) Wait() { w.wg.Wait() }
 func (w *Workload) worker(k int, probe bool) {
 	defer w.wg.Done()
 	rng := mrand.New(mrand.NewPCG(w.seed, uint64(k)+1))
-	kinds, total := w.mixTable()
+	mix := w.cfg.Mix
+	if probe {
+		mix = w.cfg.ProbeMix
+	}
+	kinds, total := mixTable(mix)
 	for !w.stop.Load() {
 		if len(w.targetsFor(probe)) == 0 || (probe && len(*w.probes.Load()) == 0) {
 			time.Sleep(w.cfg.Pace) // idle until there is somewhere to go
 			continue
 		}
-		in, blob := w.pick(rng, kinds, total)
+		in, blob := w.pick(rng, mix, kinds, total)
 		w.run(k, probe, rng, in, blob)
 		time.Sleep(w.cfg.Pace) // pacing of the load, not a wait
 	}
 }
 
-func (w *Workload) mixTable() ([]Kind, int) {
+func mixTable(mix Mix) ([]Kind, int) {
 	var kinds []Kind
 	total := 0
-	for k, n := range w.cfg.Mix {
+	for k, n := range mix {
 		if n > 0 {
 			kinds = append(kinds, k)
 			total += n
@@ -326,12 +334,12 @@ func (w *Workload) mixTable() ([]Kind, int) {
 
 // pick chooses the next operation and its key (and ciphertext, for a
 // decrypt).
-func (w *Workload) pick(rng *mrand.Rand, kinds []Kind, total int) (Input, *Sealed) {
+func (w *Workload) pick(rng *mrand.Rand, mix Mix, kinds []Kind, total int) (Input, *Sealed) {
 	for {
 		n := rng.IntN(total)
 		var kind Kind
 		for _, k := range kinds {
-			if n -= w.cfg.Mix[k]; n < 0 {
+			if n -= mix[k]; n < 0 {
 				kind = k
 				break
 			}
