@@ -1,10 +1,14 @@
 package chaos
 
 import (
+	"context"
 	"fmt"
 	"sort"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/raftkms/raftkms/testcluster"
 )
 
 // window is a time during which some nodes could send nothing to the rest
@@ -107,3 +111,118 @@ func checkCutOff(t *testing.T, windows []window, attempts []Attempt) cutOffStats
 // probe busy for its whole budget, so with the default mix the probes
 // would hardly read at all.)
 var probeMix = Mix{OpEncrypt: 8, OpDecrypt: 5, OpDescribe: 5, OpDisable: 1, OpEnable: 1}
+
+// attemptLog collects every attempt of a run (Scenario.OnAttempt), for the
+// fault schedule to look at while it runs and for the checks after it.
+type attemptLog struct {
+	mu       sync.Mutex
+	attempts []Attempt
+	windows  []window
+}
+
+func (l *attemptLog) add(a Attempt) {
+	l.mu.Lock()
+	l.attempts = append(l.attempts, a)
+	l.mu.Unlock()
+}
+
+func (l *attemptLog) addWindow(w window) {
+	l.mu.Lock()
+	l.windows = append(l.windows, w)
+	l.mu.Unlock()
+}
+
+// firstWrite is the first write acknowledged by one of nodes that was
+// attempted after since: its end, or false when there is none yet.
+func (l *attemptLog) firstWrite(since int64, nodes []int) (int64, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var first int64
+	found := false
+	for _, a := range l.attempts {
+		if a.Kind.Mutates() && a.Outcome == OK && a.Start > since && contains(nodes, a.Node) && (!found || a.End < first) {
+			first, found = a.End, true
+		}
+	}
+	return first, found
+}
+
+// inFlightAt counts the write attempts on nodes that began before at and
+// ended after it, and how many of them were acknowledged.
+func (l *attemptLog) inFlightAt(at int64, nodes []int) (n, acked int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, a := range l.attempts {
+		if a.Kind.Mutates() && a.Start < at && a.End > at && contains(nodes, a.Node) {
+			n++
+			if a.Outcome == OK {
+				acked++
+			}
+		}
+	}
+	return n, acked
+}
+
+// waitWriteAfter waits until nodes acknowledge a write attempted after
+// since, and returns how long after since that was: the stall of writes.
+func waitWriteAfter(e *Env, log *attemptLog, since int64, nodes []int) time.Duration {
+	e.T.Helper()
+	deadline := time.Now().Add(testcluster.WaitTimeout)
+	for {
+		if end, ok := log.firstWrite(since, nodes); ok {
+			return time.Duration(end - since)
+		}
+		if time.Now().After(deadline) {
+			e.T.Fatalf("no write attempted on %v after the cut was acknowledged within %v", nodes, testcluster.WaitTimeout)
+		}
+		time.Sleep(5 * time.Millisecond) // polling with a deadline
+	}
+}
+
+// waitHoldsLease waits until node i holds a read lease and has served a
+// read under it since the call.
+func waitHoldsLease(e *Env, i int) {
+	e.T.Helper()
+	before := e.Reads(i).Lease
+	deadline := time.Now().Add(testcluster.WaitTimeout)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		ok, err := e.C.Node(i).LeaseRead(ctx)
+		cancel()
+		if ok && err == nil && e.Reads(i).Lease > before {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.T.Fatalf("node%d never held a read lease and served a read under it", i)
+		}
+		time.Sleep(10 * time.Millisecond) // polling with a deadline
+	}
+}
+
+// dwellUntil lets the workload run until d after since (recorder time).
+func dwellUntil(e *Env, since int64, d time.Duration) {
+	for time.Duration(e.Rec.Now()-since) < d {
+		e.Dwell(20*time.Millisecond, 50*time.Millisecond)
+	}
+}
+
+// stallStats summarizes measured stalls.
+func stallStats(stalls []time.Duration) string {
+	if len(stalls) == 0 {
+		return "none"
+	}
+	s := append([]time.Duration(nil), stalls...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return fmt.Sprintf("min %v, median %v, max %v over %d cuts", s[0].Round(time.Millisecond),
+		s[len(s)/2].Round(time.Millisecond), s[len(s)-1].Round(time.Millisecond), len(s))
+}
+
+// rateClock is a lease clock running at rate times real time.
+func rateClock(rate float64) func() time.Duration {
+	start := time.Now()
+	return func() time.Duration { return time.Duration(float64(time.Since(start)) * rate) }
+}
+
+// readProbeMix is probeMix without writes: probes that only read, so that
+// every one of them keeps asking a cut-off node through the whole cut.
+var readProbeMix = Mix{OpEncrypt: 8, OpDecrypt: 5, OpDescribe: 5}

@@ -139,6 +139,9 @@ type Workload struct {
 	creating    int             // creates in flight
 	lostCreates map[string]bool // request IDs of creates whose outcome stayed unknown
 
+	flightMu sync.Mutex
+	inFlight map[int]int // node -> write attempts on it now
+
 	stop     atomic.Bool
 	wg       sync.WaitGroup
 	resolved atomic.Int64 // logical operations finished (recorded or dropped)
@@ -150,6 +153,7 @@ func NewWorkload(rec *Recorder, seed uint64, addrs []string, cfg Config) (*Workl
 	w := &Workload{
 		cfg: cfg.withDefaults(), rec: rec, seed: seed,
 		conns: map[string]*grpc.ClientConn{}, byID: map[string]*keyInfo{}, lostCreates: map[string]bool{},
+		inFlight: map[int]int{},
 	}
 	all := make([]int, len(addrs))
 	for i, a := range addrs {
@@ -210,6 +214,26 @@ func (w *Workload) SetTargets(nodes []int) {
 func (w *Workload) SetProbeTargets(nodes []int) {
 	cp := append([]int(nil), nodes...)
 	w.probes.Store(&cp)
+}
+
+// WritesInFlight counts the write attempts under way now, on any node.
+func (w *Workload) WritesInFlight() int {
+	w.flightMu.Lock()
+	defer w.flightMu.Unlock()
+	n := 0
+	for _, c := range w.inFlight {
+		n += c
+	}
+	return n
+}
+
+func (w *Workload) flight(node int, in Input, d int) {
+	if !in.Kind.Mutates() {
+		return
+	}
+	w.flightMu.Lock()
+	w.inFlight[node] += d
+	w.flightMu.Unlock()
 }
 
 // Resolved counts the logical operations finished so far.
@@ -412,7 +436,9 @@ func (w *Workload) run(lane int, probe bool, rng *mrand.Rand, in Input, blob *Se
 		var out Output
 		var err error
 		if w.cfg.UseClient || node >= 0 {
+			w.flight(node, in, 1)
 			out, keyID, blob, err = w.attempt(lane, node, op.RequestID, in, plaintext, blob)
+			w.flight(node, in, -1)
 		} else {
 			out, err = Output{Outcome: Unknown}, fmt.Errorf("no target node")
 		}
