@@ -213,7 +213,7 @@ func stallStats(stalls []time.Duration) string {
 	}
 	s := append([]time.Duration(nil), stalls...)
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	return fmt.Sprintf("min %v, median %v, max %v over %d cuts", s[0].Round(time.Millisecond),
+	return fmt.Sprintf("min %v, median %v, max %v (%d faults)", s[0].Round(time.Millisecond),
 		s[len(s)/2].Round(time.Millisecond), s[len(s)-1].Round(time.Millisecond), len(s))
 }
 
