@@ -23,6 +23,15 @@
 //   - harness.go: a scenario's life: cluster, workload, fault schedule,
 //     heal, checks.
 //
+// Every node serves linearizable reads under a quorum read lease by
+// default (raftnode/lease.go); a run logs how each node served its reads
+// (lease, read index, stale, held until visible) and fails if none was
+// served under a lease. The lease scenarios (lease_*_test.go) cut off a
+// follower holding a lease, cut off the leader mid-write and skew lease
+// clocks within the drift bound; on a cut-off node a read may still succeed
+// under its lease for at most one lease duration after the cut, a write
+// never (lease_window_test.go).
+//
 // The scenarios are this package's tests (TestChaos*). By default each
 // injects faults for a few seconds; flags make longer soaks and replays:
 //

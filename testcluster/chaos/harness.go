@@ -28,6 +28,10 @@ type Scenario struct {
 	Check func(e *Env)
 	// OnAttempt, if set, sees every try of every operation.
 	OnAttempt func(Attempt)
+	// NoLeaseReads says the scenario's nodes are not meant to serve reads
+	// under a read lease (another read mode): Run then does not fail a run
+	// in which none did.
+	NoLeaseReads bool
 }
 
 // Params are the run's knobs, from the test flags.
@@ -184,9 +188,11 @@ func Run(t *testing.T, p Params, sc Scenario) *Env {
 	w.Setup(t)
 	w.Start()
 	e.end = time.Now().Add(p.Duration)
+	reads0 := e.readCounts()
 	if sc.Faults != nil {
 		sc.Faults(e)
 	}
+	leased := e.reportReads(reads0)
 
 	e.Note("fault phase over: heal everything, restart dead members")
 	w.Stop()
@@ -209,8 +215,73 @@ func Run(t *testing.T, p Params, sc Scenario) *Env {
 		sc.Check(e)
 	}
 	checkCiphertexts(t, c, w)
+	if leased == 0 && !sc.NoLeaseReads {
+		t.Errorf("no read was served under a read lease during the fault phase: the run did not exercise leases")
+	}
 	t.Logf("%d faults in %v; %s", e.faults, p.Duration, summary(rec.Ops()))
 	return e
+}
+
+// ReadCounts is how one node served reads (rpc.Server.ReadCounts): under
+// its read lease, after a read-index round, from local state, and how many
+// answers were held until what they saw was visible on every node.
+type ReadCounts struct {
+	Lease, ReadIndex, Stale, Held uint64
+}
+
+func (r ReadCounts) String() string {
+	return fmt.Sprintf("%d lease, %d read-index, %d stale, %d held", r.Lease, r.ReadIndex, r.Stale, r.Held)
+}
+
+// nodeReads is a node's counters and the incarnation they belong to.
+type nodeReads struct {
+	srv    any
+	counts ReadCounts
+}
+
+// Reads is node i's counters now (of its current incarnation).
+func (e *Env) Reads(i int) ReadCounts {
+	srv := e.C.Server(i)
+	if srv == nil {
+		return ReadCounts{}
+	}
+	var r ReadCounts
+	r.Lease, r.ReadIndex, r.Stale, r.Held = srv.API().ReadCounts()
+	return r
+}
+
+func (e *Env) readCounts() []nodeReads {
+	out := make([]nodeReads, e.C.N())
+	for i := range out {
+		if srv := e.C.Server(i); srv != nil {
+			out[i] = nodeReads{srv: srv, counts: e.Reads(i)}
+		}
+	}
+	return out
+}
+
+// reportReads logs how each node served reads since before (a node
+// restarted meanwhile counts from its restart) and returns how many were
+// served under a lease.
+func (e *Env) reportReads(before []nodeReads) uint64 {
+	e.T.Helper()
+	after := e.readCounts()
+	var total ReadCounts
+	var parts []string
+	for i, a := range after {
+		d := a.counts
+		if i < len(before) && before[i].srv == a.srv {
+			b := before[i].counts
+			d = ReadCounts{d.Lease - b.Lease, d.ReadIndex - b.ReadIndex, d.Stale - b.Stale, d.Held - b.Held}
+		}
+		total.Lease += d.Lease
+		total.ReadIndex += d.ReadIndex
+		total.Stale += d.Stale
+		total.Held += d.Held
+		parts = append(parts, fmt.Sprintf("node%d %s", i, d))
+	}
+	e.T.Logf("reads during the fault phase: %s (%s)", total, strings.Join(parts, "; "))
+	return total.Lease
 }
 
 // summary counts operations by kind and outcome.

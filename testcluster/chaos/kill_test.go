@@ -11,10 +11,15 @@ import (
 // (the leader's apply path is held, so entries are committed by the
 // cluster but not applied by the leader, whose clients get no answer;
 // then its connections drop and it dies). Each victim is restarted from
-// its data directory while the others carry on.
+// its data directory while the others carry on. The test logs how long
+// after each kill the others acknowledged a write attempted after it: an
+// election, then the new leader's wait for the old leases (L(1+ε)).
 func TestChaosLeaderKill(t *testing.T) {
 	kills, crashes := 0, 0
+	var log attemptLog
+	var stalls []time.Duration
 	Run(t, params(t), Scenario{
+		OnAttempt: log.add,
 		Faults: func(e *Env) {
 			for !e.Done() {
 				e.Dwell(300*time.Millisecond, 900*time.Millisecond)
@@ -33,6 +38,9 @@ func TestChaosLeaderKill(t *testing.T) {
 					e.C.Crash(l)
 					crashes++
 				}
+				stall := waitWriteAfter(e, &log, e.Rec.Now(), e.Others(l))
+				stalls = append(stalls, stall)
+				e.Note("the others acknowledged a write %v after", stall.Round(time.Millisecond))
 				e.Progress("with the leader dead", 20)
 				e.Dwell(200*time.Millisecond, 800*time.Millisecond)
 				e.C.Restart(l)
@@ -41,5 +49,5 @@ func TestChaosLeaderKill(t *testing.T) {
 			}
 		},
 	})
-	t.Logf("%d kills and %d crashes between log and apply", kills, crashes)
+	t.Logf("%d kills and %d crashes between log and apply; write stall after the leader died: %s", kills, crashes, stallStats(stalls))
 }

@@ -44,6 +44,7 @@ type Config struct {
 	AutoKeys       int           // of the first keys, how many get automatic rotation
 	RotationPeriod time.Duration // their period (default 2 s; the cluster's minimum must allow it)
 	Mix            Mix           // operation weights (default DefaultMix)
+	ProbeMix       Mix           // the probes' operation weights (default Mix)
 	Pace           time.Duration // pause between one worker's operations (default 5 ms)
 	AttemptTimeout time.Duration // bound of one try (default 2 s)
 	// OpBudget is how long a write is retried under its request ID before
@@ -73,6 +74,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Mix == nil {
 		c.Mix = DefaultMix
+	}
+	if c.ProbeMix == nil {
+		c.ProbeMix = c.Mix
 	}
 	if c.Pace == 0 {
 		c.Pace = 5 * time.Millisecond
@@ -135,6 +139,9 @@ type Workload struct {
 	creating    int             // creates in flight
 	lostCreates map[string]bool // request IDs of creates whose outcome stayed unknown
 
+	flightMu sync.Mutex
+	inFlight map[int]int // node -> write attempts on it now
+
 	stop     atomic.Bool
 	wg       sync.WaitGroup
 	resolved atomic.Int64 // logical operations finished (recorded or dropped)
@@ -146,6 +153,7 @@ func NewWorkload(rec *Recorder, seed uint64, addrs []string, cfg Config) (*Workl
 	w := &Workload{
 		cfg: cfg.withDefaults(), rec: rec, seed: seed,
 		conns: map[string]*grpc.ClientConn{}, byID: map[string]*keyInfo{}, lostCreates: map[string]bool{},
+		inFlight: map[int]int{},
 	}
 	all := make([]int, len(addrs))
 	for i, a := range addrs {
@@ -206,6 +214,26 @@ func (w *Workload) SetTargets(nodes []int) {
 func (w *Workload) SetProbeTargets(nodes []int) {
 	cp := append([]int(nil), nodes...)
 	w.probes.Store(&cp)
+}
+
+// WritesInFlight counts the write attempts under way now, on any node.
+func (w *Workload) WritesInFlight() int {
+	w.flightMu.Lock()
+	defer w.flightMu.Unlock()
+	n := 0
+	for _, c := range w.inFlight {
+		n += c
+	}
+	return n
+}
+
+func (w *Workload) flight(node int, in Input, d int) {
+	if !in.Kind.Mutates() {
+		return
+	}
+	w.flightMu.Lock()
+	w.inFlight[node] += d
+	w.flightMu.Unlock()
 }
 
 // Resolved counts the logical operations finished so far.
@@ -299,22 +327,26 @@ func (w *Workload) Wait() { w.wg.Wait() }
 func (w *Workload) worker(k int, probe bool) {
 	defer w.wg.Done()
 	rng := mrand.New(mrand.NewPCG(w.seed, uint64(k)+1))
-	kinds, total := w.mixTable()
+	mix := w.cfg.Mix
+	if probe {
+		mix = w.cfg.ProbeMix
+	}
+	kinds, total := mixTable(mix)
 	for !w.stop.Load() {
 		if len(w.targetsFor(probe)) == 0 || (probe && len(*w.probes.Load()) == 0) {
 			time.Sleep(w.cfg.Pace) // idle until there is somewhere to go
 			continue
 		}
-		in, blob := w.pick(rng, kinds, total)
+		in, blob := w.pick(rng, mix, kinds, total)
 		w.run(k, probe, rng, in, blob)
 		time.Sleep(w.cfg.Pace) // pacing of the load, not a wait
 	}
 }
 
-func (w *Workload) mixTable() ([]Kind, int) {
+func mixTable(mix Mix) ([]Kind, int) {
 	var kinds []Kind
 	total := 0
-	for k, n := range w.cfg.Mix {
+	for k, n := range mix {
 		if n > 0 {
 			kinds = append(kinds, k)
 			total += n
@@ -326,12 +358,12 @@ func (w *Workload) mixTable() ([]Kind, int) {
 
 // pick chooses the next operation and its key (and ciphertext, for a
 // decrypt).
-func (w *Workload) pick(rng *mrand.Rand, kinds []Kind, total int) (Input, *Sealed) {
+func (w *Workload) pick(rng *mrand.Rand, mix Mix, kinds []Kind, total int) (Input, *Sealed) {
 	for {
 		n := rng.IntN(total)
 		var kind Kind
 		for _, k := range kinds {
-			if n -= w.cfg.Mix[k]; n < 0 {
+			if n -= mix[k]; n < 0 {
 				kind = k
 				break
 			}
@@ -404,7 +436,9 @@ func (w *Workload) run(lane int, probe bool, rng *mrand.Rand, in Input, blob *Se
 		var out Output
 		var err error
 		if w.cfg.UseClient || node >= 0 {
+			w.flight(node, in, 1)
 			out, keyID, blob, err = w.attempt(lane, node, op.RequestID, in, plaintext, blob)
+			w.flight(node, in, -1)
 		} else {
 			out, err = Output{Outcome: Unknown}, fmt.Errorf("no target node")
 		}
