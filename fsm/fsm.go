@@ -248,9 +248,9 @@ func (f *FSM) reset() {
 // applyCtx is what a handler sees of the entry being applied.
 type applyCtx struct {
 	env     *eventsv1.Envelope
-	name    string // event name, for history
-	t       int64  // clamped event time
-	data    []byte // raw entry bytes, for the history hash chain
+	name    string   // event name, for history
+	t       int64    // clamped event time
+	data    []byte   // raw entry bytes, for the history hash chain
 	changed []string // key IDs the handler changed, for OnChange
 	touched []string // keys whose reads this entry changes (modindex.go)
 	// keysOnly: the event changes nothing but the keys it touches, so an
