@@ -20,8 +20,8 @@ type term struct {
 	// hd holds deletions and expiries, which destroy material. Both heaps
 	// are due by this leader's own clock, which ClockTrusted vouches for;
 	// they are kept apart so a backlog of one kind never hides the other.
-	hd       *dueHeap
-	retry    map[item]*retryState
+	hd        *dueHeap
+	retry     map[item]*retryState
 	inflight  map[string]bool // key IDs with a proposal outstanding
 	proposals int             // proposals outstanding (a batch is one)
 	done      chan []outcome  // a worker's outcomes: one, or one per rotation of its batch
