@@ -307,7 +307,8 @@ func TestNoBatchBelowSchema(t *testing.T) {
 }
 
 // The token bucket: rotations start no faster than RotationRate a second
-// beyond one bucket and one batch, and all of them still get done.
+// beyond one bucket and one batch, and all of them still get done. The bound
+// is an upper one on work per elapsed time, so a slow machine cannot break it.
 func TestBatchPacing(t *testing.T) {
 	const nkeys, size, rate = 600, 50, 1000
 	h := newHarness(t)

@@ -65,7 +65,7 @@ const (
 	DefaultRetryBackoff   = time.Second
 	DefaultMaxBackoff     = time.Minute
 	DefaultProposeTimeout = 30 * time.Second
-	DefaultBatchSize      = 64
+	DefaultBatchSize      = 256
 	DefaultMinBatch       = 16
 	DefaultRotationRate   = 10_000
 	DefaultSealWorkers    = 2
