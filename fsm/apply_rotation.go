@@ -52,6 +52,8 @@ func applyRotateKeys(f *FSM, c *applyCtx) *Result {
 	name := c.name
 	c.name = "RotateKey" // as the history of a key rotated on its own
 	c.keysOnly = true
+	c.changed = make([]string, 0, len(items))
+	c.touched = make([]string, 0, len(items))
 	res := &Result{Items: make([]ItemResult, len(items))}
 	for i, e := range items {
 		binary.BigEndian.PutUint32(buf[len(buf)-4:], uint32(i))
