@@ -2,6 +2,8 @@ package fsm
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
 
 	eventsv1 "github.com/raftkms/raftkms/proto/events/v1"
 )
@@ -10,6 +12,57 @@ func init() {
 	register("enable_key_rotation", applyEnableKeyRotation)
 	register("disable_key_rotation", applyDisableKeyRotation)
 	register("rotate_key", applyRotateKey)
+	register("rotate_keys", applyRotateKeys)
+}
+
+// MaxRotateBatch is the most rotations one RotateKeys entry may carry, and
+// MaxRotateBatchBytes the most bytes its entry may have: well below the log's
+// entry limit, so that one entry stays cheap to replicate and quick to apply
+// (reads wait for the entries before them to apply). An entry beyond either
+// is refused as a whole, before any item applies.
+const (
+	MaxRotateBatch      = 1024
+	MaxRotateBatchBytes = 256 << 10
+)
+
+// batchItemDomain separates the history hash of a batch item from that of an
+// entry of its own.
+const batchItemDomain = "raftkms RotateKeys item\x00"
+
+// applyRotateKeys applies each rotation of the batch in order, exactly as a
+// RotateKey entry of its own would at this entry's time: its own guard, its
+// own rejection, its own history entry (of type RotateKey). One item's
+// rejection never affects another's. The history entry of item i hashes the
+// entry's SHA-256 and i in place of the entry's bytes, so every item's chain
+// is bound to the whole entry without hashing it once per item.
+func applyRotateKeys(f *FSM, c *applyCtx) *Result {
+	items := c.env.GetRotateKeys().GetRotations()
+	switch {
+	case len(items) == 0:
+		return failed("", reject(CodeValidation, "a RotateKeys entry needs at least one rotation"))
+	case len(items) > MaxRotateBatch:
+		return failed("", reject(CodeValidation, "a RotateKeys entry of %d rotations has more than %d", len(items), MaxRotateBatch))
+	case len(c.data) > MaxRotateBatchBytes:
+		return failed("", reject(CodeValidation, "a RotateKeys entry of %d bytes is larger than %d", len(c.data), MaxRotateBatchBytes))
+	}
+	sum := sha256.Sum256(c.data)
+	buf := make([]byte, 0, len(batchItemDomain)+len(sum)+4)
+	buf = append(append(buf, batchItemDomain...), sum[:]...)
+	buf = append(buf, 0, 0, 0, 0)
+	name := c.name
+	c.name = "RotateKey" // as the history of a key rotated on its own
+	c.keysOnly = true
+	c.changed = make([]string, 0, len(items))
+	c.touched = make([]string, 0, len(items))
+	res := &Result{Items: make([]ItemResult, len(items))}
+	for i, e := range items {
+		binary.BigEndian.PutUint32(buf[len(buf)-4:], uint32(i))
+		c.item = buf
+		r := rotateKey(f, c, e)
+		res.Items[i] = ItemResult{KeyID: e.GetKeyId(), Version: r.Version, Err: r.Err}
+	}
+	c.name, c.item = name, nil
+	return res
 }
 
 // rotationRefused says why a user may not change a key's rotation: imported
@@ -87,13 +140,18 @@ func applyDisableKeyRotation(f *FSM, c *applyCtx) *Result {
 // proposed twice apply once; an automatic rotation is also refused before it
 // is due or when rotation was switched off meanwhile.
 func applyRotateKey(f *FSM, c *applyCtx) *Result {
-	e := c.env.GetRotateKey()
+	return rotateKey(f, c, c.env.GetRotateKey())
+}
+
+// rotateKey applies one rotation, of a RotateKey entry or of a RotateKeys
+// item.
+func rotateKey(f *FSM, c *applyCtx, e *eventsv1.RotateKey) *Result {
 	k, r := f.editKey(e.KeyId)
 	if r != nil {
 		return failed(e.KeyId, r)
 	}
 	if len(e.StagedMaterialFingerprint) > 0 {
-		return applyRotateStaged(f, c, k)
+		return applyRotateStaged(f, c, k, e)
 	}
 	if len(e.SealedMaterial) == 0 {
 		return failed(e.KeyId, reject(CodeValidation, "new key material is required"))
@@ -147,8 +205,7 @@ func applyRotateKey(f *FSM, c *applyCtx) *Result {
 // ON_DEMAND version. The event names the staged material's fingerprint, so a
 // rotation proposed before the material was staged again, or twice, is a
 // rejection rather than a rotation to other material.
-func applyRotateStaged(f *FSM, c *applyCtx, k *Key) *Result {
-	e := c.env.GetRotateKey()
+func applyRotateStaged(f *FSM, c *applyCtx, k *Key, e *eventsv1.RotateKey) *Result {
 	if e.RotationType != eventsv1.RotationType_ROTATION_TYPE_ON_DEMAND || len(e.SealedMaterial) != 0 {
 		return failed(e.KeyId, reject(CodeValidation, "staged material is made current only by an ON_DEMAND rotation"))
 	}

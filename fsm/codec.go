@@ -28,7 +28,12 @@ import (
 // counts only in entries of schema 3 on: every node, old or new, gives an
 // entry the same meaning, and a proposer stages only once every member
 // announces schema 3 (raftnode's ProposeSchema).
-const SchemaVersion = 3
+//
+// Schema 4 adds RotateKeys, many automatic rotations in one entry. An older
+// build does not know the event and would halt on it, so it is proposed only
+// once every member announces schema 4 (MinSchema); until then the scheduler
+// proposes one RotateKey per rotation, as before.
+const SchemaVersion = 4
 
 // schemaTrust is the first schema with the rules listed above.
 const schemaTrust = 2
@@ -36,6 +41,9 @@ const schemaTrust = 2
 // SchemaStage is the first schema whose ImportKeyMaterial entries may stage
 // new material (see SchemaVersion).
 const SchemaStage = 3
+
+// SchemaBatch is the first schema that knows RotateKeys (see SchemaVersion).
+const SchemaBatch = 4
 
 // entryFormatV1 is the first byte of every raftkms log entry: a protobuf
 // Envelope follows. A different first byte is corruption or a newer format.

@@ -29,6 +29,7 @@ func randomLog(t testing.TB, seed int64, n int) [][]byte {
 	keys := []string{"k0", "k1", "k2", "k3", "x0", "x1", "a0", "h0"}
 	out := make([][]byte, 0, n)
 	extra := rand.New(rand.NewSource(seed + 1_000_003))
+	batches := rand.New(rand.NewSource(seed + 2_000_029))
 	for i := 0; i < n; i++ {
 		k := keys[rng.Intn(len(keys))]
 		var env *eventsv1.Envelope
@@ -107,6 +108,11 @@ func randomLog(t testing.TB, seed int64, n int) [][]byte {
 		if extra.Intn(6) == 0 {
 			env = grantOrVersionEvent(extra, k)
 		}
+		// Batched rotations, from a generator of their own too.
+		batch := batches.Intn(12) == 0
+		if batch {
+			env = randomBatch(batches, keys)
+		}
 		// Time mostly moves forward, sometimes backwards (skewed proposers),
 		// and now and then one stamp is a day ahead.
 		now += int64(rng.Intn(3000)-500) * int64(1e6)
@@ -124,6 +130,11 @@ func randomLog(t testing.TB, seed int64, n int) [][]byte {
 		if i < n/5 {
 			env.SchemaVersion = 1
 		}
+		if batch && batches.Intn(8) > 0 {
+			// Mostly as the scheduler proposes them (no request ID); the
+			// others are refused as a whole.
+			env.RequestId, env.RequestFingerprint = "", nil
+		}
 		data, err := EncodeEntry(env)
 		if err != nil {
 			t.Fatal(err)
@@ -131,6 +142,23 @@ func randomLog(t testing.TB, seed int64, n int) [][]byte {
 		out = append(out, data)
 	}
 	return out
+}
+
+// randomBatch is a RotateKeys event of 1 to 6 rotations of random keys with
+// random expected versions, so that items apply and are refused side by side.
+func randomBatch(rng *rand.Rand, keys []string) *eventsv1.Envelope {
+	b := &eventsv1.RotateKeys{}
+	for range 1 + rng.Intn(6) {
+		k := keys[rng.Intn(len(keys))]
+		typ := automatic
+		if rng.Intn(3) == 0 {
+			typ = onDemand
+		}
+		v := uint32(rng.Intn(4))
+		b.Rotations = append(b.Rotations, &eventsv1.RotateKey{KeyId: k, RotationType: typ, ExpectedCurrentVersion: v,
+			SealedMaterial: mat(k, v+1), OnDemandLimit: 10})
+	}
+	return &eventsv1.Envelope{Event: &eventsv1.Envelope_RotateKeys{RotateKeys: b}}
 }
 
 // guard is an alias's expected target: none, or one of the keys.

@@ -88,8 +88,10 @@ type Config struct {
 	MaxSchema uint32
 
 	// OnChange, if set, is called after each applied event that changed a
-	// key, with that key's ID, and with "" after a Restore (everything may
-	// have changed). It runs on the apply path: it must not block.
+	// key, with that key's ID — once for every key an event changed, so a
+	// RotateKeys entry calls it for each item that applied — and with ""
+	// after a Restore (everything may have changed). It runs on the apply
+	// path: it must not block.
 	OnChange func(keyID string)
 }
 
@@ -103,6 +105,19 @@ type Result struct {
 	Err          error  // deterministic rejection, or nil
 	Duplicate    bool   // the request ID was seen before: this is the first result
 	Skipped      bool   // an unknown event marked skippable was ignored
+	// Items is, for a RotateKeys entry, the result of each rotation in the
+	// event's order: which applied and which were rejected. Err above is then
+	// nil unless the entry as a whole was refused (too many items, say), in
+	// which case Items is empty and nothing applied.
+	Items []ItemResult
+}
+
+// ItemResult is the result of one item of a batch event. Err is nil or a
+// *Rejection.
+type ItemResult struct {
+	KeyID   string // the key the item was about
+	Version uint32 // the key's current version after the item
+	Err     error  // deterministic rejection of this item alone, or nil
 }
 
 // FSM is the state machine. Apply runs on one goroutine; queries may run
@@ -236,8 +251,15 @@ type applyCtx struct {
 	name    string   // event name, for history
 	t       int64    // clamped event time
 	data    []byte   // raw entry bytes, for the history hash chain
-	changed string   // key ID the handler changed, for OnChange
+	changed []string // key IDs the handler changed, for OnChange
 	touched []string // keys whose reads this entry changes (modindex.go)
+	// keysOnly: the event changes nothing but the keys it touches, so an
+	// entry of it that touched none changed nothing a read observes
+	// (RotateKeys whose every item was rejected).
+	keysOnly bool
+	// item, for one item of a batch event, is what the key's history entry
+	// hashes in place of the entry's bytes (apply_rotation.go).
+	item []byte
 }
 
 // strict reports whether the entry follows the rules of schema 2 on (see
@@ -281,13 +303,15 @@ func (f *FSM) ApplyEntry(index uint64, data []byte) *Result {
 	}
 	res, changed := f.apply(index, env, data)
 	res.Index = index
-	if changed != "" && f.cfg.OnChange != nil {
-		f.cfg.OnChange(changed)
+	if f.cfg.OnChange != nil {
+		for _, id := range changed {
+			f.cfg.OnChange(id)
+		}
 	}
 	return res
 }
 
-func (f *FSM) apply(index uint64, env *eventsv1.Envelope, data []byte) (*Result, string) {
+func (f *FSM) apply(index uint64, env *eventsv1.Envelope, data []byte) (*Result, []string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.applied = index
@@ -300,14 +324,14 @@ func (f *FSM) apply(index uint64, env *eventsv1.Envelope, data []byte) (*Result,
 	}
 	if !known || env.SchemaVersion > f.cfg.MaxSchema {
 		if env.Skippable {
-			return &Result{Skipped: true}, ""
+			return &Result{Skipped: true}, nil
 		}
 		panic(fmt.Sprintf("fsm: log entry %d holds an event this build does not know (schema %d); upgrade this node",
 			index, env.SchemaVersion))
 	}
 
 	if r := checkEnvelope(env); r != nil {
-		return failed("", r), "" // changes nothing, not even the clock
+		return failed("", r), nil // changes nothing, not even the clock
 	}
 	t := f.entryTime(env)
 	// A repeated request returns its first result and changes nothing, not
@@ -318,9 +342,9 @@ func (f *FSM) apply(index uint64, env *eventsv1.Envelope, data []byte) (*Result,
 		if e, ok := f.requests[rk]; ok && f.remembered(e, t, index) {
 			if rk.scoped && !bytes.Equal(e.fingerprint, env.RequestFingerprint) {
 				return failed("", reject(CodeIdempotentParameterMismatch,
-					"request ID %q was already used for a different request", rk.id)), ""
+					"request ID %q was already used for a different request", rk.id)), nil
 			}
-			return e.result.toResult(true), ""
+			return e.result.toResult(true), nil
 		}
 	}
 	f.clock = t
@@ -343,6 +367,16 @@ func (f *FSM) apply(index uint64, env *eventsv1.Envelope, data []byte) (*Result,
 
 // checkEnvelope bounds what a schema-2 envelope brings into the state.
 func checkEnvelope(env *eventsv1.Envelope) *Rejection {
+	if env.GetRotateKeys() != nil {
+		switch {
+		case env.SchemaVersion < SchemaBatch:
+			return reject(CodeValidation, "a RotateKeys entry needs schema %d", SchemaBatch)
+		case env.RequestId != "" || len(env.RequestFingerprint) > 0:
+			// A remembered result holds one outcome, not one per item; the
+			// items' guards are what make a batch proposed twice apply once.
+			return reject(CodeValidation, "a RotateKeys entry carries no request ID")
+		}
+	}
 	if env.SchemaVersion < schemaTrust {
 		return nil
 	}
@@ -433,7 +467,11 @@ func (f *FSM) commit(c *applyCtx, k *Key) *Result {
 	prev := k.HistoryHead()
 	h := sha256.New()
 	h.Write(prev[:])
-	h.Write(c.data)
+	if c.item != nil {
+		h.Write(c.item)
+	} else {
+		h.Write(c.data)
+	}
 	var sum [32]byte
 	h.Sum(sum[:0])
 	k.History = append(k.History, HistoryEntry{
@@ -456,7 +494,7 @@ func (f *FSM) commit(c *applyCtx, k *Key) *Result {
 		f.order = append(f.order, k)
 	}
 	f.keys[k.ID] = k
-	c.changed = k.ID
+	c.changed = append(c.changed, k.ID)
 	c.touch(k.ID)
 	return &Result{KeyID: k.ID, Version: k.CurrentVersion(), DeletionTime: k.DeletionAt}
 }

@@ -30,6 +30,9 @@ func (f *FSM) noteModified(index uint64, c *applyCtx, res *Result) {
 	if res != nil && res.Err != nil {
 		return // a rejected event changes nothing a read observes
 	}
+	if len(c.touched) == 0 && c.keysOnly {
+		return // nothing in it applied
+	}
 	if len(c.touched) == 0 || otherEvents[c.name] {
 		f.modOther = index
 	}

@@ -46,6 +46,11 @@ func MinSchema(env *eventsv1.Envelope) uint32 {
 			return SchemaStage
 		}
 	}
+	// Batched rotations (SchemaBatch): a schema-3 member does not know the
+	// event at all.
+	if _, ok := env.Event.(*eventsv1.Envelope_RotateKeys); ok {
+		return SchemaBatch
+	}
 	if fd.Number() > lastSchema1Event {
 		return 2
 	}

@@ -33,12 +33,10 @@ func (t *term) countBacklog(now, own int64) {
 	}
 	t.counted = own
 	var b Backlog
-	seen := map[item]bool{}
 	add := func(it item, at, byNow int64) {
-		if seen[it] || at > byNow {
+		if at > byNow {
 			return
 		}
-		seen[it] = true
 		b.Due++
 		if byNow-at > int64(OverdueAfter) {
 			b.Overdue++
@@ -46,6 +44,33 @@ func (t *term) countBacklog(now, own int64) {
 		if it.kind == KindRotate && (b.OldestRotationDue == 0 || at < b.OldestRotationDue) {
 			b.OldestRotationDue = at
 		}
+	}
+	// Keys in flight or backing off have left the heap (or sit in it at
+	// their retry time): count them by their true due time, once, and skip
+	// them in the heaps. The heaps hold an item at most once, so no other
+	// entry needs remembering (a storm has every key due).
+	counted := map[item]bool{}
+	pending := func(id string, kinds []Kind) {
+		k, ok := t.s.cfg.State.Key(id)
+		for _, kind := range kinds {
+			it := item{keyID: id, kind: kind}
+			if counted[it] {
+				continue
+			}
+			counted[it] = true
+			if !ok {
+				continue
+			}
+			if at, _, ok := due(k, kind); ok {
+				add(it, at, t.nowFor(kind))
+			}
+		}
+	}
+	for id := range t.inflight {
+		pending(id, kinds[:])
+	}
+	for it := range t.retry {
+		pending(it.keyID, []Kind{it.kind})
 	}
 	walk := func(h *dueHeap, byNow int64) {
 		stack := []int{0}
@@ -55,28 +80,11 @@ func (t *term) countBacklog(now, own int64) {
 			if i >= len(h.entries) || h.entries[i].due > byNow {
 				continue // a heap's children are never due earlier
 			}
-			add(h.entries[i].item, h.entries[i].due, byNow)
+			if e := h.entries[i]; !counted[e.item] {
+				add(e.item, e.due, byNow)
+			}
 			stack = append(stack, 2*i+1, 2*i+2)
 		}
-	}
-	// Keys in flight or backing off have left the heap (or sit in it at
-	// their retry time): count them by their true due time.
-	pending := func(id string, kinds []Kind) {
-		k, ok := t.s.cfg.State.Key(id)
-		if !ok {
-			return
-		}
-		for _, kind := range kinds {
-			if at, _, ok := due(k, kind); ok {
-				add(item{keyID: id, kind: kind}, at, t.nowFor(kind))
-			}
-		}
-	}
-	for id := range t.inflight {
-		pending(id, kinds[:])
-	}
-	for it := range t.retry {
-		pending(it.keyID, []Kind{it.kind})
 	}
 	walk(t.h, now)
 	walk(t.hd, own)

@@ -17,6 +17,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -64,6 +65,10 @@ const (
 	DefaultRetryBackoff   = time.Second
 	DefaultMaxBackoff     = time.Minute
 	DefaultProposeTimeout = 30 * time.Second
+	DefaultBatchSize      = 256
+	DefaultMinBatch       = 16
+	DefaultRotationRate   = 10_000
+	DefaultSealWorkers    = 2
 )
 
 // Config configures a Scheduler. Proposer, Leadership, State and NewMaterial
@@ -102,8 +107,31 @@ type Config struct {
 	ClockTrusted func() bool
 
 	// MaxInFlight bounds the proposals the scheduler has outstanding at once,
-	// so that a burst of due keys never starves client writes.
+	// so that a burst of due keys never starves client writes. A batch of
+	// rotations is one proposal.
 	MaxInFlight int
+
+	// BatchSize is the most automatic rotations proposed as one RotateKeys
+	// entry (at most fsm.MaxRotateBatch; the entry also stays within
+	// fsm.MaxRotateBatchBytes). Batches are proposed only while every member
+	// of the cluster knows the event (fsm.SchemaBatch); otherwise, and when
+	// fewer than MinBatch rotations are due at once, each rotation is an
+	// entry of its own. 1 turns batching off.
+	BatchSize int
+	MinBatch  int
+
+	// RotationRate bounds automatic rotations per second, batched or not: a
+	// token bucket of BatchSize tokens refilled at this rate (on the real
+	// clock, not Now: it paces work, not schedules). A storm of N due keys
+	// takes about N/RotationRate seconds, and client traffic meets at most
+	// this many rotations a second of replication and apply work on every
+	// node. +Inf does not pace.
+	RotationRate float64
+
+	// SealWorkers is how many goroutines make a batch's new material at
+	// once (NewMaterial must then be safe for concurrent use, as the node's
+	// is).
+	SealWorkers int
 
 	// Tick is the longest the scheduler sleeps without looking at the clock
 	// again. Waking only peeks at the heap's earliest entry; it guards
@@ -139,8 +167,23 @@ func (c *Config) validate() error {
 		return fmt.Errorf("%w: State is required", ErrConfig)
 	case c.NewMaterial == nil:
 		return fmt.Errorf("%w: NewMaterial is required", ErrConfig)
-	case c.MaxInFlight < 0, c.Tick < 0, c.RetryBackoff < 0, c.MaxBackoff < 0, c.ProposeTimeout < 0:
+	case c.MaxInFlight < 0, c.Tick < 0, c.RetryBackoff < 0, c.MaxBackoff < 0, c.ProposeTimeout < 0,
+		c.BatchSize < 0, c.MinBatch < 0, c.SealWorkers < 0, c.RotationRate < 0 || math.IsNaN(c.RotationRate):
 		return fmt.Errorf("%w: negative limit or duration", ErrConfig)
+	case c.BatchSize > fsm.MaxRotateBatch:
+		return fmt.Errorf("%w: BatchSize %d is above fsm.MaxRotateBatch %d", ErrConfig, c.BatchSize, fsm.MaxRotateBatch)
+	}
+	if c.BatchSize == 0 {
+		c.BatchSize = DefaultBatchSize
+	}
+	if c.MinBatch == 0 {
+		c.MinBatch = DefaultMinBatch
+	}
+	if c.RotationRate == 0 {
+		c.RotationRate = DefaultRotationRate
+	}
+	if c.SealWorkers == 0 {
+		c.SealWorkers = DefaultSealWorkers
 	}
 	if c.Now == nil {
 		c.Now = time.Now

@@ -107,3 +107,25 @@ func (h *dueHeap) reset() {
 	h.entries = h.entries[:0]
 	clear(h.index)
 }
+
+// dueAtLeast reports whether at least n entries are due by now, visiting at
+// most n of them (a heap's children are never due earlier).
+func (h *dueHeap) dueAtLeast(now int64, n int) bool {
+	if n <= 0 {
+		return true
+	}
+	found := 0
+	stack := []int{0}
+	for len(stack) > 0 {
+		i := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if i >= len(h.entries) || h.entries[i].due > now {
+			continue
+		}
+		if found++; found >= n {
+			return true
+		}
+		stack = append(stack, 2*i+1, 2*i+2)
+	}
+	return false
+}

@@ -282,6 +282,8 @@ func TestNewValidates(t *testing.T) {
 		"no material":      func(c *Config) { c.NewMaterial = nil },
 		"negative limit":   func(c *Config) { c.MaxInFlight = -1 },
 		"negative backoff": func(c *Config) { c.RetryBackoff = -time.Second },
+		"negative rate":    func(c *Config) { c.RotationRate = -1 },
+		"batch too large":  func(c *Config) { c.BatchSize = fsm.MaxRotateBatch + 1 },
 	} {
 		cfg := good
 		mutate(&cfg)
@@ -293,7 +295,8 @@ func TestNewValidates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.cfg.MaxInFlight != DefaultMaxInFlight || s.cfg.Tick != DefaultTick || s.cfg.Now == nil {
+	if s.cfg.MaxInFlight != DefaultMaxInFlight || s.cfg.Tick != DefaultTick || s.cfg.Now == nil ||
+		s.cfg.BatchSize != DefaultBatchSize || s.cfg.RotationRate != DefaultRotationRate || s.cfg.MinBatch != DefaultMinBatch {
 		t.Fatalf("defaults not applied: %+v", s.cfg)
 	}
 }

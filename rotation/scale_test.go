@@ -110,6 +110,17 @@ func TestDueHeapMatchesReference(t *testing.T) {
 		if h.Len() != len(ref) || len(h.index) != len(ref) {
 			t.Fatalf("heap holds %d (index %d), reference %d", h.Len(), len(h.index), len(ref))
 		}
+		// dueAtLeast agrees with a count of the reference.
+		now, want := rng.Int64N(1000), rng.IntN(40)
+		due := 0
+		for _, d := range ref {
+			if d <= now {
+				due++
+			}
+		}
+		if got := h.dueAtLeast(now, want); got != (due >= want) {
+			t.Fatalf("dueAtLeast(%d, %d) = %v with %d due", now, want, got, due)
+		}
 	}
 }
 

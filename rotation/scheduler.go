@@ -29,6 +29,9 @@ type Scheduler struct {
 	// instead of sleeping.
 	passes   atomic.Uint64
 	idlePass atomic.Uint64
+	// noBatchUntil (Unix nanoseconds, real clock): the cluster refused a
+	// batch as unknown to some member; rotations go one entry each until then.
+	noBatchUntil atomic.Int64
 
 	mu        sync.Mutex // guards the fields below
 	listening bool       // a term is active: notifications matter
@@ -43,8 +46,8 @@ type Scheduler struct {
 // Stats counts what the scheduler did, for metrics and tests. Counters run
 // for the life of the Scheduler, across terms.
 type Stats struct {
-	Proposed       uint64              // events handed to the Proposer
-	Applied        uint64              // events that changed the state
+	Proposed       uint64              // changes handed to the Proposer (each rotation of a batch counts)
+	Applied        uint64              // changes that changed the state
 	Duplicates     uint64              // answered with the result of an earlier proposal of the same request ID
 	Rejected       map[fsm.Code]uint64 // deterministic rejections (duplicates included), by code
 	Ambiguous      uint64              // Propose errors after which the event may still apply
@@ -53,7 +56,9 @@ type Stats struct {
 	Terms          uint64              // terms in which the scheduler became active (after a Barrier)
 	ClockHeld      uint64              // passes in which ClockTrusted held every proposal back
 	Scans          uint64              // full passes over the keys: one per term, plus one per Restore
-	InFlight       int                 // proposals outstanding now
+	Batches        uint64              // RotateKeys entries proposed
+	BatchFallbacks uint64              // batches refused because a member does not know RotateKeys yet
+	InFlight       int                 // changes outstanding now (each rotation of a batch counts)
 	Backlog        Backlog             // what is due and not yet done (leader only)
 }
 

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/raftkms/raftkms/fsm"
 )
 
 // term is the scheduler's state for one term of leadership. Only its loop
 // goroutine touches it; proposals run in worker goroutines (at most
-// MaxInFlight, at most one per key) that report back on done.
+// MaxInFlight, at most one per key) that report back on done. A worker
+// proposes one change, or a batch of rotations (batch.go) as one entry.
 type term struct {
 	s   *Scheduler
 	ctx context.Context
@@ -18,11 +20,14 @@ type term struct {
 	// hd holds deletions and expiries, which destroy material. Both heaps
 	// are due by this leader's own clock, which ClockTrusted vouches for;
 	// they are kept apart so a backlog of one kind never hides the other.
-	hd       *dueHeap
-	retry    map[item]*retryState
-	inflight map[string]bool // key IDs with a proposal outstanding
-	done     chan outcome
-	counted  int64 // when countBacklog last counted (own clock)
+	hd        *dueHeap
+	retry     map[item]*retryState
+	inflight  map[string]bool // key IDs with a proposal outstanding
+	proposals int             // proposals outstanding (a batch is one)
+	done      chan []outcome  // a worker's outcomes: one, or one per rotation of its batch
+	counted   int64           // when countBacklog last counted (own clock)
+	pace      pacer           // the rotations' token bucket (batch.go)
+	paced     bool            // the last pass left due rotations to the pacer
 }
 
 // retryState is what the scheduler remembers about a change that failed,
@@ -44,6 +49,11 @@ type outcome struct {
 	res         *fsm.Result
 	err         error // from Propose
 	materialErr error // from NewMaterial; nothing was proposed
+	batch       bool  // proposed as an item of a RotateKeys entry
+	// deferred: the change was not proposed, through no fault of its own (a
+	// batch the cluster cannot take yet, or no room left in the entry); it
+	// is rescheduled as if it had never started.
+	deferred bool
 }
 
 func newTerm(s *Scheduler, ctx context.Context) *term {
@@ -54,7 +64,8 @@ func newTerm(s *Scheduler, ctx context.Context) *term {
 		hd:       newDueHeap(),
 		retry:    map[item]*retryState{},
 		inflight: map[string]bool{},
-		done:     make(chan outcome, s.cfg.MaxInFlight),
+		done:     make(chan []outcome, s.cfg.MaxInFlight),
+		pace:     newPacer(s.cfg.RotationRate, s.cfg.BatchSize),
 	}
 }
 
@@ -75,12 +86,15 @@ func (t *term) loop() {
 			t.dispatchDue(now, own)
 		}
 		t.countBacklog(now, own)
-		if len(t.inflight) == 0 && !held {
+		if len(t.inflight) == 0 && !held && !t.paced {
 			t.s.idlePass.Store(pass)
 		}
 		wait := t.s.cfg.Tick
 		if _, at, ok := t.h.peek(); !held && ok && at > now && time.Duration(at-now) < wait {
 			wait = time.Duration(at - now)
+		}
+		if t.paced && t.proposals < t.s.cfg.MaxInFlight {
+			wait = min(wait, t.pace.wait())
 		}
 		if _, at, ok := t.hd.peek(); !held && ok && at > own && time.Duration(at-own) < wait {
 			wait = time.Duration(at - own)
@@ -90,8 +104,11 @@ func (t *term) loop() {
 		case <-t.ctx.Done():
 			return
 		case <-t.s.wake:
-		case o := <-t.done:
-			t.finish(o)
+		case outs := <-t.done:
+			t.proposals--
+			for _, o := range outs {
+				t.finish(o)
+			}
 		case <-timer.C:
 		}
 	}
@@ -184,10 +201,11 @@ func (t *term) nowFor(kind Kind) int64 {
 	return t.s.cfg.Now().UnixNano()
 }
 
-// nextDue pops the earliest entry that is due, from either heap.
-func (t *term) nextDue(now, own int64) (item, int64, int64, bool) {
+// nextDue pops the earliest entry that is due, from either heap, or only
+// from the deletions' while rotations are false (the pacer holds them).
+func (t *term) nextDue(now, own int64, rotations bool) (item, int64, int64, bool) {
 	it, at, ok := t.h.peek()
-	if ok && at <= now {
+	if rotations && ok && at <= now {
 		if d, dat, dok := t.hd.peek(); dok && dat <= own && dat < at {
 			t.hd.pop()
 			return d, dat, own, true
@@ -203,32 +221,84 @@ func (t *term) nextDue(now, own int64) (item, int64, int64, bool) {
 }
 
 // dispatchDue starts proposals for the due entries, as far as the in-flight
-// bound allows; the rest wait in the heaps for a slot.
+// bound and the rotations' pacer allow; the rest wait in the heaps. Due
+// rotations go out together: up to BatchSize of them as one RotateKeys entry
+// once at least MinBatch are due and the cluster knows the event, else one
+// entry each.
 func (t *term) dispatchDue(now, own int64) {
-	for len(t.inflight) < t.s.cfg.MaxInFlight {
-		it, _, byNow, ok := t.nextDue(now, own)
+	t.paced = false
+	batching := t.batching()
+	for t.proposals < t.s.cfg.MaxInFlight {
+		rotations := t.pace.ready()
+		it, _, byNow, ok := t.nextDue(now, own, rotations)
 		if !ok {
+			if !rotations {
+				if _, at, due := t.h.peek(); due && at <= now {
+					t.paced = true
+				}
+			}
 			return
 		}
-		if t.inflight[it.keyID] {
-			continue // the key is refreshed when its proposal returns
-		}
-		// Lazy validation: the entry may predate a change whose notification
-		// has not arrived yet, so decide from the key as it is now.
-		k, found := t.s.cfg.State.Key(it.keyID)
-		if !found {
-			t.place(it.keyID, nil)
+		k, guard, ok := t.ready(it, byNow)
+		if !ok {
 			continue
 		}
-		at, guard, ok := t.schedule(k, it.kind)
-		switch {
-		case !ok:
-		case at > byNow:
-			t.heapFor(it.kind).upsert(it, at)
-		default:
+		if it.kind != KindRotate {
 			t.start(it, k, guard)
+			continue
 		}
+		t.pace.take(1)
+		// A batch once MinBatch rotations are due (counted on the heap, so
+		// nothing is taken out that would have to go back), else one entry.
+		if !batching || !t.h.dueAtLeast(now, t.s.cfg.MinBatch-1) {
+			t.start(it, k, guard)
+			continue
+		}
+		group := []pick{{it: it, k: k, guard: guard}}
+		for len(group) < t.s.cfg.BatchSize {
+			it, at, ok := t.h.peek()
+			if !ok || at > now {
+				break
+			}
+			t.h.pop()
+			if k, guard, ok := t.ready(it, now); ok {
+				group = append(group, pick{it: it, k: k, guard: guard})
+			}
+		}
+		t.pace.take(len(group) - 1)
+		t.startBatch(group)
 	}
+}
+
+// pick is a change chosen to start, with the key state it was decided from.
+type pick struct {
+	it    item
+	k     *fsm.Key
+	guard int64
+}
+
+// ready re-validates a popped entry against the key as it is now (the entry
+// may predate a change whose notification has not arrived yet): it returns
+// the key and guard when the change is to start now, and otherwise puts the
+// entry back where it belongs.
+func (t *term) ready(it item, byNow int64) (*fsm.Key, int64, bool) {
+	if t.inflight[it.keyID] {
+		return nil, 0, false // the key is refreshed when its proposal returns
+	}
+	k, found := t.s.cfg.State.Key(it.keyID)
+	if !found {
+		t.place(it.keyID, nil)
+		return nil, 0, false
+	}
+	at, guard, ok := t.schedule(k, it.kind)
+	switch {
+	case !ok:
+		return nil, 0, false
+	case at > byNow:
+		t.heapFor(it.kind).upsert(it, at)
+		return nil, 0, false
+	}
+	return k, guard, true
 }
 
 // start hands one change to a worker.
@@ -240,6 +310,7 @@ func (t *term) start(it item, k *fsm.Key, guard int64) {
 	}
 	o := outcome{it: it, guard: guard, hist: hist, requestID: RequestID(it.kind, k.ID, guard, hist, suffix)}
 	t.inflight[k.ID] = true
+	t.proposals++
 	t.s.count(func(st *Stats) { st.InFlight++ })
 	go t.run(o, k)
 }
@@ -247,7 +318,7 @@ func (t *term) start(it item, k *fsm.Key, guard int64) {
 // run builds and proposes one event; it always reports on done (which has
 // room for every worker, so it never blocks).
 func (t *term) run(o outcome, k *fsm.Key) {
-	defer func() { t.done <- o }()
+	defer func() { t.done <- []outcome{o} }()
 	var material []byte
 	if o.it.kind == KindRotate {
 		m, err := t.s.cfg.NewMaterial(k.ID, uint32(o.guard)+1)
@@ -277,6 +348,10 @@ func (t *term) finish(o outcome) {
 	delete(t.inflight, o.it.keyID)
 	t.s.record(o, t.ctx.Err() != nil)
 	it := o.it
+	if o.deferred {
+		t.refresh(it.keyID)
+		return
+	}
 	r := t.retry[it]
 	if r == nil || r.guard != o.guard {
 		r = &retryState{guard: o.guard}
@@ -304,10 +379,12 @@ func (t *term) finish(o outcome) {
 // drain waits for the term's outstanding proposals, which its cancelled
 // context cuts short.
 func (t *term) drain() {
-	for len(t.inflight) > 0 {
-		o := <-t.done
-		delete(t.inflight, o.it.keyID)
-		t.s.record(o, true)
+	for t.proposals > 0 {
+		t.proposals--
+		for _, o := range <-t.done {
+			delete(t.inflight, o.it.keyID)
+			t.s.record(o, true)
+		}
 	}
 }
 
@@ -315,7 +392,16 @@ func (t *term) drain() {
 // so errors are expected and logged quietly.
 func (s *Scheduler) record(o outcome, ending bool) {
 	log := s.log.With("key", o.it.keyID, "change", o.it.kind.String(), "request_id", o.requestID)
+	if o.batch {
+		// One line per batch (batch.go); per rotation only when debugging.
+		log = hclog.NewNullLogger()
+		if s.log.IsDebug() {
+			log = s.log.With("key", o.it.keyID, "change", o.it.kind.String(), "batch", true)
+		}
+	}
 	switch {
+	case o.deferred:
+		s.count(func(st *Stats) { st.InFlight-- })
 	case o.materialErr != nil:
 		s.count(func(st *Stats) { st.InFlight--; st.MaterialErrors++ })
 		log.Warn("cannot make new key material; will retry", "error", o.materialErr)

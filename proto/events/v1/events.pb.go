@@ -418,6 +418,7 @@ type Envelope struct {
 	//	*Envelope_RequestRootKeyRotation
 	//	*Envelope_ResealMaterial
 	//	*Envelope_CompleteRootKeyRotation
+	//	*Envelope_RotateKeys
 	Event         isEnvelope_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -781,6 +782,15 @@ func (x *Envelope) GetCompleteRootKeyRotation() *CompleteRootKeyRotation {
 	return nil
 }
 
+func (x *Envelope) GetRotateKeys() *RotateKeys {
+	if x != nil {
+		if x, ok := x.Event.(*Envelope_RotateKeys); ok {
+			return x.RotateKeys
+		}
+	}
+	return nil
+}
+
 type isEnvelope_Event interface {
 	isEnvelope_Event()
 }
@@ -910,6 +920,10 @@ type Envelope_CompleteRootKeyRotation struct {
 	CompleteRootKeyRotation *CompleteRootKeyRotation `protobuf:"bytes,47,opt,name=complete_root_key_rotation,json=completeRootKeyRotation,proto3,oneof"`
 }
 
+type Envelope_RotateKeys struct {
+	RotateKeys *RotateKeys `protobuf:"bytes,48,opt,name=rotate_keys,json=rotateKeys,proto3,oneof"`
+}
+
 func (*Envelope_CreateKey) isEnvelope_Event() {}
 
 func (*Envelope_EnableKey) isEnvelope_Event() {}
@@ -971,6 +985,8 @@ func (*Envelope_RequestRootKeyRotation) isEnvelope_Event() {}
 func (*Envelope_ResealMaterial) isEnvelope_Event() {}
 
 func (*Envelope_CompleteRootKeyRotation) isEnvelope_Event() {}
+
+func (*Envelope_RotateKeys) isEnvelope_Event() {}
 
 // Tag is one key/value tag on a key.
 type Tag struct {
@@ -1581,6 +1597,57 @@ func (x *RotateKey) GetStagedMaterialFingerprint() []byte {
 	return nil
 }
 
+// RotateKeys is many rotations in one log entry, for the leader's scheduler
+// when many keys fall due at once. Each item applies exactly as a RotateKey
+// event of its own would, guarded by its own expected_current_version, and is
+// rejected on its own: one stale or refused item never stops the others. The
+// entry carries no request ID (the guards make a batch proposed twice apply
+// once) and at most fsm.MaxRotateBatch items. Exists only from event schema 4
+// on.
+type RotateKeys struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rotations     []*RotateKey           `protobuf:"bytes,1,rep,name=rotations,proto3" json:"rotations,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateKeys) Reset() {
+	*x = RotateKeys{}
+	mi := &file_proto_events_v1_events_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateKeys) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateKeys) ProtoMessage() {}
+
+func (x *RotateKeys) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_events_v1_events_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateKeys.ProtoReflect.Descriptor instead.
+func (*RotateKeys) Descriptor() ([]byte, []int) {
+	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *RotateKeys) GetRotations() []*RotateKey {
+	if x != nil {
+		return x.Rotations
+	}
+	return nil
+}
+
 // CreateImportParameters records an RSA wrapping key pair made by the
 // proposer; the private half is sealed under the root key, so any node can
 // complete the import.
@@ -1599,7 +1666,7 @@ type CreateImportParameters struct {
 
 func (x *CreateImportParameters) Reset() {
 	*x = CreateImportParameters{}
-	mi := &file_proto_events_v1_events_proto_msgTypes[11]
+	mi := &file_proto_events_v1_events_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1611,7 +1678,7 @@ func (x *CreateImportParameters) String() string {
 func (*CreateImportParameters) ProtoMessage() {}
 
 func (x *CreateImportParameters) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_events_v1_events_proto_msgTypes[11]
+	mi := &file_proto_events_v1_events_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1624,7 +1691,7 @@ func (x *CreateImportParameters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateImportParameters.ProtoReflect.Descriptor instead.
 func (*CreateImportParameters) Descriptor() ([]byte, []int) {
-	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{11}
+	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CreateImportParameters) GetKeyId() string {
@@ -1703,7 +1770,7 @@ type ImportKeyMaterial struct {
 
 func (x *ImportKeyMaterial) Reset() {
 	*x = ImportKeyMaterial{}
-	mi := &file_proto_events_v1_events_proto_msgTypes[12]
+	mi := &file_proto_events_v1_events_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1715,7 +1782,7 @@ func (x *ImportKeyMaterial) String() string {
 func (*ImportKeyMaterial) ProtoMessage() {}
 
 func (x *ImportKeyMaterial) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_events_v1_events_proto_msgTypes[12]
+	mi := &file_proto_events_v1_events_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1728,7 +1795,7 @@ func (x *ImportKeyMaterial) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportKeyMaterial.ProtoReflect.Descriptor instead.
 func (*ImportKeyMaterial) Descriptor() ([]byte, []int) {
-	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{12}
+	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ImportKeyMaterial) GetKeyId() string {
@@ -1805,7 +1872,7 @@ type ExpireKeyMaterial struct {
 
 func (x *ExpireKeyMaterial) Reset() {
 	*x = ExpireKeyMaterial{}
-	mi := &file_proto_events_v1_events_proto_msgTypes[13]
+	mi := &file_proto_events_v1_events_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1817,7 +1884,7 @@ func (x *ExpireKeyMaterial) String() string {
 func (*ExpireKeyMaterial) ProtoMessage() {}
 
 func (x *ExpireKeyMaterial) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_events_v1_events_proto_msgTypes[13]
+	mi := &file_proto_events_v1_events_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1830,7 +1897,7 @@ func (x *ExpireKeyMaterial) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpireKeyMaterial.ProtoReflect.Descriptor instead.
 func (*ExpireKeyMaterial) Descriptor() ([]byte, []int) {
-	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{13}
+	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ExpireKeyMaterial) GetKeyId() string {
@@ -1856,7 +1923,7 @@ type DeleteImportedKeyMaterial struct {
 
 func (x *DeleteImportedKeyMaterial) Reset() {
 	*x = DeleteImportedKeyMaterial{}
-	mi := &file_proto_events_v1_events_proto_msgTypes[14]
+	mi := &file_proto_events_v1_events_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1868,7 +1935,7 @@ func (x *DeleteImportedKeyMaterial) String() string {
 func (*DeleteImportedKeyMaterial) ProtoMessage() {}
 
 func (x *DeleteImportedKeyMaterial) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_events_v1_events_proto_msgTypes[14]
+	mi := &file_proto_events_v1_events_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1881,7 +1948,7 @@ func (x *DeleteImportedKeyMaterial) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteImportedKeyMaterial.ProtoReflect.Descriptor instead.
 func (*DeleteImportedKeyMaterial) Descriptor() ([]byte, []int) {
-	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{14}
+	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DeleteImportedKeyMaterial) GetKeyId() string {
@@ -1901,7 +1968,7 @@ type CreateAlias struct {
 
 func (x *CreateAlias) Reset() {
 	*x = CreateAlias{}
-	mi := &file_proto_events_v1_events_proto_msgTypes[15]
+	mi := &file_proto_events_v1_events_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1913,7 +1980,7 @@ func (x *CreateAlias) String() string {
 func (*CreateAlias) ProtoMessage() {}
 
 func (x *CreateAlias) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_events_v1_events_proto_msgTypes[15]
+	mi := &file_proto_events_v1_events_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1926,7 +1993,7 @@ func (x *CreateAlias) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAlias.ProtoReflect.Descriptor instead.
 func (*CreateAlias) Descriptor() ([]byte, []int) {
-	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{15}
+	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CreateAlias) GetAliasName() string {
@@ -1958,7 +2025,7 @@ type UpdateAlias struct {
 
 func (x *UpdateAlias) Reset() {
 	*x = UpdateAlias{}
-	mi := &file_proto_events_v1_events_proto_msgTypes[16]
+	mi := &file_proto_events_v1_events_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1970,7 +2037,7 @@ func (x *UpdateAlias) String() string {
 func (*UpdateAlias) ProtoMessage() {}
 
 func (x *UpdateAlias) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_events_v1_events_proto_msgTypes[16]
+	mi := &file_proto_events_v1_events_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1983,7 +2050,7 @@ func (x *UpdateAlias) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateAlias.ProtoReflect.Descriptor instead.
 func (*UpdateAlias) Descriptor() ([]byte, []int) {
-	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{16}
+	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *UpdateAlias) GetAliasName() string {
@@ -2019,7 +2086,7 @@ type DeleteAlias struct {
 
 func (x *DeleteAlias) Reset() {
 	*x = DeleteAlias{}
-	mi := &file_proto_events_v1_events_proto_msgTypes[17]
+	mi := &file_proto_events_v1_events_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2031,7 +2098,7 @@ func (x *DeleteAlias) String() string {
 func (*DeleteAlias) ProtoMessage() {}
 
 func (x *DeleteAlias) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_events_v1_events_proto_msgTypes[17]
+	mi := &file_proto_events_v1_events_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2044,7 +2111,7 @@ func (x *DeleteAlias) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteAlias.ProtoReflect.Descriptor instead.
 func (*DeleteAlias) Descriptor() ([]byte, []int) {
-	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{17}
+	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DeleteAlias) GetAliasName() string {
@@ -2072,7 +2139,7 @@ type PutKeyPolicy struct {
 
 func (x *PutKeyPolicy) Reset() {
 	*x = PutKeyPolicy{}
-	mi := &file_proto_events_v1_events_proto_msgTypes[18]
+	mi := &file_proto_events_v1_events_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2084,7 +2151,7 @@ func (x *PutKeyPolicy) String() string {
 func (*PutKeyPolicy) ProtoMessage() {}
 
 func (x *PutKeyPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_events_v1_events_proto_msgTypes[18]
+	mi := &file_proto_events_v1_events_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2097,7 +2164,7 @@ func (x *PutKeyPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutKeyPolicy.ProtoReflect.Descriptor instead.
 func (*PutKeyPolicy) Descriptor() ([]byte, []int) {
-	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{18}
+	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PutKeyPolicy) GetKeyId() string {
@@ -2131,7 +2198,7 @@ type UpdateKeyDescription struct {
 
 func (x *UpdateKeyDescription) Reset() {
 	*x = UpdateKeyDescription{}
-	mi := &file_proto_events_v1_events_proto_msgTypes[19]
+	mi := &file_proto_events_v1_events_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2143,7 +2210,7 @@ func (x *UpdateKeyDescription) String() string {
 func (*UpdateKeyDescription) ProtoMessage() {}
 
 func (x *UpdateKeyDescription) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_events_v1_events_proto_msgTypes[19]
+	mi := &file_proto_events_v1_events_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2156,7 +2223,7 @@ func (x *UpdateKeyDescription) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateKeyDescription.ProtoReflect.Descriptor instead.
 func (*UpdateKeyDescription) Descriptor() ([]byte, []int) {
-	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{19}
+	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *UpdateKeyDescription) GetKeyId() string {
@@ -2183,7 +2250,7 @@ type TagKey struct {
 
 func (x *TagKey) Reset() {
 	*x = TagKey{}
-	mi := &file_proto_events_v1_events_proto_msgTypes[20]
+	mi := &file_proto_events_v1_events_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2195,7 +2262,7 @@ func (x *TagKey) String() string {
 func (*TagKey) ProtoMessage() {}
 
 func (x *TagKey) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_events_v1_events_proto_msgTypes[20]
+	mi := &file_proto_events_v1_events_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2208,7 +2275,7 @@ func (x *TagKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TagKey.ProtoReflect.Descriptor instead.
 func (*TagKey) Descriptor() ([]byte, []int) {
-	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{20}
+	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *TagKey) GetKeyId() string {
@@ -2235,7 +2302,7 @@ type UntagKey struct {
 
 func (x *UntagKey) Reset() {
 	*x = UntagKey{}
-	mi := &file_proto_events_v1_events_proto_msgTypes[21]
+	mi := &file_proto_events_v1_events_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2247,7 +2314,7 @@ func (x *UntagKey) String() string {
 func (*UntagKey) ProtoMessage() {}
 
 func (x *UntagKey) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_events_v1_events_proto_msgTypes[21]
+	mi := &file_proto_events_v1_events_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2260,7 +2327,7 @@ func (x *UntagKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UntagKey.ProtoReflect.Descriptor instead.
 func (*UntagKey) Descriptor() ([]byte, []int) {
-	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{21}
+	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *UntagKey) GetKeyId() string {
@@ -2301,7 +2368,7 @@ type RegisterNode struct {
 
 func (x *RegisterNode) Reset() {
 	*x = RegisterNode{}
-	mi := &file_proto_events_v1_events_proto_msgTypes[22]
+	mi := &file_proto_events_v1_events_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2313,7 +2380,7 @@ func (x *RegisterNode) String() string {
 func (*RegisterNode) ProtoMessage() {}
 
 func (x *RegisterNode) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_events_v1_events_proto_msgTypes[22]
+	mi := &file_proto_events_v1_events_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2326,7 +2393,7 @@ func (x *RegisterNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterNode.ProtoReflect.Descriptor instead.
 func (*RegisterNode) Descriptor() ([]byte, []int) {
-	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{22}
+	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RegisterNode) GetNodeId() string {
@@ -2386,7 +2453,7 @@ type CreateAccessKey struct {
 
 func (x *CreateAccessKey) Reset() {
 	*x = CreateAccessKey{}
-	mi := &file_proto_events_v1_events_proto_msgTypes[23]
+	mi := &file_proto_events_v1_events_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2398,7 +2465,7 @@ func (x *CreateAccessKey) String() string {
 func (*CreateAccessKey) ProtoMessage() {}
 
 func (x *CreateAccessKey) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_events_v1_events_proto_msgTypes[23]
+	mi := &file_proto_events_v1_events_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2411,7 +2478,7 @@ func (x *CreateAccessKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAccessKey.ProtoReflect.Descriptor instead.
 func (*CreateAccessKey) Descriptor() ([]byte, []int) {
-	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{23}
+	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CreateAccessKey) GetAccessKeyId() string {
@@ -2445,7 +2512,7 @@ type DeleteAccessKey struct {
 
 func (x *DeleteAccessKey) Reset() {
 	*x = DeleteAccessKey{}
-	mi := &file_proto_events_v1_events_proto_msgTypes[24]
+	mi := &file_proto_events_v1_events_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2457,7 +2524,7 @@ func (x *DeleteAccessKey) String() string {
 func (*DeleteAccessKey) ProtoMessage() {}
 
 func (x *DeleteAccessKey) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_events_v1_events_proto_msgTypes[24]
+	mi := &file_proto_events_v1_events_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2470,7 +2537,7 @@ func (x *DeleteAccessKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteAccessKey.ProtoReflect.Descriptor instead.
 func (*DeleteAccessKey) Descriptor() ([]byte, []int) {
-	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{24}
+	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DeleteAccessKey) GetAccessKeyId() string {
@@ -2494,7 +2561,7 @@ type GrantConstraints struct {
 
 func (x *GrantConstraints) Reset() {
 	*x = GrantConstraints{}
-	mi := &file_proto_events_v1_events_proto_msgTypes[25]
+	mi := &file_proto_events_v1_events_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2506,7 +2573,7 @@ func (x *GrantConstraints) String() string {
 func (*GrantConstraints) ProtoMessage() {}
 
 func (x *GrantConstraints) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_events_v1_events_proto_msgTypes[25]
+	mi := &file_proto_events_v1_events_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2519,7 +2586,7 @@ func (x *GrantConstraints) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrantConstraints.ProtoReflect.Descriptor instead.
 func (*GrantConstraints) Descriptor() ([]byte, []int) {
-	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{25}
+	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GrantConstraints) GetEncryptionContextSubset() []*Tag {
@@ -2558,7 +2625,7 @@ type CreateGrant struct {
 
 func (x *CreateGrant) Reset() {
 	*x = CreateGrant{}
-	mi := &file_proto_events_v1_events_proto_msgTypes[26]
+	mi := &file_proto_events_v1_events_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2570,7 +2637,7 @@ func (x *CreateGrant) String() string {
 func (*CreateGrant) ProtoMessage() {}
 
 func (x *CreateGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_events_v1_events_proto_msgTypes[26]
+	mi := &file_proto_events_v1_events_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2583,7 +2650,7 @@ func (x *CreateGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateGrant.ProtoReflect.Descriptor instead.
 func (*CreateGrant) Descriptor() ([]byte, []int) {
-	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{26}
+	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CreateGrant) GetKeyId() string {
@@ -2654,7 +2721,7 @@ type RetireGrant struct {
 
 func (x *RetireGrant) Reset() {
 	*x = RetireGrant{}
-	mi := &file_proto_events_v1_events_proto_msgTypes[27]
+	mi := &file_proto_events_v1_events_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2666,7 +2733,7 @@ func (x *RetireGrant) String() string {
 func (*RetireGrant) ProtoMessage() {}
 
 func (x *RetireGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_events_v1_events_proto_msgTypes[27]
+	mi := &file_proto_events_v1_events_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2679,7 +2746,7 @@ func (x *RetireGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetireGrant.ProtoReflect.Descriptor instead.
 func (*RetireGrant) Descriptor() ([]byte, []int) {
-	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{27}
+	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RetireGrant) GetKeyId() string {
@@ -2708,7 +2775,7 @@ type RevokeGrant struct {
 
 func (x *RevokeGrant) Reset() {
 	*x = RevokeGrant{}
-	mi := &file_proto_events_v1_events_proto_msgTypes[28]
+	mi := &file_proto_events_v1_events_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2720,7 +2787,7 @@ func (x *RevokeGrant) String() string {
 func (*RevokeGrant) ProtoMessage() {}
 
 func (x *RevokeGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_events_v1_events_proto_msgTypes[28]
+	mi := &file_proto_events_v1_events_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2733,7 +2800,7 @@ func (x *RevokeGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeGrant.ProtoReflect.Descriptor instead.
 func (*RevokeGrant) Descriptor() ([]byte, []int) {
-	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{28}
+	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RevokeGrant) GetKeyId() string {
@@ -2769,7 +2836,7 @@ type UpdateKeyVersionPolicy struct {
 
 func (x *UpdateKeyVersionPolicy) Reset() {
 	*x = UpdateKeyVersionPolicy{}
-	mi := &file_proto_events_v1_events_proto_msgTypes[29]
+	mi := &file_proto_events_v1_events_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2781,7 +2848,7 @@ func (x *UpdateKeyVersionPolicy) String() string {
 func (*UpdateKeyVersionPolicy) ProtoMessage() {}
 
 func (x *UpdateKeyVersionPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_events_v1_events_proto_msgTypes[29]
+	mi := &file_proto_events_v1_events_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2794,7 +2861,7 @@ func (x *UpdateKeyVersionPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateKeyVersionPolicy.ProtoReflect.Descriptor instead.
 func (*UpdateKeyVersionPolicy) Descriptor() ([]byte, []int) {
-	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{29}
+	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *UpdateKeyVersionPolicy) GetKeyId() string {
@@ -2838,7 +2905,7 @@ type DestroyKeyVersion struct {
 
 func (x *DestroyKeyVersion) Reset() {
 	*x = DestroyKeyVersion{}
-	mi := &file_proto_events_v1_events_proto_msgTypes[30]
+	mi := &file_proto_events_v1_events_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2850,7 +2917,7 @@ func (x *DestroyKeyVersion) String() string {
 func (*DestroyKeyVersion) ProtoMessage() {}
 
 func (x *DestroyKeyVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_events_v1_events_proto_msgTypes[30]
+	mi := &file_proto_events_v1_events_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2863,7 +2930,7 @@ func (x *DestroyKeyVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroyKeyVersion.ProtoReflect.Descriptor instead.
 func (*DestroyKeyVersion) Descriptor() ([]byte, []int) {
-	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{30}
+	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *DestroyKeyVersion) GetKeyId() string {
@@ -2896,7 +2963,7 @@ type RequestRootKeyRotation struct {
 
 func (x *RequestRootKeyRotation) Reset() {
 	*x = RequestRootKeyRotation{}
-	mi := &file_proto_events_v1_events_proto_msgTypes[31]
+	mi := &file_proto_events_v1_events_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2908,7 +2975,7 @@ func (x *RequestRootKeyRotation) String() string {
 func (*RequestRootKeyRotation) ProtoMessage() {}
 
 func (x *RequestRootKeyRotation) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_events_v1_events_proto_msgTypes[31]
+	mi := &file_proto_events_v1_events_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2921,7 +2988,7 @@ func (x *RequestRootKeyRotation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestRootKeyRotation.ProtoReflect.Descriptor instead.
 func (*RequestRootKeyRotation) Descriptor() ([]byte, []int) {
-	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{31}
+	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RequestRootKeyRotation) GetTargetRootKeyId() string {
@@ -2956,7 +3023,7 @@ type ResealMaterial struct {
 
 func (x *ResealMaterial) Reset() {
 	*x = ResealMaterial{}
-	mi := &file_proto_events_v1_events_proto_msgTypes[32]
+	mi := &file_proto_events_v1_events_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2968,7 +3035,7 @@ func (x *ResealMaterial) String() string {
 func (*ResealMaterial) ProtoMessage() {}
 
 func (x *ResealMaterial) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_events_v1_events_proto_msgTypes[32]
+	mi := &file_proto_events_v1_events_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2981,7 +3048,7 @@ func (x *ResealMaterial) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResealMaterial.ProtoReflect.Descriptor instead.
 func (*ResealMaterial) Descriptor() ([]byte, []int) {
-	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{32}
+	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ResealMaterial) GetKind() ResealKind {
@@ -3038,7 +3105,7 @@ type CompleteRootKeyRotation struct {
 
 func (x *CompleteRootKeyRotation) Reset() {
 	*x = CompleteRootKeyRotation{}
-	mi := &file_proto_events_v1_events_proto_msgTypes[33]
+	mi := &file_proto_events_v1_events_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3050,7 +3117,7 @@ func (x *CompleteRootKeyRotation) String() string {
 func (*CompleteRootKeyRotation) ProtoMessage() {}
 
 func (x *CompleteRootKeyRotation) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_events_v1_events_proto_msgTypes[33]
+	mi := &file_proto_events_v1_events_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3063,7 +3130,7 @@ func (x *CompleteRootKeyRotation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteRootKeyRotation.ProtoReflect.Descriptor instead.
 func (*CompleteRootKeyRotation) Descriptor() ([]byte, []int) {
-	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{33}
+	return file_proto_events_v1_events_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *CompleteRootKeyRotation) GetTargetRootKeyId() string {
@@ -3077,7 +3144,7 @@ var File_proto_events_v1_events_proto protoreflect.FileDescriptor
 
 const file_proto_events_v1_events_proto_rawDesc = "" +
 	"\n" +
-	"\x1cproto/events/v1/events.proto\x12\x11raftkms.events.v1\"\xa2\x15\n" +
+	"\x1cproto/events/v1/events.proto\x12\x11raftkms.events.v1\"\xe4\x15\n" +
 	"\bEnvelope\x12%\n" +
 	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12$\n" +
 	"\x0etime_unix_nano\x18\x02 \x01(\x03R\ftimeUnixNano\x12\x1d\n" +
@@ -3122,7 +3189,9 @@ const file_proto_events_v1_events_proto_rawDesc = "" +
 	"\x13destroy_key_version\x18, \x01(\v2$.raftkms.events.v1.DestroyKeyVersionH\x00R\x11destroyKeyVersion\x12f\n" +
 	"\x19request_root_key_rotation\x18- \x01(\v2).raftkms.events.v1.RequestRootKeyRotationH\x00R\x16requestRootKeyRotation\x12L\n" +
 	"\x0freseal_material\x18. \x01(\v2!.raftkms.events.v1.ResealMaterialH\x00R\x0eresealMaterial\x12i\n" +
-	"\x1acomplete_root_key_rotation\x18/ \x01(\v2*.raftkms.events.v1.CompleteRootKeyRotationH\x00R\x17completeRootKeyRotationB\a\n" +
+	"\x1acomplete_root_key_rotation\x18/ \x01(\v2*.raftkms.events.v1.CompleteRootKeyRotationH\x00R\x17completeRootKeyRotation\x12@\n" +
+	"\vrotate_keys\x180 \x01(\v2\x1d.raftkms.events.v1.RotateKeysH\x00R\n" +
+	"rotateKeysB\a\n" +
 	"\x05event\"-\n" +
 	"\x03Tag\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
@@ -3162,7 +3231,10 @@ const file_proto_events_v1_events_proto_rawDesc = "" +
 	"\x18expected_current_version\x18\x03 \x01(\rR\x16expectedCurrentVersion\x12'\n" +
 	"\x0fsealed_material\x18\x04 \x01(\fR\x0esealedMaterial\x12&\n" +
 	"\x0fon_demand_limit\x18\x05 \x01(\rR\ronDemandLimit\x12>\n" +
-	"\x1bstaged_material_fingerprint\x18\x06 \x01(\fR\x19stagedMaterialFingerprint\"\xb2\x02\n" +
+	"\x1bstaged_material_fingerprint\x18\x06 \x01(\fR\x19stagedMaterialFingerprint\"H\n" +
+	"\n" +
+	"RotateKeys\x12:\n" +
+	"\trotations\x18\x01 \x03(\v2\x1c.raftkms.events.v1.RotateKeyR\trotations\"\xb2\x02\n" +
 	"\x16CreateImportParameters\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12&\n" +
 	"\x0fimport_token_id\x18\x02 \x01(\tR\rimportTokenId\x12*\n" +
@@ -3316,7 +3388,7 @@ func file_proto_events_v1_events_proto_rawDescGZIP() []byte {
 }
 
 var file_proto_events_v1_events_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_proto_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_proto_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_proto_events_v1_events_proto_goTypes = []any{
 	(KeyState)(0),                     // 0: raftkms.events.v1.KeyState
 	(Origin)(0),                       // 1: raftkms.events.v1.Origin
@@ -3335,29 +3407,30 @@ var file_proto_events_v1_events_proto_goTypes = []any{
 	(*EnableKeyRotation)(nil),         // 14: raftkms.events.v1.EnableKeyRotation
 	(*DisableKeyRotation)(nil),        // 15: raftkms.events.v1.DisableKeyRotation
 	(*RotateKey)(nil),                 // 16: raftkms.events.v1.RotateKey
-	(*CreateImportParameters)(nil),    // 17: raftkms.events.v1.CreateImportParameters
-	(*ImportKeyMaterial)(nil),         // 18: raftkms.events.v1.ImportKeyMaterial
-	(*ExpireKeyMaterial)(nil),         // 19: raftkms.events.v1.ExpireKeyMaterial
-	(*DeleteImportedKeyMaterial)(nil), // 20: raftkms.events.v1.DeleteImportedKeyMaterial
-	(*CreateAlias)(nil),               // 21: raftkms.events.v1.CreateAlias
-	(*UpdateAlias)(nil),               // 22: raftkms.events.v1.UpdateAlias
-	(*DeleteAlias)(nil),               // 23: raftkms.events.v1.DeleteAlias
-	(*PutKeyPolicy)(nil),              // 24: raftkms.events.v1.PutKeyPolicy
-	(*UpdateKeyDescription)(nil),      // 25: raftkms.events.v1.UpdateKeyDescription
-	(*TagKey)(nil),                    // 26: raftkms.events.v1.TagKey
-	(*UntagKey)(nil),                  // 27: raftkms.events.v1.UntagKey
-	(*RegisterNode)(nil),              // 28: raftkms.events.v1.RegisterNode
-	(*CreateAccessKey)(nil),           // 29: raftkms.events.v1.CreateAccessKey
-	(*DeleteAccessKey)(nil),           // 30: raftkms.events.v1.DeleteAccessKey
-	(*GrantConstraints)(nil),          // 31: raftkms.events.v1.GrantConstraints
-	(*CreateGrant)(nil),               // 32: raftkms.events.v1.CreateGrant
-	(*RetireGrant)(nil),               // 33: raftkms.events.v1.RetireGrant
-	(*RevokeGrant)(nil),               // 34: raftkms.events.v1.RevokeGrant
-	(*UpdateKeyVersionPolicy)(nil),    // 35: raftkms.events.v1.UpdateKeyVersionPolicy
-	(*DestroyKeyVersion)(nil),         // 36: raftkms.events.v1.DestroyKeyVersion
-	(*RequestRootKeyRotation)(nil),    // 37: raftkms.events.v1.RequestRootKeyRotation
-	(*ResealMaterial)(nil),            // 38: raftkms.events.v1.ResealMaterial
-	(*CompleteRootKeyRotation)(nil),   // 39: raftkms.events.v1.CompleteRootKeyRotation
+	(*RotateKeys)(nil),                // 17: raftkms.events.v1.RotateKeys
+	(*CreateImportParameters)(nil),    // 18: raftkms.events.v1.CreateImportParameters
+	(*ImportKeyMaterial)(nil),         // 19: raftkms.events.v1.ImportKeyMaterial
+	(*ExpireKeyMaterial)(nil),         // 20: raftkms.events.v1.ExpireKeyMaterial
+	(*DeleteImportedKeyMaterial)(nil), // 21: raftkms.events.v1.DeleteImportedKeyMaterial
+	(*CreateAlias)(nil),               // 22: raftkms.events.v1.CreateAlias
+	(*UpdateAlias)(nil),               // 23: raftkms.events.v1.UpdateAlias
+	(*DeleteAlias)(nil),               // 24: raftkms.events.v1.DeleteAlias
+	(*PutKeyPolicy)(nil),              // 25: raftkms.events.v1.PutKeyPolicy
+	(*UpdateKeyDescription)(nil),      // 26: raftkms.events.v1.UpdateKeyDescription
+	(*TagKey)(nil),                    // 27: raftkms.events.v1.TagKey
+	(*UntagKey)(nil),                  // 28: raftkms.events.v1.UntagKey
+	(*RegisterNode)(nil),              // 29: raftkms.events.v1.RegisterNode
+	(*CreateAccessKey)(nil),           // 30: raftkms.events.v1.CreateAccessKey
+	(*DeleteAccessKey)(nil),           // 31: raftkms.events.v1.DeleteAccessKey
+	(*GrantConstraints)(nil),          // 32: raftkms.events.v1.GrantConstraints
+	(*CreateGrant)(nil),               // 33: raftkms.events.v1.CreateGrant
+	(*RetireGrant)(nil),               // 34: raftkms.events.v1.RetireGrant
+	(*RevokeGrant)(nil),               // 35: raftkms.events.v1.RevokeGrant
+	(*UpdateKeyVersionPolicy)(nil),    // 36: raftkms.events.v1.UpdateKeyVersionPolicy
+	(*DestroyKeyVersion)(nil),         // 37: raftkms.events.v1.DestroyKeyVersion
+	(*RequestRootKeyRotation)(nil),    // 38: raftkms.events.v1.RequestRootKeyRotation
+	(*ResealMaterial)(nil),            // 39: raftkms.events.v1.ResealMaterial
+	(*CompleteRootKeyRotation)(nil),   // 40: raftkms.events.v1.CompleteRootKeyRotation
 }
 var file_proto_events_v1_events_proto_depIdxs = []int32{
 	8,  // 0: raftkms.events.v1.Envelope.create_key:type_name -> raftkms.events.v1.CreateKey
@@ -3369,43 +3442,45 @@ var file_proto_events_v1_events_proto_depIdxs = []int32{
 	14, // 6: raftkms.events.v1.Envelope.enable_key_rotation:type_name -> raftkms.events.v1.EnableKeyRotation
 	15, // 7: raftkms.events.v1.Envelope.disable_key_rotation:type_name -> raftkms.events.v1.DisableKeyRotation
 	16, // 8: raftkms.events.v1.Envelope.rotate_key:type_name -> raftkms.events.v1.RotateKey
-	17, // 9: raftkms.events.v1.Envelope.create_import_parameters:type_name -> raftkms.events.v1.CreateImportParameters
-	18, // 10: raftkms.events.v1.Envelope.import_key_material:type_name -> raftkms.events.v1.ImportKeyMaterial
-	19, // 11: raftkms.events.v1.Envelope.expire_key_material:type_name -> raftkms.events.v1.ExpireKeyMaterial
-	20, // 12: raftkms.events.v1.Envelope.delete_imported_key_material:type_name -> raftkms.events.v1.DeleteImportedKeyMaterial
-	21, // 13: raftkms.events.v1.Envelope.create_alias:type_name -> raftkms.events.v1.CreateAlias
-	22, // 14: raftkms.events.v1.Envelope.update_alias:type_name -> raftkms.events.v1.UpdateAlias
-	23, // 15: raftkms.events.v1.Envelope.delete_alias:type_name -> raftkms.events.v1.DeleteAlias
-	24, // 16: raftkms.events.v1.Envelope.put_key_policy:type_name -> raftkms.events.v1.PutKeyPolicy
-	25, // 17: raftkms.events.v1.Envelope.update_key_description:type_name -> raftkms.events.v1.UpdateKeyDescription
-	26, // 18: raftkms.events.v1.Envelope.tag_key:type_name -> raftkms.events.v1.TagKey
-	27, // 19: raftkms.events.v1.Envelope.untag_key:type_name -> raftkms.events.v1.UntagKey
-	28, // 20: raftkms.events.v1.Envelope.register_node:type_name -> raftkms.events.v1.RegisterNode
-	29, // 21: raftkms.events.v1.Envelope.create_access_key:type_name -> raftkms.events.v1.CreateAccessKey
-	30, // 22: raftkms.events.v1.Envelope.delete_access_key:type_name -> raftkms.events.v1.DeleteAccessKey
-	32, // 23: raftkms.events.v1.Envelope.create_grant:type_name -> raftkms.events.v1.CreateGrant
-	33, // 24: raftkms.events.v1.Envelope.retire_grant:type_name -> raftkms.events.v1.RetireGrant
-	34, // 25: raftkms.events.v1.Envelope.revoke_grant:type_name -> raftkms.events.v1.RevokeGrant
-	35, // 26: raftkms.events.v1.Envelope.update_key_version_policy:type_name -> raftkms.events.v1.UpdateKeyVersionPolicy
-	36, // 27: raftkms.events.v1.Envelope.destroy_key_version:type_name -> raftkms.events.v1.DestroyKeyVersion
-	37, // 28: raftkms.events.v1.Envelope.request_root_key_rotation:type_name -> raftkms.events.v1.RequestRootKeyRotation
-	38, // 29: raftkms.events.v1.Envelope.reseal_material:type_name -> raftkms.events.v1.ResealMaterial
-	39, // 30: raftkms.events.v1.Envelope.complete_root_key_rotation:type_name -> raftkms.events.v1.CompleteRootKeyRotation
-	1,  // 31: raftkms.events.v1.CreateKey.origin:type_name -> raftkms.events.v1.Origin
-	7,  // 32: raftkms.events.v1.CreateKey.tags:type_name -> raftkms.events.v1.Tag
-	2,  // 33: raftkms.events.v1.RotateKey.rotation_type:type_name -> raftkms.events.v1.RotationType
-	3,  // 34: raftkms.events.v1.ImportKeyMaterial.import_type:type_name -> raftkms.events.v1.ImportType
-	4,  // 35: raftkms.events.v1.ImportKeyMaterial.expiration_model:type_name -> raftkms.events.v1.ExpirationModel
-	7,  // 36: raftkms.events.v1.TagKey.tags:type_name -> raftkms.events.v1.Tag
-	7,  // 37: raftkms.events.v1.GrantConstraints.encryption_context_subset:type_name -> raftkms.events.v1.Tag
-	7,  // 38: raftkms.events.v1.GrantConstraints.encryption_context_equals:type_name -> raftkms.events.v1.Tag
-	31, // 39: raftkms.events.v1.CreateGrant.constraints:type_name -> raftkms.events.v1.GrantConstraints
-	5,  // 40: raftkms.events.v1.ResealMaterial.kind:type_name -> raftkms.events.v1.ResealKind
-	41, // [41:41] is the sub-list for method output_type
-	41, // [41:41] is the sub-list for method input_type
-	41, // [41:41] is the sub-list for extension type_name
-	41, // [41:41] is the sub-list for extension extendee
-	0,  // [0:41] is the sub-list for field type_name
+	18, // 9: raftkms.events.v1.Envelope.create_import_parameters:type_name -> raftkms.events.v1.CreateImportParameters
+	19, // 10: raftkms.events.v1.Envelope.import_key_material:type_name -> raftkms.events.v1.ImportKeyMaterial
+	20, // 11: raftkms.events.v1.Envelope.expire_key_material:type_name -> raftkms.events.v1.ExpireKeyMaterial
+	21, // 12: raftkms.events.v1.Envelope.delete_imported_key_material:type_name -> raftkms.events.v1.DeleteImportedKeyMaterial
+	22, // 13: raftkms.events.v1.Envelope.create_alias:type_name -> raftkms.events.v1.CreateAlias
+	23, // 14: raftkms.events.v1.Envelope.update_alias:type_name -> raftkms.events.v1.UpdateAlias
+	24, // 15: raftkms.events.v1.Envelope.delete_alias:type_name -> raftkms.events.v1.DeleteAlias
+	25, // 16: raftkms.events.v1.Envelope.put_key_policy:type_name -> raftkms.events.v1.PutKeyPolicy
+	26, // 17: raftkms.events.v1.Envelope.update_key_description:type_name -> raftkms.events.v1.UpdateKeyDescription
+	27, // 18: raftkms.events.v1.Envelope.tag_key:type_name -> raftkms.events.v1.TagKey
+	28, // 19: raftkms.events.v1.Envelope.untag_key:type_name -> raftkms.events.v1.UntagKey
+	29, // 20: raftkms.events.v1.Envelope.register_node:type_name -> raftkms.events.v1.RegisterNode
+	30, // 21: raftkms.events.v1.Envelope.create_access_key:type_name -> raftkms.events.v1.CreateAccessKey
+	31, // 22: raftkms.events.v1.Envelope.delete_access_key:type_name -> raftkms.events.v1.DeleteAccessKey
+	33, // 23: raftkms.events.v1.Envelope.create_grant:type_name -> raftkms.events.v1.CreateGrant
+	34, // 24: raftkms.events.v1.Envelope.retire_grant:type_name -> raftkms.events.v1.RetireGrant
+	35, // 25: raftkms.events.v1.Envelope.revoke_grant:type_name -> raftkms.events.v1.RevokeGrant
+	36, // 26: raftkms.events.v1.Envelope.update_key_version_policy:type_name -> raftkms.events.v1.UpdateKeyVersionPolicy
+	37, // 27: raftkms.events.v1.Envelope.destroy_key_version:type_name -> raftkms.events.v1.DestroyKeyVersion
+	38, // 28: raftkms.events.v1.Envelope.request_root_key_rotation:type_name -> raftkms.events.v1.RequestRootKeyRotation
+	39, // 29: raftkms.events.v1.Envelope.reseal_material:type_name -> raftkms.events.v1.ResealMaterial
+	40, // 30: raftkms.events.v1.Envelope.complete_root_key_rotation:type_name -> raftkms.events.v1.CompleteRootKeyRotation
+	17, // 31: raftkms.events.v1.Envelope.rotate_keys:type_name -> raftkms.events.v1.RotateKeys
+	1,  // 32: raftkms.events.v1.CreateKey.origin:type_name -> raftkms.events.v1.Origin
+	7,  // 33: raftkms.events.v1.CreateKey.tags:type_name -> raftkms.events.v1.Tag
+	2,  // 34: raftkms.events.v1.RotateKey.rotation_type:type_name -> raftkms.events.v1.RotationType
+	16, // 35: raftkms.events.v1.RotateKeys.rotations:type_name -> raftkms.events.v1.RotateKey
+	3,  // 36: raftkms.events.v1.ImportKeyMaterial.import_type:type_name -> raftkms.events.v1.ImportType
+	4,  // 37: raftkms.events.v1.ImportKeyMaterial.expiration_model:type_name -> raftkms.events.v1.ExpirationModel
+	7,  // 38: raftkms.events.v1.TagKey.tags:type_name -> raftkms.events.v1.Tag
+	7,  // 39: raftkms.events.v1.GrantConstraints.encryption_context_subset:type_name -> raftkms.events.v1.Tag
+	7,  // 40: raftkms.events.v1.GrantConstraints.encryption_context_equals:type_name -> raftkms.events.v1.Tag
+	32, // 41: raftkms.events.v1.CreateGrant.constraints:type_name -> raftkms.events.v1.GrantConstraints
+	5,  // 42: raftkms.events.v1.ResealMaterial.kind:type_name -> raftkms.events.v1.ResealKind
+	43, // [43:43] is the sub-list for method output_type
+	43, // [43:43] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_proto_events_v1_events_proto_init() }
@@ -3445,6 +3520,7 @@ func file_proto_events_v1_events_proto_init() {
 		(*Envelope_RequestRootKeyRotation)(nil),
 		(*Envelope_ResealMaterial)(nil),
 		(*Envelope_CompleteRootKeyRotation)(nil),
+		(*Envelope_RotateKeys)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3452,7 +3528,7 @@ func file_proto_events_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_events_v1_events_proto_rawDesc), len(file_proto_events_v1_events_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   34,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
