@@ -438,9 +438,16 @@ func (s *Server) Stop() {
 		if s.metricsLis != nil {
 			s.metricsLis.Close()
 		}
-		s.api.EndStreams()
 		done := make(chan struct{})
 		go func() { s.grpc.GracefulStop(); close(done) }()
+		// Calls in flight finish first: a write being acknowledged needs
+		// the lease streams (the holders' reports). Then the streams end,
+		// which a graceful stop would otherwise wait for.
+		select {
+		case <-done:
+		case <-time.After(200 * time.Millisecond):
+		}
+		s.api.EndStreams()
 		select {
 		case <-done:
 		case <-time.After(2 * time.Second):
