@@ -45,6 +45,12 @@ const SchemaStage = 3
 // SchemaBatch is the first schema that knows RotateKeys (see SchemaVersion).
 const SchemaBatch = 4
 
+// SchemaLeases is the first schema whose builds grant and honour read leases
+// (raftnode/lease.go): a leader grants leases only once every member
+// announces it, because an older leader elected later would acknowledge
+// writes without waiting out the leases granted before it.
+const SchemaLeases = 4
+
 // entryFormatV1 is the first byte of every raftkms log entry: a protobuf
 // Envelope follows. A different first byte is corruption or a newer format.
 const entryFormatV1 byte = 0x01

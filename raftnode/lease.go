@@ -322,7 +322,8 @@ func (n *Node) LeaseServe(from string, req *clusterv1.LeaseRequest) *clusterv1.L
 		h.appended = max(h.appended, appended)
 	}
 	age := now - l.confirmedAt
-	if req.WantLease && req.Seq > 0 && req.Term == l.term && l.confirmed && age < l.holderSpan() {
+	if req.WantLease && req.Seq > 0 && req.Term == l.term && l.confirmed && age < l.holderSpan() &&
+		(h != nil || n.ProposeSchema() >= fsm.SchemaLeases) {
 		if h == nil {
 			// Everything acknowledged or made visible so far is at or
 			// below our last index: the new holder serves nothing until
