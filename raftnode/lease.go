@@ -538,13 +538,38 @@ func (n *Node) waitAck(ctx context.Context, index uint64, term uint64) error {
 		}
 		if !l.leading || l.term != term {
 			// Leadership moved on after the entry committed (it is applied
-			// here): it is acknowledged once the next leader makes it
-			// visible.
-			l.mu.Unlock()
-			if err := n.WaitVisible(ctx, index); err != nil {
-				return fmt.Errorf("%w: %w", raft.ErrLeadershipLost, err)
+			// here). It is acknowledged once the next leader makes it
+			// visible, or one leader span from now, when every lease granted
+			// in its term or before has run out: holders stopped renewing
+			// with this node when it stopped leading (LeaseServe checks),
+			// and a later leader's holders start from a floor at or above
+			// every committed entry.
+			until := l.now() + l.leaderSpan()
+			if l.leading {
+				until = min(until, l.waitUntil) // leader again, of a newer term
 			}
-			return nil
+			l.mu.Unlock()
+			for {
+				if n.VisibleIndex() >= index {
+					return nil
+				}
+				left := until - l.now()
+				if left <= 0 {
+					return nil
+				}
+				t := time.NewTimer(min(left, l.dur/8))
+				select {
+				case <-n.LeaseChanged():
+				case <-t.C:
+				case <-ctx.Done():
+					t.Stop()
+					return fmt.Errorf("%w: %w", raft.ErrLeadershipLost, ctx.Err())
+				case <-n.doneCh:
+					t.Stop()
+					return ErrShutdown
+				}
+				t.Stop()
+			}
 		}
 		if l.visible >= index {
 			l.mu.Unlock()
