@@ -3,6 +3,7 @@ package rpc
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -130,32 +131,59 @@ func newReadState(req any) *readState {
 // alias changes, which every read waits for anyway (fsm.ModIndex). A request
 // that names no key gives nil: it depends on everything.
 func (s *Server) keyIDs(rs *readState) []string {
+	ids, _ := s.resolveRefs(rs)
+	return ids
+}
+
+// resolveRefs is keyIDs, and whether any reference named a key other than
+// by its ID (an alias or an ARN), whose resolution may move.
+func (s *Server) resolveRefs(rs *readState) (ids []string, indirect bool) {
 	if rs == nil || len(rs.refs)+len(rs.blobIDs) == 0 {
-		return nil
+		return nil, false
 	}
-	ids := make([]string, 0, len(rs.refs)+len(rs.blobIDs)+1)
+	ids = make([]string, 0, len(rs.refs)+len(rs.blobIDs)+1)
 	ids = append(ids, rs.blobIDs...)
 	for _, ref := range rs.refs {
 		if k, err := s.fsm.ResolveKey(ref); err == nil {
 			ids = append(ids, k.ID)
+			indirect = indirect || k.ID != ref
 		} else {
 			ids = append(ids, ref)
+			indirect = true
 		}
 	}
 	// "" stands for "nothing but what is not tied to one key": it keeps a
 	// request whose references all failed to parse from depending on no key.
-	return append(ids, "")
+	return append(ids, ""), indirect
 }
 
 // leaseBarrier is the lease-mode read barrier: with a valid lease the node
 // waits only for its own appended entries that the read depends on. It
 // reports false when there is no valid lease.
+//
+// An alias resolves to the key it names in the applied state, which may lag
+// an acknowledged move of the alias; so once the pending entries of what it
+// resolved to are applied, the references are resolved again, and if they
+// now name other keys, those keys' pending entries are waited for too.
 func (s *Server) leaseBarrier(ctx context.Context, ln leaseNode) (bool, error) {
 	ok, err := ln.LeaseRead(ctx)
 	if err != nil || !ok {
 		return false, err
 	}
-	return true, ln.WaitPending(ctx, s.keyIDs(readStateOf(ctx))...)
+	rs := readStateOf(ctx)
+	ids, indirect := s.resolveRefs(rs)
+	for range 3 {
+		if err := ln.WaitPending(ctx, ids...); err != nil || !indirect {
+			return true, err
+		}
+		again := s.keyIDs(rs)
+		if slices.Equal(again, ids) {
+			return true, nil
+		}
+		ids = again
+	}
+	// Aliases still moving: wait for everything in the log.
+	return true, ln.WaitPending(ctx)
 }
 
 // holdRead keeps a linearizable read's answer until the cluster has made

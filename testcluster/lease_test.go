@@ -2,6 +2,8 @@ package testcluster_test
 
 import (
 	"context"
+	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -128,4 +130,51 @@ func TestLeaseDisableHonouredEverywhere(t *testing.T) {
 
 func staleCtx(ctx context.Context) context.Context {
 	return metadata.AppendToOutgoingContext(ctx, rpc.MDStaleOK, "true")
+}
+
+// TestLeaseAliasMovedThenTargetDisabled: an alias is moved to another key and
+// that key disabled, both acknowledged; an Encrypt through the alias on a
+// lease holder that applies late must see both. The holder resolves the alias
+// before it has applied the move; once it has, it must look again and wait
+// for the new target's own appended entries. Changes of two other keys, one
+// before the move and one between the move and the disable, make the holder
+// stop (150 ms each) at those points.
+func TestLeaseAliasMovedThenTargetDisabled(t *testing.T) {
+	var lag atomic.Int32
+	lag.Store(-1)
+	var stops sync.Map // key IDs whose change the lagging node applies slowly
+	c := testcluster.New(t, 3, testcluster.WithAPI(testcluster.WithOnApply(func(i int, keyID string) {
+		if _, ok := stops.Load(keyID); ok && int32(i) == lag.Load() {
+			time.Sleep(150 * time.Millisecond)
+		}
+	})))
+	c.WaitServing(t)
+	ctx := apiCtx(t)
+	writer := c.Leader()
+	reader := (writer + 1) % 3
+	lag.Store(int32(reader))
+	tag := func(key string, r int) {
+		must[*kmsv1.TagResourceResponse](t, "TagResource")(c.KMS(writer).TagResource(ctx, &kmsv1.TagResourceRequest{
+			KeyId: key, Tags: []*kmsv1.Tag{{TagKey: "round", TagValue: fmt.Sprint(r)}}}))
+	}
+	const rounds = 5
+	for r := range rounds {
+		first := createKey(t, c.KMS(writer), "first")
+		second := createKey(t, c.KMS(writer), "second")
+		before, between := createKey(t, c.KMS(writer), "before"), createKey(t, c.KMS(writer), "between")
+		alias := fmt.Sprintf("alias/moved-%d", r)
+		must[*kmsv1.CreateAliasResponse](t, "CreateAlias")(c.KMS(writer).CreateAlias(ctx, &kmsv1.CreateAliasRequest{AliasName: alias, TargetKeyId: first}))
+		waitLeases(t, c, first)
+		stops.Store(before, true)
+		stops.Store(between, true)
+		tag(before, r)
+		must[*kmsv1.UpdateAliasResponse](t, "UpdateAlias")(c.KMS(writer).UpdateAlias(ctx, &kmsv1.UpdateAliasRequest{AliasName: alias, TargetKeyId: second}))
+		tag(between, r)
+		must[*kmsv1.DisableKeyResponse](t, "DisableKey")(c.KMS(writer).DisableKey(ctx, &kmsv1.DisableKeyRequest{KeyId: second}))
+		_, err := c.KMS(reader).Encrypt(ctx, &kmsv1.EncryptRequest{KeyId: alias, Plaintext: []byte("x")})
+		if st, _ := status.FromError(err); err == nil || st.Code() != codes.FailedPrecondition {
+			t.Fatalf("round %d: Encrypt through %s on node %d after it moved to a key since disabled: %v (want DisabledException)", r, alias, reader, err)
+		}
+		c.WaitConverged(t)
+	}
 }
