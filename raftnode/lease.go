@@ -82,6 +82,7 @@ type leases struct {
 	// (publishLocked), the known visible index, and the pending indexes.
 	view         atomic.Pointer[leaseView]
 	knownA       atomic.Uint64
+	termA        atomic.Uint64 // myTerm, the term knownA belongs to
 	appendedA    atomic.Uint64
 	pmu          sync.RWMutex
 	pendingKeys  map[string]uint64 // guarded by pmu
@@ -152,6 +153,7 @@ func (l *leases) newTermLocked(term uint64) {
 		return
 	}
 	l.myTerm = term
+	l.termA.Store(term)
 	l.myValid = false
 	l.myFloor = 0
 	l.seenConfirm = 0
@@ -188,10 +190,7 @@ func (l *leases) setLeading(v bool) {
 	defer l.mu.Unlock()
 	if !v {
 		if l.leading {
-			l.leading = false
-			l.holders = map[string]*leaseRecord{}
-			l.confirmed = false
-			l.broadcastLocked()
+			l.stepDownLocked()
 		}
 		return
 	}
@@ -207,6 +206,15 @@ func (l *leases) setLeading(v bool) {
 	l.confirmAcks = map[string]bool{}
 	l.visible = 0
 	l.startRoundLocked()
+}
+
+// stepDownLocked ends this node's leadership of the lease: no holders, no
+// confirmation.
+func (l *leases) stepDownLocked() {
+	l.leading = false
+	l.holders = map[string]*leaseRecord{}
+	l.confirmed = false
+	l.broadcastLocked()
 }
 
 // startRoundLocked begins a confirmation round; the stream handlers push it.
@@ -248,10 +256,7 @@ func (l *leases) maintain(newRound bool) {
 		return
 	}
 	if l.n.raft.State() != raft.Leader || l.n.raft.CurrentTerm() != l.term {
-		l.leading = false
-		l.holders = map[string]*leaseRecord{}
-		l.confirmed = false
-		l.broadcastLocked()
+		l.stepDownLocked()
 		return
 	}
 	if newRound {
@@ -482,7 +487,7 @@ func (n *Node) WaitPending(ctx context.Context, keyIDs ...string) error {
 // that can serve a read has that change in its log.
 func (n *Node) WaitVisible(ctx context.Context, index uint64) error {
 	l := n.lease
-	if l.knownA.Load() >= index {
+	if n.VisibleIndex() >= index {
 		return nil
 	}
 	for {
@@ -503,9 +508,18 @@ func (n *Node) WaitVisible(ctx context.Context, index uint64) error {
 	}
 }
 
-// VisibleIndex is the visible index this node knows.
+// VisibleIndex is the visible index this node knows. Once Raft has moved to a
+// newer term, what was known of the older one counts only as far as this
+// node has applied (newTermLocked), even before a lease message of the new
+// term arrives.
 func (n *Node) VisibleIndex() uint64 {
-	return n.lease.knownA.Load()
+	l := n.lease
+	if term := n.raft.CurrentTerm(); term != l.termA.Load() {
+		l.mu.Lock()
+		l.newTermLocked(term)
+		l.mu.Unlock()
+	}
+	return l.knownA.Load()
 }
 
 // LeaseHolders is, on the leader, how many nodes hold a lease.

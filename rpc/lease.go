@@ -84,7 +84,7 @@ func (s *Server) VisibleIndex() uint64 {
 type readState struct {
 	refs    []string // key references in the request (IDs, ARNs, aliases)
 	blobIDs []string // key IDs named by ciphertexts in the request
-	checked bool     // a linearizable barrier ran
+	checked bool     // a linearizable barrier ran, or a write was answered here
 }
 
 type readStateKey struct{}
@@ -186,9 +186,10 @@ func (s *Server) leaseBarrier(ctx context.Context, ln leaseNode) (bool, error) {
 	return true, ln.WaitPending(ctx)
 }
 
-// holdRead keeps a linearizable read's answer until the cluster has made
-// visible the last change of what it looked at (see raftnode/lease.go). On a
-// node without a lease it asks the leader for the visible index.
+// holdRead keeps an answer (of a linearizable read, or of a write answered
+// here) until the cluster has made visible the last change of what it looked
+// at (see raftnode/lease.go). When no push of the visible index arrives for a
+// lease duration, it asks the leader.
 func (s *Server) holdRead(ctx context.Context, rs *readState) error {
 	ln, ok := s.node.(leaseNode)
 	if !ok || rs == nil || !rs.checked {
@@ -201,22 +202,20 @@ func (s *Server) holdRead(ctx context.Context, rs *readState) error {
 	s.reads.held.Add(1)
 	hctx, cancel := context.WithTimeout(ctx, s.readIdx.timeout)
 	defer cancel()
-	wctx, wcancel := context.WithTimeout(hctx, ln.LeaseDuration())
-	err := ln.WaitVisible(wctx, need)
-	wcancel()
-	for err != nil && hctx.Err() == nil {
-		// No push from the leader in a lease duration: ask it.
-		if _, rerr := s.readIndexOnce(hctx); rerr != nil {
-			return unavailableErr("the read cannot be confirmed as visible on every node (%v); retry", rerr)
-		}
+	for {
 		wctx, wcancel := context.WithTimeout(hctx, ln.LeaseDuration())
-		err = ln.WaitVisible(wctx, need)
+		err := ln.WaitVisible(wctx, need)
 		wcancel()
+		if err == nil {
+			return nil
+		}
+		if hctx.Err() != nil {
+			return unavailableErr("the read cannot be confirmed as visible on every node; retry")
+		}
+		if _, err := s.readIndexOnce(hctx); err != nil {
+			return unavailableErr("the read cannot be confirmed as visible on every node (%v); retry", err)
+		}
 	}
-	if err != nil {
-		return unavailableErr("the read cannot be confirmed as visible on every node; retry")
-	}
-	return nil
 }
 
 // Lease serves a node's lease stream (leader side; DESIGN §5). Only a node
@@ -272,9 +271,8 @@ func (s clusterService) Lease(stream clusterv1.ClusterService_LeaseServer) (err 
 			if err := stream.Send(ln.LeasePush()); err != nil {
 				return err
 			}
-		case err := <-recvErr:
-			_ = err
-			return nil
+		case <-recvErr:
+			return nil // the node went away; it reopens the stream
 		case <-ctx.Done():
 			return nil
 		case <-s.stop:
