@@ -70,7 +70,8 @@ func (s *Server) UnaryInterceptor() grpc.UnaryServerInterceptor {
 		}
 		// One context value for the call (requests.go); the request is
 		// there for conditions and grant constraints (grants.go).
-		ctx = context.WithValue(ctx, callInfoKey{}, &callInfo{requestID: id, caller: c, req: req})
+		ci := &callInfo{requestID: id, caller: c, req: req}
+		ctx = context.WithValue(ctx, callInfoKey{}, ci)
 		isWrite := m.write() && c.via == "" && first(in.forwardedBy) == ""
 
 		if isWrite && !s.node.IsLeader() {
@@ -83,7 +84,7 @@ func (s *Server) UnaryInterceptor() grpc.UnaryServerInterceptor {
 		// they saw is visible on every node (lease.go).
 		rs := newReadState(req)
 		rs.checked = m.write()
-		ctx = withReadState(ctx, rs)
+		ci.read = rs
 		resp, err = handler(ctx, req)
 		if !errors.Is(err, raftnode.ErrNotLeader) && !errors.Is(err, raftnode.ErrAmbiguous) {
 			if herr := s.holdRead(ctx, rs); herr != nil {

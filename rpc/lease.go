@@ -87,15 +87,11 @@ type readState struct {
 	checked bool     // a linearizable barrier ran, or a write was answered here
 }
 
-type readStateKey struct{}
-
-func withReadState(ctx context.Context, rs *readState) context.Context {
-	return context.WithValue(ctx, readStateKey{}, rs)
-}
-
 func readStateOf(ctx context.Context) *readState {
-	rs, _ := ctx.Value(readStateKey{}).(*readState)
-	return rs
+	if ci := callOf(ctx); ci != nil {
+		return ci.read
+	}
+	return nil
 }
 
 // newReadState collects the key references of a request: every string field

@@ -88,9 +88,10 @@ func fingerprintOf(ctx context.Context) []byte {
 // allocates one context, not three. It is never changed once in a context;
 // the with* functions derive a new one.
 type callInfo struct {
-	requestID string // the call's idempotency token
-	caller    caller // who made the call
-	req       any    // the request, for conditions and grant constraints
+	requestID string     // the call's idempotency token
+	caller    caller     // who made the call
+	req       any        // the request, for conditions and grant constraints
+	read      *readState // what the call reads, for leases (lease.go)
 }
 
 type callInfoKey struct{}
