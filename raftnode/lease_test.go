@@ -11,13 +11,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/raftkms/raftkms/fsm"
 	"github.com/raftkms/raftkms/raftnode"
+	"github.com/raftkms/raftkms/testcluster"
 )
-
-// rateClock is a monotonic clock running at rate times real time.
-func rateClock(rate float64) func() time.Duration {
-	start := time.Now()
-	return func() time.Duration { return time.Duration(float64(time.Since(start)) * rate) }
-}
 
 // startLeaseCluster runs n nodes whose lease clocks run at the given rates.
 func startLeaseCluster(t *testing.T, rates []float64, lease time.Duration, drift float64) []testNode {
@@ -39,7 +34,7 @@ func startLeaseCluster(t *testing.T, rates []float64, lease time.Duration, drift
 			Logger:           hclog.New(&hclog.LoggerOptions{Name: peers[i].ID, Level: hclog.Warn, Output: os.Stderr}),
 			HeartbeatTimeout: 100 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond,
 			LeaderLeaseTimeout: 50 * time.Millisecond, CommitTimeout: 5 * time.Millisecond,
-			LeaseDuration: lease, LeaseMaxDrift: drift, LeaseClock: rateClock(rates[i]),
+			LeaseDuration: lease, LeaseMaxDrift: drift, LeaseClock: testcluster.RateClock(rates[i]),
 		})
 		if err != nil {
 			t.Fatal(err)

@@ -45,3 +45,10 @@ func (a *apiOptions) nowFor(i int) func() time.Time {
 	}
 	return a.clock(i)
 }
+
+// RateClock is a monotonic lease clock (raftnode.Config.LeaseClock) that
+// runs at rate times real time: above 1 fast, below 1 slow.
+func RateClock(rate float64) func() time.Duration {
+	start := time.Now()
+	return func() time.Duration { return time.Duration(float64(time.Since(start)) * rate) }
+}

@@ -12,12 +12,6 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// rateClock is a lease clock running at rate times real time.
-func rateClock(rate float64) func() time.Duration {
-	start := time.Now()
-	return func() time.Duration { return time.Duration(float64(time.Since(start)) * rate) }
-}
-
 // TestLeaseDriftBeyondBound documents what read leases assume: that every
 // node's clock runs within a factor 1±ε of real time (LeaseMaxDrift). A
 // follower holding a lease is isolated; the leader stops counting it
@@ -51,7 +45,7 @@ func TestLeaseDriftBeyondBound(t *testing.T) {
 			c := testcluster.New(t, 3, testcluster.WithAPI(), testcluster.WithNodeConfig(func(i int, cfg *raftnode.Config) {
 				cfg.LeaseDuration, cfg.LeaseMaxDrift = lease, bound
 				if i == slow {
-					cfg.LeaseClock = rateClock(tc.rate)
+					cfg.LeaseClock = testcluster.RateClock(tc.rate)
 				}
 			}))
 			c.WaitServing(t)

@@ -25,7 +25,7 @@ func TestChaosLeaseClockDrift(t *testing.T) {
 	var log attemptLog
 	Run(t, params(t), Scenario{
 		Options: []testcluster.Option{withLease(chaosLease, bound, func(i int) func() time.Duration {
-			return rateClock(rates[i])
+			return testcluster.RateClock(rates[i])
 		})},
 		Workload: Config{Workers: 5, Probes: 4, AttemptTimeout: time.Second, ProbeMix: probeMix},
 		Faults: func(e *Env) {

@@ -217,12 +217,6 @@ func stallStats(stalls []time.Duration) string {
 		s[len(s)/2].Round(time.Millisecond), s[len(s)-1].Round(time.Millisecond), len(s))
 }
 
-// rateClock is a lease clock running at rate times real time.
-func rateClock(rate float64) func() time.Duration {
-	start := time.Now()
-	return func() time.Duration { return time.Duration(float64(time.Since(start)) * rate) }
-}
-
 // readProbeMix is probeMix without writes: probes that only read, so that
 // every one of them keeps asking a cut-off node through the whole cut.
 var readProbeMix = Mix{OpEncrypt: 8, OpDecrypt: 5, OpDescribe: 5}
